@@ -1,0 +1,34 @@
+# Two commands matter: `make run` and `make test`. Both bootstrap .venv on a fresh
+# machine with only Python 3.11+ and make.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CONFIG ?= config.yaml
+
+.PHONY: run test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[test,lint,fast]'
+	touch $@
+
+run: $(VENV)/.installed
+	$(PY) -m bot serve --config $(CONFIG)
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check bot tests bench
+	$(VENV)/bin/mypy
+
+bench: $(VENV)/.installed-test
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

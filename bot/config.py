@@ -1,0 +1,269 @@
+"""Configuration: load ``config.yaml`` once, apply env overrides, validate every key."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+from bot.errors import ConfigError
+
+DEFAULT_PATH = "config.yaml"
+ENV_OVERRIDES = {
+    "WECHAT_APPID": ("wechat", "appid"),
+    "WECHAT_SECRET": ("wechat", "secret"),
+    "WECHAT_TOKEN": ("wechat", "token"),
+    "WECHAT_ENCODING_AES_KEY": ("wechat", "encoding_aes_key"),
+    "WECHAT_API_BASE": ("wechat", "api_base"),
+}
+
+
+@dataclass(frozen=True)
+class WeChatConfig:
+    """Credentials and endpoints of the Official Account."""
+
+    appid: str = ""
+    secret: str = ""
+    token: str = ""
+    encoding_aes_key: str = ""
+    previous_encoding_aes_key: str = ""
+    api_base: str = "https://api.weixin.qq.com"
+
+    def __repr__(self) -> str:  # secrets must never reach a log line through repr()
+        return f"WeChatConfig(appid={self.appid!r}, api_base={self.api_base!r}, secrets=***)"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Where the webhook listens and what it accepts."""
+
+    host: str = "0.0.0.0"  # noqa: S104 - a webhook must be reachable by WeChat
+    port: int = 8080
+    path: str = "/wechat"
+    max_body_bytes: int = 65536
+    timestamp_tolerance_seconds: int = 300
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """The SQLite file and how long followers' message content is kept."""
+
+    path: str = "data/bot.db"
+    retention_days: int = 30
+
+
+@dataclass(frozen=True)
+class RulesConfig:
+    """Where the rule files live and how often they are checked for changes."""
+
+    dir: str = "rules"
+    reload_seconds: float = 2.0
+
+
+@dataclass(frozen=True)
+class ActionsConfig:
+    """How decided actions are sent to WeChat."""
+
+    batch_size: int = 20
+    max_delay_seconds: float = 2.0
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """The nightly blacklist export."""
+
+    cron: str = "0 3 * * *"
+    timezone: str = "Asia/Shanghai"
+    dir: str = "data/exports"
+    retention_days: int = 90
+    notify_url: str = ""
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """Log verbosity."""
+
+    level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole, validated configuration. Build it with :func:`load_config`."""
+
+    wechat: WeChatConfig = WeChatConfig()
+    server: ServerConfig = ServerConfig()
+    storage: StorageConfig = StorageConfig()
+    rules: RulesConfig = RulesConfig()
+    actions: ActionsConfig = ActionsConfig()
+    export: ExportConfig = ExportConfig()
+    logging: LoggingConfig = LoggingConfig()
+    source: str = ""
+
+    @property
+    def dry_run(self) -> bool:
+        """True when no API call may be made: asked for, or no credentials to make one."""
+        return self.actions.dry_run or not (self.wechat.appid and self.wechat.secret)
+
+    @property
+    def dry_run_reason(self) -> str:
+        """Why the service is in dry-run mode, for the start-up log."""
+        if self.actions.dry_run:
+            return "actions.dry_run is true"
+        if not (self.wechat.appid and self.wechat.secret):
+            return "wechat.appid / wechat.secret are not configured"
+        return ""
+
+
+SECTIONS: dict[str, type] = {
+    "wechat": WeChatConfig,
+    "server": ServerConfig,
+    "storage": StorageConfig,
+    "rules": RulesConfig,
+    "actions": ActionsConfig,
+    "export": ExportConfig,
+    "logging": LoggingConfig,
+}
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def resolve_path(cli_path: str | None) -> str:
+    """The config file to read: ``--config``, else ``$BOT_CONFIG``, else ``./config.yaml``."""
+    return cli_path or os.environ.get("BOT_CONFIG") or DEFAULT_PATH
+
+
+def load_config(path: str | None = None, env: dict[str, str] | None = None) -> Config:
+    """Read, override from the environment and validate; raise ConfigError naming the key."""
+    env = dict(os.environ) if env is None else env
+    source = resolve_path(path)
+    raw = _read_yaml(source)
+    for var, (section, key) in ENV_OVERRIDES.items():
+        if env.get(var):
+            raw.setdefault(section, {})
+            if isinstance(raw[section], dict):
+                raw[section][key] = env[var]
+    return build_config(raw, source)
+
+
+def _read_yaml(source: str) -> dict[str, Any]:
+    path = Path(source)
+    if not path.exists():
+        raise ConfigError(f"{source}: config file not found (use --config PATH or BOT_CONFIG)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections")
+    return data
+
+
+def build_config(raw: dict[str, Any], source: str = "<config>") -> Config:
+    """Validate a parsed mapping into a Config (the one validation entry point)."""
+    sections: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name not in SECTIONS:
+            raise ConfigError(
+                f"{source}: unknown key '{name}' (expected one of: {', '.join(SECTIONS)})"
+            )
+        sections[name] = _build_section(name, SECTIONS[name], value, source)
+    config = Config(**sections, source=source)
+    _check_values(config, source)
+    return config
+
+
+def _build_section(name: str, cls: type, value: Any, source: str) -> Any:
+    if value is None:
+        return cls()
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: '{name}' must be a mapping of keys")
+    known = {f.name: f for f in fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, item in value.items():
+        if key not in known:
+            raise ConfigError(
+                f"{source}: unknown key '{name}.{key}' (expected one of: {', '.join(known)})"
+            )
+        kwargs[key] = _coerce(f"{name}.{key}", type(getattr(cls(), key)), item, source)
+    return cls(**kwargs)
+
+
+def _coerce(key: str, expected: type, value: Any, source: str) -> Any:
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is str and value is None:
+        return ""
+    if isinstance(value, expected) and not (expected is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(
+        f"{source}: '{key}' must be {_TYPE_NAMES[expected]}, got {type(value).__name__} {value!r}"
+        if key.split(".")[-1] not in {"secret", "encoding_aes_key", "previous_encoding_aes_key"}
+        else f"{source}: '{key}' must be {_TYPE_NAMES[expected]}"
+    )
+
+
+def _check_values(config: Config, source: str) -> None:
+    def fail(key: str, message: str) -> None:
+        raise ConfigError(f"{source}: '{key}' {message}")
+
+    for key in ("encoding_aes_key", "previous_encoding_aes_key"):
+        value = getattr(config.wechat, key)
+        if value and not re.fullmatch(r"[A-Za-z0-9]{43}", value):
+            fail(f"wechat.{key}", "must be exactly 43 letters and digits (as the platform shows it)")
+    if config.wechat.previous_encoding_aes_key and not config.wechat.encoding_aes_key:
+        fail("wechat.previous_encoding_aes_key", "needs wechat.encoding_aes_key to be set too")
+    if not re.fullmatch(r"https?://[^/\s?#]+", config.wechat.api_base):
+        fail("wechat.api_base", "must be scheme://host[:port] with no path, e.g. "
+             "https://api.weixin.qq.com")
+    if not config.server.path.startswith("/"):
+        fail("server.path", "must start with '/'")
+    if not 1 <= config.server.port <= 65535:
+        fail("server.port", "must be between 1 and 65535")
+    if not 1024 <= config.server.max_body_bytes <= 10 * 1024 * 1024:
+        fail("server.max_body_bytes", "must be between 1024 and 10485760")
+    if config.server.timestamp_tolerance_seconds < 1:
+        fail("server.timestamp_tolerance_seconds", "must be at least 1")
+    if config.storage.retention_days < 1:
+        fail("storage.retention_days", "must be at least 1 (days)")
+    if config.rules.reload_seconds <= 0:
+        fail("rules.reload_seconds", "must be greater than 0")
+    if not 1 <= config.actions.batch_size <= 20:
+        fail("actions.batch_size", f"must be between 1 and 20 (WeChat's limit), got "
+             f"{config.actions.batch_size}")
+    if config.actions.max_delay_seconds <= 0:
+        fail("actions.max_delay_seconds", "must be greater than 0")
+    if config.export.retention_days < 1:
+        fail("export.retention_days", "must be at least 1 (days)")
+    if config.logging.level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        fail("logging.level", "must be one of DEBUG, INFO, WARNING, ERROR")
+    _check_schedule(config.export, source)
+
+
+def _check_schedule(export: ExportConfig, source: str) -> None:
+    try:
+        tz = ZoneInfo(export.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"{source}: 'export.timezone' must be an IANA time zone such as Asia/Shanghai, "
+            f"got {export.timezone!r}"
+        ) from None
+    from apscheduler.triggers.cron import CronTrigger  # the cron parser lives in APScheduler
+
+    if len(export.cron.split()) != 5:
+        raise ConfigError(
+            f"{source}: 'export.cron' must have 5 fields (minute hour day month weekday), "
+            f"got {export.cron!r}"
+        )
+    try:
+        CronTrigger.from_crontab(export.cron, timezone=tz)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: 'export.cron' is not a valid cron expression: {exc}") from None

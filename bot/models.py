@@ -1,0 +1,108 @@
+"""Domain types shared by the webhook, the rule engine, the store and the batcher."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Mapping
+
+# WeChat OpenIDs are 28 characters of [A-Za-z0-9_-] for an Official Account; be a little
+# lenient on length (other account kinds and test fixtures) but never accept separators.
+OPENID_RE = re.compile(r"^[A-Za-z0-9_-]{6,64}$")
+
+MESSAGE_TYPES = ("text", "image", "voice", "video", "shortvideo", "location", "link")
+
+
+def is_valid_openid(openid: str) -> bool:
+    """True when ``openid`` has the shape of a WeChat OpenID."""
+    return bool(OPENID_RE.match(openid))
+
+
+class ActionKind(StrEnum):
+    """What a decision asks the WeChat API (or the recorder) to do."""
+
+    BLACKLIST = "blacklist"
+    UNBLACKLIST = "unblacklist"
+    WARN = "warn"
+    LOG = "log"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One push from WeChat, message or event, reduced to what moderation needs.
+
+    ``msg_type`` is WeChat's MsgType (``text``, ``image``, ..., ``event``, or whatever
+    unknown type WeChat sent); ``event`` is the lower-cased Event for ``msg_type ==
+    "event"``. ``texts`` maps a field name (``content``, ``title``, ``description``,
+    ``url``, ``label``, ``recognition``, ``event_key``) to the follower-written text the
+    rules match against. ``fields`` keeps every top-level XML field as received.
+    """
+
+    openid: str
+    account: str
+    create_time: int
+    msg_type: str
+    event: str | None = None
+    msg_id: str | None = None
+    texts: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    fields: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def dedup_key(self) -> str:
+        """Key WeChat's retries share: MsgId for messages, sender + CreateTime for events."""
+        if self.msg_id:
+            return f"m:{self.msg_id}"
+        return f"e:{self.openid}:{self.create_time}:{self.event or self.msg_type}"
+
+    @property
+    def kind(self) -> str:
+        """Rule-facing type: the message type, or ``event`` for every event."""
+        return self.msg_type
+
+
+@dataclass(frozen=True, slots=True)
+class RuleHit:
+    """One rule that fired, with the evidence that makes ``why`` answerable.
+
+    ``evidence`` is human-readable (``keyword '加微信' at 3-8: "加 微 信"``); ``field`` and
+    ``span`` locate the original text the follower wrote, when there is one.
+    """
+
+    rule_id: str
+    action: ActionKind
+    evidence: str
+    field: str | None = None
+    span: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """An API action decided for a follower: blacklist or unblacklist.
+
+    ``expires_at`` (unix seconds) on a blacklist schedules its automatic removal.
+    """
+
+    kind: ActionKind
+    openid: str
+    rule_id: str
+    reason: str = ""
+    expires_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the engine concluded about one event: every hit, the actions and a reply."""
+
+    hits: tuple[RuleHit, ...] = ()
+    actions: tuple[Action, ...] = ()
+    reply: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        """True when no rule fired."""
+        return not self.hits
+
+
+NO_DECISION = Decision()

@@ -1,0 +1,456 @@
+"""SQLite storage: schema migrations, events, decisions and the action outbox.
+
+One thread owns the connection (sqlite3 connections belong to one thread): every
+database call from the event loop goes through :class:`Store`, which runs it on
+that thread and group-commits pushes so that many events share one fsync while
+each push is still committed before it is answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from bot.models import Action, ActionKind, Decision, Event
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+core = Migrations("bot-core")
+
+
+@core(name="0001_initial")
+def _initial(db: Database) -> None:
+    db.execute(
+        """CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            dedup_key TEXT NOT NULL UNIQUE,
+            openid TEXT NOT NULL,
+            account TEXT NOT NULL DEFAULT '',
+            msg_type TEXT NOT NULL,
+            event TEXT,
+            msg_id TEXT,
+            create_time INTEGER NOT NULL,
+            received_at INTEGER NOT NULL,
+            texts TEXT,
+            fields TEXT,
+            purged INTEGER NOT NULL DEFAULT 0
+        )"""
+    )
+    db.execute("CREATE INDEX events_openid ON events (openid, create_time)")
+    db.execute("CREATE INDEX events_received ON events (received_at)")
+    db.execute(
+        """CREATE TABLE decisions (
+            id INTEGER PRIMARY KEY,
+            event_id INTEGER REFERENCES events(id),
+            openid TEXT NOT NULL,
+            rule_id TEXT NOT NULL,
+            action TEXT NOT NULL,
+            evidence TEXT NOT NULL DEFAULT '',
+            field TEXT,
+            span_start INTEGER,
+            span_end INTEGER,
+            created_at INTEGER NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX decisions_openid ON decisions (openid, created_at)")
+    db.execute("CREATE INDEX decisions_created ON decisions (created_at)")
+    # The outbox: one row per decided API action. status: pending -> sending -> done |
+    # failed; cancelled (superseded), skipped (already in that state), dry_run.
+    db.execute(
+        """CREATE TABLE actions (
+            id INTEGER PRIMARY KEY,
+            openid TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            rule_id TEXT NOT NULL DEFAULT '',
+            reason TEXT NOT NULL DEFAULT '',
+            source TEXT NOT NULL DEFAULT 'rule',
+            event_id INTEGER REFERENCES events(id),
+            status TEXT NOT NULL DEFAULT 'pending',
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL,
+            not_before INTEGER NOT NULL DEFAULT 0,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            claimed_by TEXT,
+            claimed_at INTEGER,
+            errcode INTEGER,
+            errmsg TEXT,
+            expires_at INTEGER
+        )"""
+    )
+    db.execute("CREATE INDEX actions_status ON actions (status, kind, id)")
+    db.execute("CREATE INDEX actions_openid ON actions (openid, status)")
+    # Our view of who is blacklisted through us (and when a timed blacklist ends).
+    db.execute(
+        """CREATE TABLE blacklist (
+            openid TEXT PRIMARY KEY,
+            status TEXT NOT NULL,
+            rule_id TEXT NOT NULL DEFAULT '',
+            reason TEXT NOT NULL DEFAULT '',
+            since INTEGER NOT NULL,
+            expires_at INTEGER,
+            updated_at INTEGER NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX blacklist_expiry ON blacklist (status, expires_at)")
+    db.execute(
+        """CREATE TABLE kv (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL,
+            updated_at INTEGER NOT NULL
+        )"""
+    )
+
+
+@core(name="0002_snapshots")
+def _snapshots(db: Database) -> None:
+    # One snapshot per export day (a second export that day replaces it).
+    db.execute(
+        """CREATE TABLE snapshots (
+            id INTEGER PRIMARY KEY,
+            day TEXT NOT NULL UNIQUE,
+            taken_at INTEGER NOT NULL,
+            total INTEGER NOT NULL DEFAULT 0,
+            complete INTEGER NOT NULL DEFAULT 0,
+            csv_path TEXT,
+            report_path TEXT
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE snapshot_entries (
+            snapshot_id INTEGER NOT NULL REFERENCES snapshots(id) ON DELETE CASCADE,
+            openid TEXT NOT NULL,
+            PRIMARY KEY (snapshot_id, openid)
+        ) WITHOUT ROWID"""
+    )
+
+
+# Schema changes go here as new named migrations (never edit an applied one).
+MIGRATION_SETS: list[Migrations] = [core]
+
+
+def open_db(path: str | Path, *, migrate: bool = True) -> Database:
+    """Open (creating if needed) the SQLite file in WAL mode and apply migrations.
+
+    The connection belongs to the calling thread; the CLI uses this directly and
+    :class:`Store` calls it on its own thread.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), timeout=10.0, isolation_level=None)
+    db = Database(conn)
+    # WAL: readers (the CLI) never block the writer; NORMAL: fsync at checkpoints only,
+    # still durable against a process crash (SIGKILL), which is what WAL guarantees.
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA busy_timeout=10000")
+    db.execute("PRAGMA foreign_keys=ON")
+    if migrate:
+        for migrations in MIGRATION_SETS:
+            migrations.apply(db)
+    return db
+
+
+# ---------------------------------------------------------------- events & outbox
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """Result of recording a push: its row id, or ``duplicate`` for a WeChat retry."""
+
+    event_id: int | None
+    duplicate: bool
+
+
+def insert_event(db: Database, event: Event, decision: Decision, now: int,
+                 *, keep_content: bool = True) -> Recorded:
+    """Insert one event with its decision rows and outbox actions (caller holds the txn)."""
+    cur = db.execute(
+        "INSERT OR IGNORE INTO events (dedup_key, openid, account, msg_type, event, msg_id,"
+        " create_time, received_at, texts, fields) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        [
+            event.dedup_key, event.openid, event.account, event.msg_type, event.event,
+            event.msg_id, event.create_time, now,
+            json.dumps(dict(event.texts), ensure_ascii=False) if keep_content else None,
+            json.dumps(dict(event.fields), ensure_ascii=False) if keep_content else None,
+        ],
+    )
+    if cur.rowcount == 0:
+        return Recorded(None, True)
+    event_id = cur.lastrowid
+    insert_decision(db, event.openid, decision, now, event_id=event_id)
+    return Recorded(event_id, False)
+
+
+def insert_decision(db: Database, openid: str, decision: Decision, now: int,
+                    *, event_id: int | None = None, source: str = "rule") -> None:
+    """Store every hit of a decision and queue its actions."""
+    if decision.hits:
+        db.conn.executemany(
+            "INSERT INTO decisions (event_id, openid, rule_id, action, evidence, field,"
+            " span_start, span_end, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+            [
+                (event_id, openid, h.rule_id, str(h.action), h.evidence, h.field,
+                 h.span[0] if h.span else None, h.span[1] if h.span else None, now)
+                for h in decision.hits
+            ],
+        )
+    for action in decision.actions:
+        enqueue_action(db, action, now, event_id=event_id, source=source)
+
+
+def enqueue_action(db: Database, action: Action, now: int, *, event_id: int | None = None,
+                   source: str = "rule") -> int | None:
+    """Queue one API action, collapsing it against what is already pending or applied.
+
+    A pending action of the same kind for the same follower absorbs it; an opposite
+    pending action is cancelled by it (an unblacklist cancels a queued blacklist, and
+    the reverse); a follower already in the asked state through us is not sent again.
+    Returns the new outbox row id, or None when nothing needed queueing.
+    """
+    kind = ActionKind(action.kind)
+    opposite = ActionKind.UNBLACKLIST if kind is ActionKind.BLACKLIST else ActionKind.BLACKLIST
+    pending = db.execute(
+        "SELECT id, kind FROM actions WHERE openid = ? AND status = 'pending'", [action.openid]
+    ).fetchall()
+    if any(k == kind for _, k in pending):
+        if action.expires_at is not None and kind is ActionKind.BLACKLIST:
+            db.execute(
+                "UPDATE actions SET expires_at = MAX(COALESCE(expires_at, 0), ?), updated_at = ?"
+                " WHERE openid = ? AND status = 'pending' AND kind = ?",
+                [action.expires_at, now, action.openid, str(kind)],
+            )
+        return None
+    cancelled = [row_id for row_id, k in pending if k == opposite]
+    if cancelled:
+        db.execute(
+            f"UPDATE actions SET status = 'cancelled', updated_at = ?, errmsg = ?"
+            f" WHERE id IN ({','.join('?' * len(cancelled))})",
+            [now, f"superseded by {kind}", *cancelled],
+        )
+    state = db.execute("SELECT status FROM blacklist WHERE openid = ?", [action.openid]).fetchone()
+    in_flight = db.execute(
+        "SELECT 1 FROM actions WHERE openid = ? AND status = 'sending'", [action.openid]
+    ).fetchone()
+    already = state is not None and (
+        (kind is ActionKind.BLACKLIST and state[0] == "blacklisted")
+        or (kind is ActionKind.UNBLACKLIST and state[0] == "removed")
+    )
+    if (already or (cancelled and state is None)) and not in_flight:
+        if already and kind is ActionKind.BLACKLIST and action.expires_at is not None:
+            db.execute("UPDATE blacklist SET expires_at = ?, updated_at = ? WHERE openid = ?",
+                       [action.expires_at, now, action.openid])
+        return None
+    cur = db.execute(
+        "INSERT INTO actions (openid, kind, rule_id, reason, source, event_id, status,"
+        " created_at, updated_at, expires_at) VALUES (?,?,?,?,?,?,'pending',?,?,?)",
+        [action.openid, str(kind), action.rule_id, action.reason, source, event_id,
+         now, now, action.expires_at],
+    )
+    return cur.lastrowid
+
+
+def row_to_event(row: sqlite3.Row | tuple[Any, ...], columns: Sequence[str]) -> Event:
+    """Rebuild an :class:`Event` from an ``events`` row (for replay and ``why``)."""
+    data = dict(zip(columns, row, strict=True))
+    return Event(
+        openid=data["openid"], account=data["account"], create_time=data["create_time"],
+        msg_type=data["msg_type"], event=data["event"], msg_id=data["msg_id"],
+        texts=MappingProxyType(json.loads(data["texts"] or "{}")),
+        fields=MappingProxyType(json.loads(data["fields"] or "{}")),
+    )
+
+
+def iter_events(db: Database, since: int = 0) -> Iterator[tuple[int, Event]]:
+    """Yield ``(event_id, Event)`` for stored events received at or after ``since``."""
+    cur = db.execute("SELECT * FROM events WHERE received_at >= ? ORDER BY id", [since])
+    columns = [d[0] for d in cur.description]
+    for row in cur:
+        yield row[0], row_to_event(row, columns)
+
+
+def purge_content(db: Database, before: int) -> int:
+    """Drop followers' message content received before ``before``; return rows purged."""
+    cur = db.execute(
+        "UPDATE events SET texts = NULL, fields = NULL, purged = 1"
+        " WHERE received_at < ? AND purged = 0",
+        [before],
+    )
+    return cur.rowcount
+
+
+def pending_count(db: Database) -> int:
+    """How many outbox actions wait to be sent (pending or being sent)."""
+    row = db.execute(
+        "SELECT COUNT(*) FROM actions WHERE status IN ('pending', 'sending')"
+    ).fetchone()
+    return int(row[0])
+
+
+# ---------------------------------------------------------------- the owning thread
+
+
+@dataclass(slots=True)
+class _Job:
+    fn: Callable[[Database], Any]
+    future: asyncio.Future[Any]
+
+
+class Store:
+    """The database's single owner: runs calls on one thread, group-committing them.
+
+    Calls queued while a transaction is open join the next one (up to
+    ``max_batch``): under load one COMMIT serves many pushes; when idle a lone
+    push commits at once. A call's future resolves only after its COMMIT.
+    """
+
+    def __init__(self, path: str | Path, *, max_batch: int = 256):
+        self.path = Path(path)
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._open_error: BaseException | None = None
+        self.commits = 0
+        self.committed_calls = 0
+
+    async def start(self) -> None:
+        """Open the database on the owning thread and apply migrations."""
+        self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
+        self._thread.start()
+        await asyncio.get_running_loop().run_in_executor(None, self._ready.wait)
+        if self._open_error is not None:
+            raise self._open_error
+
+    async def call(self, fn: Callable[[Database], T]) -> T:
+        """Run ``fn(db)`` on the owning thread inside a transaction; return after COMMIT."""
+        if self._thread is None or not self._thread.is_alive():
+            raise RuntimeError("store is not running")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.put(_Job(fn, future))
+        return await future
+
+    async def record(self, event: Event, decision: Decision, *, keep_content: bool = True
+                     ) -> Recorded:
+        """Commit a push with its decision and actions; a WeChat retry comes back duplicate."""
+        now = int(time.time())
+        return await self.call(
+            lambda db: insert_event(db, event, decision, now, keep_content=keep_content)
+        )
+
+    async def close(self) -> None:
+        """Finish queued calls, then close the connection and stop the thread."""
+        if self._thread is None:
+            return
+        self._queue.put(None)
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+        self._thread = None
+
+    def _run(self) -> None:
+        try:
+            db = open_db(self.path)
+        except BaseException as exc:  # reported to start() on the event loop
+            self._open_error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            self._serve(db)
+        finally:
+            db.close()
+
+    def _serve(self, db: Database) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            jobs = [first]
+            stop = False
+            while len(jobs) < self.max_batch:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stop = True
+                    break
+                jobs.append(job)
+            self._run_batch(db, jobs)
+            if stop:
+                return
+
+    def _run_batch(self, db: Database, jobs: list[_Job]) -> None:
+        outcomes: list[tuple[_Job, bool, Any]] = []
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for job in jobs:
+                outcomes.append(self._run_job(db, job))
+            db.execute("COMMIT")
+            self.commits += 1
+            self.committed_calls += len(jobs)
+        except sqlite3.Error as exc:
+            log.error("database transaction failed: %s", exc)
+            if db.conn.in_transaction:
+                db.execute("ROLLBACK")
+            outcomes = [(job, False, exc) for job in jobs]
+        for job, ok, value in outcomes:
+            loop = job.future.get_loop()
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(_settle, job.future, ok, value)
+
+    @staticmethod
+    def _run_job(db: Database, job: _Job) -> tuple[_Job, bool, Any]:
+        savepoint = "job"
+        db.execute(f"SAVEPOINT {savepoint}")
+        try:
+            result = job.fn(db)
+        except Exception as exc:  # the caller gets it; the batch goes on
+            db.execute(f"ROLLBACK TO SAVEPOINT {savepoint}")
+            db.execute(f"RELEASE SAVEPOINT {savepoint}")
+            return job, False, exc
+        db.execute(f"RELEASE SAVEPOINT {savepoint}")
+        return job, True, result
+
+
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.done():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
+def run_sync(path: str | Path, fn: Callable[[Database], T]) -> T:
+    """Open the database, run ``fn`` in one transaction, close (for the CLI)."""
+    db = open_db(path)
+    try:
+        with db.atomic():
+            return fn(db)
+    finally:
+        db.close()
+
+
+def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Split ``items`` into lists of at most ``size``."""
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
