@@ -219,6 +219,8 @@ def _check_values(config: Config, source: str) -> None:
         value = getattr(config.wechat, key)
         if value and not re.fullmatch(r"[A-Za-z0-9]{43}", value):
             fail(f"wechat.{key}", "must be exactly 43 letters and digits (as the platform shows it)")
+    if config.wechat.encoding_aes_key and not config.wechat.appid:
+        fail("wechat.encoding_aes_key", "needs wechat.appid too: decryption checks the AppID")
     if config.wechat.previous_encoding_aes_key and not config.wechat.encoding_aes_key:
         fail("wechat.previous_encoding_aes_key", "needs wechat.encoding_aes_key to be set too")
     if not re.fullmatch(r"https?://[^/\s?#]+", config.wechat.api_base):

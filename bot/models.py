@@ -52,9 +52,12 @@ class Event:
     @property
     def dedup_key(self) -> str:
         """Key WeChat's retries share: MsgId for messages, sender + CreateTime for events."""
+        # A true retry repeats every field; the extra parts keep distinct pushes that
+        # happen to share a MsgId or a second (two events in one second) apart.
         if self.msg_id:
-            return f"m:{self.msg_id}"
-        return f"e:{self.openid}:{self.create_time}:{self.event or self.msg_type}"
+            return f"m:{self.openid}:{self.msg_id}:{self.msg_type}:{self.create_time}"
+        key = self.fields.get("EventKey", "")
+        return f"e:{self.openid}:{self.create_time}:{self.event or self.msg_type}:{key}"
 
     @property
     def kind(self) -> str:

@@ -1,0 +1,186 @@
+"""Composition root: build every component from the config and run their lifecycles."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from bot.config import Config
+from bot.dedup import InMemoryRecentPushes
+from bot.errors import RuleError
+from bot.metrics import Metrics
+from bot.rules import RuleEngine, RuleSet, RuleWatcher, load_ruleset
+from bot.models import Decision, Event
+from bot.store import Recorded, Store, pending_count, purge_content
+from bot.webhook import Webhook, healthz, metrics_response
+from bot.wechat.push import PushCodec
+
+log = logging.getLogger(__name__)
+
+PURGE_INTERVAL_SECONDS = 3600.0
+
+
+@dataclass
+class Service:
+    """Everything the running service holds; one per aiohttp Application."""
+
+    config: Config
+    metrics: Metrics = field(default_factory=Metrics)
+    store: Store | None = None
+    engine: RuleEngine | None = None
+    watcher: RuleWatcher | None = None
+    batcher: Any = None
+    scheduler: Any = None
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        """Start a background task and keep a strong reference to it until it ends."""
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s died", task.get_name(), exc_info=task.exception())
+
+    def evaluate(self, event: Event) -> Decision:
+        """Decide about one event with the rules in force (the webhook's Engine)."""
+        assert self.engine is not None, "rules are loaded before the server accepts pushes"
+        return self.engine.evaluate(event)
+
+    async def record(self, event: Event, decision: Decision, *, keep_content: bool = True
+                     ) -> Recorded:
+        """Commit one push (the webhook's Recorder)."""
+        assert self.store is not None, "the store opens before the server accepts pushes"
+        return await self.store.record(event, decision, keep_content=keep_content)
+
+    def wake(self) -> None:
+        """New actions were committed: let the batcher send a full batch now."""
+        if self.batcher is not None:
+            self.batcher.wake()
+
+    async def health(self) -> dict[str, Any]:
+        """The /healthz body: overall status, rules in force, pending actions."""
+        state: dict[str, Any] = {"status": "ok", "dry_run": self.config.dry_run}
+        ruleset = self.engine.ruleset if self.engine else None
+        state["rules"] = len(ruleset) if ruleset is not None else 0
+        rules_error = self.watcher.last_error if self.watcher else None
+        if rules_error:
+            state["status"] = "degraded"
+            state["rules_error"] = rules_error
+        try:
+            assert self.store is not None
+            state["pending_actions"] = await self.store.call(pending_count)
+        except Exception as exc:  # reported, not raised: health must answer
+            state.update(status="down", error=f"database: {exc.__class__.__name__}")
+        if self.batcher is not None and getattr(self.batcher, "paused_reason", None):
+            state["actions_paused"] = self.batcher.paused_reason
+        return state
+
+
+SERVICE = web.AppKey("service", Service)
+
+
+def load_initial_rules(config: Config, metrics: Metrics) -> tuple[RuleSet, str | None]:
+    """Rules at start-up; a broken directory starts with no rules and says so loudly."""
+    try:
+        ruleset = load_ruleset(config.rules.dir)
+    except RuleError as exc:
+        for line in exc.errors:
+            log.error("rules rejected: %s", line)
+        log.error("starting with NO rules in force until %s is fixed", config.rules.dir)
+        metrics.rule_reload_errors.inc()
+        return RuleSet.empty(), str(exc)
+    return ruleset, None
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    service = app[SERVICE]
+    service.store = Store(service.config.storage.path)
+    await service.store.start()
+    log.info("database: %s (WAL)", service.config.storage.path)
+    yield
+    await service.store.close()
+    log.info("database closed")
+
+
+async def _rules_ctx(app: web.Application) -> AsyncIterator[None]:
+    service = app[SERVICE]
+    config = service.config
+    ruleset, error = await asyncio.to_thread(load_initial_rules, config, service.metrics)
+    service.engine = RuleEngine(ruleset)
+    service.watcher = RuleWatcher(config.rules.dir, service.engine, config.rules.reload_seconds,
+                                  on_change=lambda rs: service.metrics.rules_loaded.set(len(rs)))
+    service.watcher.last_error = error
+    service.metrics.rules_loaded.set(len(ruleset))
+    log.info("rules: %s", ruleset.summary())
+    task = service.spawn(service.watcher.run(), "rule-watcher")
+    yield
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task
+
+
+async def _purge_ctx(app: web.Application) -> AsyncIterator[None]:
+    service = app[SERVICE]
+    task = service.spawn(_purge_loop(service), "retention-purge")
+    yield
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task
+
+
+async def _purge_loop(service: Service) -> None:
+    days = service.config.storage.retention_days
+    while True:
+        assert service.store is not None
+        before = int(time.time()) - days * 86400
+        purged = await service.store.call(lambda db: purge_content(db, before))
+        if purged:
+            log.info("purged message content of %d events older than %d days", purged, days)
+        await asyncio.sleep(PURGE_INTERVAL_SECONDS)
+
+
+def _webhook(service: Service) -> Webhook:
+    config = service.config
+    codec = PushCodec(
+        config.wechat.token, config.wechat.appid,
+        [config.wechat.encoding_aes_key, config.wechat.previous_encoding_aes_key],
+        tolerance=config.server.timestamp_tolerance_seconds,
+    )
+
+    return Webhook(codec, service, service, InMemoryRecentPushes(), service.metrics,
+                   max_body=config.server.max_body_bytes, on_actions=service.wake)
+
+
+def build_app(config: Config, *, extra_contexts: tuple[Callable[..., Any], ...] = ()
+              ) -> web.Application:
+    """The aiohttp application for ``config``: routes plus every component's lifecycle."""
+    service = Service(config)
+    app = web.Application(client_max_size=config.server.max_body_bytes)
+    app[SERVICE] = service
+    webhook = _webhook(service)
+    path = config.server.path
+    app.router.add_get(path, webhook.verify_url)
+    app.router.add_post(path, webhook.push)
+    app.router.add_get("/healthz", lambda _request: healthz(service.health))
+    app.router.add_get("/metrics", lambda _request: _metrics(service))
+    app.cleanup_ctx.extend([_store_ctx, _rules_ctx, _purge_ctx, *extra_contexts])
+    return app
+
+
+async def _metrics(service: Service) -> web.Response:
+    if service.store is not None:
+        with suppress(Exception):
+            service.metrics.pending_actions.set(await service.store.call(pending_count))
+    return metrics_response(service.metrics)

@@ -1,0 +1,62 @@
+"""``serve``: run the webhook, the batcher and the scheduler."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from aiohttp import web
+
+from bot.config import Config
+
+log = logging.getLogger("bot.serve")
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the ``serve`` command."""
+    from bot.cli import add_config_option
+
+    parser = sub.add_parser("serve", help="serve the WeChat webhook (and batcher, scheduler)",
+                            description="Serve the push endpoint, /healthz and /metrics.")
+    add_config_option(parser)
+    parser.set_defaults(handler=run)
+
+
+def announce(config: Config) -> None:
+    """Say at start-up what is served, where, and in which mode."""
+    server = config.server
+    log.info("config: %s", config.source)
+    log.info("serving WeChat pushes on http://%s:%d%s (health: /healthz, metrics: /metrics)",
+             server.host, server.port, server.path)
+    if config.dry_run:
+        log.warning("DRY-RUN: decisions are recorded but no WeChat API call is made (%s)",
+                    config.dry_run_reason)
+    else:
+        log.info("WeChat API: %s (AppID %s)", config.wechat.api_base, config.wechat.appid)
+    if not config.wechat.token:
+        log.warning("wechat.token is not set: every push will be refused with 403 until it is")
+    if config.wechat.encoding_aes_key:
+        log.info("safe mode: encrypted pushes accepted%s",
+                 " (previous EncodingAESKey still accepted)"
+                 if config.wechat.previous_encoding_aes_key else "")
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    """Serve until SIGTERM/SIGINT, then drain requests and close the database."""
+    from bot.app import build_app
+
+    try:
+        import uvloop  # optional: ~15% more pushes per second
+    except ImportError:
+        pass
+    else:
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    announce(config)
+    web.run_app(
+        build_app(config), host=config.server.host, port=config.server.port,
+        access_log=None, shutdown_timeout=10.0, print=None,
+        handle_signals=True,
+    )
+    log.info("stopped")
+    return 0

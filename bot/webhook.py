@@ -1,0 +1,147 @@
+"""aiohttp handlers: the WeChat push endpoint, /healthz and /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from bot.errors import PushError
+from bot.metrics import CONTENT_TYPE_LATEST, Metrics
+from bot.models import MESSAGE_TYPES, Decision, Event
+from bot.store import Recorded
+from bot.wechat.push import PushCodec, parse_event
+
+log = logging.getLogger(__name__)
+
+SUCCESS = "success"
+TEXT = "text/plain"
+XML = "application/xml"
+_KNOWN_TYPES = frozenset((*MESSAGE_TYPES, "event"))
+
+
+class Engine(Protocol):
+    """Decides what to do about one event (the rule engine)."""
+
+    def evaluate(self, event: Event) -> Decision: ...
+
+
+class Recorder(Protocol):
+    """Commits an event with its decision and actions (the store)."""
+
+    async def record(self, event: Event, decision: Decision, *, keep_content: bool = True
+                     ) -> Recorded: ...
+
+
+class RecentPushes(Protocol):
+    """Remembers answers to recent pushes so WeChat's retries are handled once."""
+
+    def claim(self, key: str) -> asyncio.Future[tuple[str, str]] | None: ...
+    def finish(self, key: str, body: str, content_type: str) -> None: ...
+    def forget(self, key: str) -> None: ...
+
+
+class Webhook:
+    """The push endpoint: verify, parse, decide, commit, then answer."""
+
+    def __init__(self, codec: PushCodec, engine: Engine, recorder: Recorder,
+                 recent: RecentPushes, metrics: Metrics, *, max_body: int,
+                 on_actions: Callable[[], None] = lambda: None):
+        self.codec = codec
+        self.engine = engine
+        self.recorder = recorder
+        self.recent = recent
+        self.metrics = metrics
+        self.max_body = max_body
+        self.on_actions = on_actions
+
+    async def verify_url(self, request: web.Request) -> web.Response:
+        """GET: the platform's URL check; echo ``echostr`` when the signature holds."""
+        try:
+            self.codec.check_signature(request.query)
+        except PushError as exc:
+            log.warning("URL verification refused from %s: %s", request.remote, exc.reason)
+            return web.Response(status=exc.status, text=exc.reason)
+        return web.Response(text=request.query.get("echostr", ""), content_type=TEXT)
+
+    async def push(self, request: web.Request) -> web.Response:
+        """POST: one pushed message or event."""
+        started = time.perf_counter()
+        msg_type = "unparsed"
+        try:
+            body = await self._read_body(request)
+            plain, encrypted = self.codec.open(request.query, body)
+            event = parse_event(plain)
+            msg_type = event.msg_type if event.msg_type in _KNOWN_TYPES else "other"
+            text, content_type, outcome = await self._handle(event, encrypted, request)
+        except PushError as exc:
+            outcome = {400: "malformed", 403: "forbidden", 413: "too_large"}.get(exc.status, "error")
+            log.warning("push refused (%s) from %s: %s", exc.status, request.remote, exc.reason)
+            self.metrics.pushes.labels(msg_type, outcome).inc()
+            return web.Response(status=exc.status, text=exc.reason)
+        self.metrics.pushes.labels(msg_type, outcome).inc()
+        self.metrics.push_latency.observe(time.perf_counter() - started)
+        return web.Response(text=text, content_type=content_type)
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        if request.content_length is not None and request.content_length > self.max_body:
+            raise PushError(413, f"body larger than {self.max_body} bytes")
+        body = await request.content.read(self.max_body + 1)
+        if len(body) > self.max_body:
+            raise PushError(413, f"body larger than {self.max_body} bytes")
+        if not body:
+            raise PushError(400, "empty body")
+        return body
+
+    async def _handle(self, event: Event, encrypted: bool, request: web.Request
+                      ) -> tuple[str, str, str]:
+        key = event.dedup_key
+        earlier = self.recent.claim(key)
+        if earlier is not None:
+            try:
+                text, content_type = await asyncio.shield(earlier)
+            except asyncio.CancelledError:
+                raise PushError(503, "the first delivery of this push failed; retry") from None
+            return text, content_type, "retry"
+        try:
+            decision = self.engine.evaluate(event)
+            recorded = await self.recorder.record(event, decision)
+        except BaseException:
+            self.recent.forget(key)
+            raise
+        if recorded.duplicate:
+            self.recent.finish(key, SUCCESS, TEXT)
+            return SUCCESS, TEXT, "retry"
+        self._count(decision)
+        if decision.actions:
+            self.on_actions()
+        text, content_type = SUCCESS, TEXT
+        if decision.reply:
+            nonce = request.query.get("nonce", "")
+            text, content_type = self.codec.reply(event, decision.reply, encrypted, nonce), XML
+        self.recent.finish(key, text, content_type)
+        return text, content_type, "ok"
+
+    def _count(self, decision: Decision) -> None:
+        for hit in decision.hits:
+            self.metrics.decisions.labels(hit.rule_id, str(hit.action)).inc()
+
+
+async def healthz(health: Callable[[], Awaitable[dict[str, Any]]]) -> web.Response:
+    """/healthz: 200 with the service's state as JSON (503 when the store is down)."""
+    state = await health()
+    status = 200 if state.get("status") != "down" else 503
+    return web.Response(status=status, text=json.dumps(state, ensure_ascii=False),
+                        content_type="application/json")
+
+
+def metrics_response(metrics: Metrics) -> web.Response:
+    """/metrics: the Prometheus text exposition."""
+    response = web.Response(body=metrics.render())
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response

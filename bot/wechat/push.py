@@ -1,0 +1,167 @@
+"""Push protocol: signature checks, safe-mode decryption, safe XML parsing into an Event."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import struct
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from wechatpy.crypto import PrpCrypto, WeChatCrypto
+from wechatpy.exceptions import InvalidAppIdException
+from wechatpy.replies import TextReply
+from wechatpy.utils import WeChatSigner
+
+from bot.errors import PushError
+from bot.models import Event
+
+log = logging.getLogger(__name__)
+
+# Entity declarations live in a DOCTYPE; refusing both before any parser runs closes
+# XXE and billion-laughs whatever the parser's own defences are.
+_FORBIDDEN_XML = re.compile(rb"<!\s*(?:DOCTYPE|ENTITY)", re.IGNORECASE)
+
+# Which follower-written fields the rules see, by message type.
+TEXT_FIELDS: Mapping[str, tuple[tuple[str, str], ...]] = {
+    "text": (("Content", "content"),),
+    "link": (("Title", "title"), ("Description", "description"), ("Url", "url")),
+    "location": (("Label", "label"),),
+    "voice": (("Recognition", "recognition"),),
+}
+
+
+def sign(*parts: str) -> str:
+    """WeChat's SHA1 signature over the sorted parts (wechatpy's signer)."""
+    signer = WeChatSigner()
+    signer.add_data(*parts)
+    return str(signer.signature)
+
+
+class PushCodec:
+    """Verifies, decrypts and seals pushes for one Official Account.
+
+    ``aes_keys`` lists the current EncodingAESKey first and, during a rotation, the
+    previous one: a push that does not decrypt under the first is tried with the next.
+    """
+
+    def __init__(self, token: str, appid: str, aes_keys: list[str], tolerance: int = 300):
+        self.token = token
+        self.appid = appid
+        self.tolerance = tolerance
+        self._ciphers = [WeChatCrypto(token, key, appid) for key in aes_keys if key]
+
+    @property
+    def safe_mode(self) -> bool:
+        """True when an EncodingAESKey is configured, so encrypted pushes are accepted."""
+        return bool(self._ciphers)
+
+    def check_signature(self, query: Mapping[str, str], *extra: str, name: str = "signature",
+                        now: float | None = None) -> None:
+        """Raise PushError(403) unless ``query[name]`` signs token+timestamp+nonce(+extra)."""
+        if not self.token:
+            raise PushError(403, "wechat.token is not configured: pushes cannot be verified")
+        given = query.get(name, "")
+        timestamp = query.get("timestamp", "")
+        nonce = query.get("nonce", "")
+        if not given or not timestamp.isdigit() or not nonce:
+            raise PushError(403, f"missing or malformed {name}/timestamp/nonce")
+        expected = sign(self.token, timestamp, nonce, *extra)
+        if not hmac.compare_digest(expected.encode(), given.encode()):
+            raise PushError(403, f"bad {name}")
+        now = time.time() if now is None else now
+        if abs(now - int(timestamp)) > self.tolerance:
+            raise PushError(403, "timestamp too far from now (replayed or clock skew)")
+
+    def open(self, query: Mapping[str, str], body: bytes, now: float | None = None
+             ) -> tuple[bytes, bool]:
+        """Verify a push and return its plaintext XML and whether it came encrypted."""
+        if query.get("encrypt_type", "raw").lower() != "aes":
+            self.check_signature(query, now=now)
+            return body, False
+        if not self._ciphers:
+            raise PushError(400, "encrypted push but wechat.encoding_aes_key is not configured")
+        encrypted = _text_field(parse_xml(body), "Encrypt")
+        if not encrypted:
+            raise PushError(400, "encrypted push without an Encrypt element")
+        self.check_signature(query, encrypted, name="msg_signature", now=now)
+        return self._decrypt(encrypted), True
+
+    def _decrypt(self, encrypted: str) -> bytes:
+        for index, cipher in enumerate(self._ciphers):
+            try:
+                plain = PrpCrypto(cipher.key).decrypt(encrypted, self.appid)
+            except (InvalidAppIdException, ValueError, struct.error, IndexError):
+                continue
+            if index:
+                log.info("push decrypted with wechat.previous_encoding_aes_key")
+            return plain if isinstance(plain, bytes) else str(plain).encode("utf-8")
+        raise PushError(400, "encrypted push does not decrypt with the configured key(s)")
+
+    def reply(self, event: Event, content: str, encrypted: bool, nonce: str) -> str:
+        """A passive text reply to ``event``, encrypted when the push was."""
+        xml = TextReply(source=event.account, target=event.openid, content=content).render()
+        if not encrypted:
+            return str(xml)
+        return str(self._ciphers[0].encrypt_message(xml, nonce, str(int(time.time()))))
+
+
+def parse_xml(body: bytes) -> ET.Element:
+    """Parse a push body, refusing DOCTYPE/entities before the parser sees them."""
+    if _FORBIDDEN_XML.search(body):
+        raise PushError(400, "XML with a DOCTYPE or entity declaration is refused")
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError as exc:
+        raise PushError(400, f"malformed XML: {exc}") from None
+    if root.tag != "xml":
+        raise PushError(400, f"unexpected root element <{root.tag}>")
+    return root
+
+
+def _text_field(root: ET.Element, name: str) -> str:
+    node = root.find(name)
+    return (node.text or "").strip() if node is not None else ""
+
+
+def flatten(root: ET.Element) -> dict[str, str]:
+    """Every field of a push as ``Name`` or ``Parent.Child`` (``item[1]`` for repeats)."""
+    out: dict[str, str] = {}
+
+    def walk(node: ET.Element, prefix: str) -> None:
+        seen: dict[str, int] = {}
+        for child in node:
+            count = seen[child.tag] = seen.get(child.tag, -1) + 1
+            key = f"{prefix}{child.tag}" + (f"[{count}]" if count else "")
+            if len(child):
+                walk(child, key + ".")
+            else:
+                out[key] = child.text or ""
+
+    walk(root, "")
+    return out
+
+
+def parse_event(plain_xml: bytes) -> Event:
+    """Turn a (decrypted) push into an :class:`Event`; PushError(400) if it is not one."""
+    fields = flatten(parse_xml(plain_xml))
+    openid = fields.get("FromUserName", "").strip()
+    msg_type = fields.get("MsgType", "").strip().lower()
+    create_time = fields.get("CreateTime", "").strip()
+    if not openid or not msg_type or not create_time.isdigit():
+        raise PushError(400, "push lacks FromUserName, MsgType or a numeric CreateTime")
+    is_event = msg_type == "event" or msg_type.startswith("device_")
+    texts = {name: fields[tag] for tag, name in TEXT_FIELDS.get(msg_type, ()) if fields.get(tag)}
+    return Event(
+        openid=openid,
+        account=fields.get("ToUserName", "").strip(),
+        create_time=int(create_time),
+        msg_type=msg_type,
+        event=(fields.get("Event") or msg_type).strip().lower() if is_event else None,
+        msg_id=None if is_event else (fields.get("MsgId") or "").strip() or None,
+        texts=MappingProxyType(texts),
+        fields=MappingProxyType(fields),
+    )
