@@ -173,8 +173,15 @@ def build_app(config: Config, *, extra_contexts: tuple[Callable[..., Any], ...] 
     path = config.server.path
     app.router.add_get(path, webhook.verify_url)
     app.router.add_post(path, webhook.push)
-    app.router.add_get("/healthz", lambda _request: healthz(service.health))
-    app.router.add_get("/metrics", lambda _request: _metrics(service))
+
+    async def health_handler(_request: web.Request) -> web.Response:
+        return await healthz(service.health)
+
+    async def metrics_handler(_request: web.Request) -> web.Response:
+        return await _metrics(service)
+
+    app.router.add_get("/healthz", health_handler)
+    app.router.add_get("/metrics", metrics_handler)
     app.cleanup_ctx.extend([_store_ctx, _rules_ctx, _purge_ctx, *extra_contexts])
     return app
 

@@ -1,0 +1,140 @@
+"""Closed-loop HTTP load generator for the webhook bench: keep-alive, N connections.
+
+Runs in its own process so it does not share the server's core. Prints one JSON line:
+requests, errors, seconds, rps, p50_ms, p99_ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from urllib.parse import urlencode
+
+TEXTS = [
+    "你好，请问今天的活动几点开始？",
+    "想咨询一下会员卡的积分规则，谢谢",
+    "加微信 abc12345 领取福利",
+    "这个文章写得真好，转发给朋友了",
+    "What time does the store open tomorrow?",
+]
+
+
+class Connection(asyncio.Protocol):
+    """One keep-alive connection; one request in flight at a time."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.waiter: asyncio.Future[int] | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = self.buffer[:end].lower()
+        start = head.find(b"content-length:")
+        length = int(head[start + 15:head.find(b"\r\n", start) if head.find(b"\r\n", start) > 0
+                          else len(head)]) if start >= 0 else 0
+        if len(self.buffer) < end + 4 + length:
+            return
+        status = int(self.buffer[9:12])
+        self.buffer = self.buffer[end + 4 + length:]
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(status)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError("closed"))
+
+
+def make_request(host: str, port: int, target: str, body: bytes) -> bytes:
+    return (f"POST {target} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: text/xml\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+async def worker(index: int, args: argparse.Namespace, target: str, deadline: float,
+                 warmup_end: float, latencies: list[float], counters: dict[str, int]) -> None:
+    loop = asyncio.get_running_loop()
+    _, conn = await loop.create_connection(Connection, args.host, args.port)
+    seq = 0
+    while time.perf_counter() < deadline:
+        seq += 1
+        openid = f"oBench{(index * 7919 + seq) % args.openids:022d}"
+        msg_id = index * 100_000_000 + seq + args.msgid_base
+        text = TEXTS[seq % len(TEXTS)]
+        body = (
+            "<xml><ToUserName><![CDATA[gh_bench]]></ToUserName>"
+            f"<FromUserName><![CDATA[{openid}]]></FromUserName>"
+            f"<CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
+            f"<Content><![CDATA[{text}]]></Content><MsgId>{msg_id}</MsgId></xml>"
+        ).encode()
+        conn.waiter = loop.create_future()
+        started = time.perf_counter()
+        assert conn.transport is not None
+        conn.transport.write(make_request(args.host, args.port, target, body))
+        status = await conn.waiter
+        finished = time.perf_counter()
+        if finished < warmup_end:
+            continue
+        if status != 200:
+            counters["errors"] += 1
+        latencies.append(finished - started)
+    assert conn.transport is not None
+    conn.transport.close()
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, float]:
+    query = ""
+    if args.token:
+        from bot.wechat.push import sign
+
+        ts = str(int(time.time()))
+        query = "?" + urlencode({"signature": sign(args.token, ts, "benchnonce"),
+                                 "timestamp": ts, "nonce": "benchnonce"})
+    target = args.path + query
+    start = time.perf_counter()
+    warmup_end = start + args.warmup
+    deadline = warmup_end + args.seconds
+    latencies: list[float] = []
+    counters = {"errors": 0}
+    await asyncio.gather(*(worker(i, args, target, deadline, warmup_end, latencies, counters)
+                           for i in range(args.concurrency)))
+    latencies.sort()
+    count = len(latencies)
+    return {
+        "requests": count, "errors": counters["errors"], "seconds": args.seconds,
+        "rps": count / args.seconds,
+        "p50_ms": latencies[count // 2] * 1000 if count else 0.0,
+        "p99_ms": latencies[int(count * 0.99)] * 1000 if count else 0.0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--path", default="/wechat")
+    parser.add_argument("--token", default="")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--openids", type=int, default=5000)
+    parser.add_argument("--msgid-base", type=int, default=0)
+    args = parser.parse_args()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    print(json.dumps(asyncio.run(main_async(args))))
+
+
+if __name__ == "__main__":
+    main()

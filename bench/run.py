@@ -1,0 +1,122 @@
+"""`make bench`: the webhook against a bare aiohttp handler, then the other benches.
+
+Starts each server as its own process on a free loopback port, drives it with
+bench/loadgen.py (another process: concurrency 32, signed plain-mode text pushes,
+thousands of distinct OpenIDs, distinct MsgIds) and prints msgs/s, p50/p99, ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "benchtoken"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("server did not become ready")
+
+
+def drive(port: int, args: argparse.Namespace, token: str) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "loadgen.py"), "--port", str(port),
+         "--token", token, "--seconds", str(args.seconds), "--warmup", str(args.warmup),
+         "--concurrency", str(args.concurrency), "--msgid-base", str(int(time.time()) * 1000)],
+        check=True, capture_output=True, text=True, cwd=ROOT,
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def run_server(cmd: list[str], port: int, args: argparse.Namespace, token: str
+               ) -> dict[str, float]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        wait_ready(port, proc)
+        return drive(port, args, token)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def write_config(workdir: Path, port: int) -> Path:
+    config = workdir / "config.yaml"
+    config.write_text(
+        f"wechat:\n  token: {TOKEN}\n"
+        f"server:\n  host: 127.0.0.1\n  port: {port}\n"
+        f"storage:\n  path: {workdir / 'bench.db'}\n"
+        f"rules:\n  dir: {ROOT / 'rules'}\n"
+        f"actions:\n  dry_run: true\n"
+        f"export:\n  dir: {workdir / 'exports'}\n"
+        f"logging:\n  level: WARNING\n",
+        encoding="utf-8",
+    )
+    return config
+
+
+def bench_webhook(args: argparse.Namespace) -> None:
+    bare_port = free_port()
+    bare = run_server([sys.executable, str(ROOT / "bench" / "bare_server.py"), str(bare_port)],
+                      bare_port, args, "")
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        config = write_config(Path(tmp), port)
+        real = run_server([sys.executable, "-m", "bot", "serve", "--config", str(config)],
+                          port, args, TOKEN)
+    print(f"\nwebhook bench: {args.concurrency} connections, {args.seconds:.0f} s after "
+          f"{args.warmup:.0f} s warm-up, signed plain-mode text pushes, default rules")
+    print(f"{'server':<28}{'msgs/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
+    for name, result in (("bare aiohttp (ceiling)", bare), ("bot webhook", real)):
+        print(f"{name:<28}{result['rps']:>10.0f}{result['p50_ms']:>10.2f}"
+              f"{result['p99_ms']:>10.2f}{result['errors']:>8.0f}")
+    ratio = real["rps"] / bare["rps"] if bare["rps"] else 0.0
+    print(f"ratio bot/bare: {ratio:.2f} (target >= 0.6); p99 target < 10 ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--only", choices=["webhook", "engine", "export"], default=None)
+    args = parser.parse_args()
+    if args.only in (None, "webhook"):
+        bench_webhook(args)
+    for name in ("engine", "export"):
+        script = ROOT / "bench" / f"bench_{name}.py"
+        if args.only in (None, name) and script.exists():
+            print(f"\n--- bench/bench_{name}.py ---", flush=True)
+            subprocess.run([sys.executable, str(script)], check=True, cwd=ROOT,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+if __name__ == "__main__":
+    main()
