@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from bot.models import Action, ActionKind, Decision, Event
+from bot.models import Action, ActionKind, Decision, Event, is_valid_openid
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -222,6 +222,9 @@ def enqueue_action(db: Database, action: Action, now: int, *, event_id: int | No
     Returns the new outbox row id, or None when nothing needed queueing.
     """
     kind = ActionKind(action.kind)
+    if not is_valid_openid(action.openid):
+        log.warning("not queueing %s for malformed OpenID %r", kind, action.openid[:64])
+        return None
     opposite = ActionKind.UNBLACKLIST if kind is ActionKind.BLACKLIST else ActionKind.BLACKLIST
     pending = db.execute(
         "SELECT id, kind FROM actions WHERE openid = ? AND status = 'pending'", [action.openid]
@@ -249,7 +252,8 @@ def enqueue_action(db: Database, action: Action, now: int, *, event_id: int | No
         (kind is ActionKind.BLACKLIST and state[0] == "blacklisted")
         or (kind is ActionKind.UNBLACKLIST and state[0] == "removed")
     )
-    if (already or (cancelled and state is None)) and not in_flight:
+    # An admin's explicit command is always sent: the platform may differ from our view.
+    if (already or (cancelled and state is None)) and not in_flight and source != "cli":
         if already and kind is ActionKind.BLACKLIST and action.expires_at is not None:
             db.execute("UPDATE blacklist SET expires_at = ?, updated_at = ? WHERE openid = ?",
                        [action.expires_at, now, action.openid])

@@ -1,0 +1,114 @@
+"""The store: migrations, group commit, outbox collapse rules, retention purge."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from bot.models import Action, ActionKind, Decision, Event, RuleHit
+from bot.store import Store, enqueue_action, iter_events, open_db, purge_content
+
+OPENID = "oStoreFollower00000000000001"
+
+
+def text_event(msg_id: int, openid: str = OPENID, content: str = "hi") -> Event:
+    return Event(openid=openid, account="gh", create_time=1_700_000_000 + msg_id,
+                 msg_type="text", msg_id=str(msg_id), texts={"content": content})
+
+
+def blacklist(openid: str = OPENID, expires_at: int | None = None) -> Action:
+    return Action(ActionKind.BLACKLIST, openid, "spam", "test", expires_at)
+
+
+def unblacklist(openid: str = OPENID) -> Action:
+    return Action(ActionKind.UNBLACKLIST, openid, "manual")
+
+
+@pytest.fixture
+def db(tmp_path: Path):  # type: ignore[no-untyped-def]
+    database = open_db(tmp_path / "bot.db")
+    yield database
+    database.close()
+
+
+def actions(db) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    return [tuple(r) for r in db.execute("SELECT kind, status FROM actions ORDER BY id")]
+
+
+async def test_group_commit_shares_transactions_and_survives_reopen(tmp_path: Path) -> None:
+    store = Store(tmp_path / "bot.db")
+    await store.start()
+    decision = Decision(hits=(RuleHit("spam", ActionKind.LOG, "kw"),))
+    results = await asyncio.gather(*(store.record(text_event(i), decision) for i in range(500)))
+    assert all(not r.duplicate for r in results)
+    assert store.commits < 500, "concurrent pushes must share commits"
+    await store.close()
+    conn = sqlite3.connect(tmp_path / "bot.db")
+    assert conn.execute("SELECT count(*) FROM events").fetchone() == (500,)
+    assert conn.execute("SELECT count(*) FROM decisions").fetchone() == (500,)
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+async def test_a_failing_call_does_not_sink_the_batch(tmp_path: Path) -> None:
+    store = Store(tmp_path / "bot.db")
+    await store.start()
+
+    def broken(db):  # type: ignore[no-untyped-def]
+        db.execute("INSERT INTO kv (key, value, updated_at) VALUES ('a', 'b', 1)")
+        raise ValueError("boom")
+
+    good = store.record(text_event(1), Decision())
+    bad = store.call(broken)
+    results = await asyncio.gather(good, bad, return_exceptions=True)
+    assert not isinstance(results[0], BaseException)
+    assert isinstance(results[1], ValueError)
+    assert await store.call(lambda db: db.execute("SELECT count(*) FROM kv").fetchone()[0]) == 0
+    await store.close()
+
+
+def test_duplicate_pending_actions_collapse(db) -> None:  # type: ignore[no-untyped-def]
+    assert enqueue_action(db, blacklist(), 1) is not None
+    assert enqueue_action(db, blacklist(), 2) is None
+    assert actions(db) == [("blacklist", "pending")]
+
+
+def test_unblacklist_cancels_pending_blacklist(db) -> None:  # type: ignore[no-untyped-def]
+    enqueue_action(db, blacklist(), 1)
+    assert enqueue_action(db, unblacklist(), 2) is None, "nothing was ever sent: nothing to undo"
+    assert actions(db) == [("blacklist", "cancelled")]
+
+
+def test_already_blacklisted_is_not_sent_again(db) -> None:  # type: ignore[no-untyped-def]
+    db.execute("INSERT INTO blacklist (openid, status, since, updated_at)"
+               " VALUES (?, 'blacklisted', 1, 1)", [OPENID])
+    assert enqueue_action(db, blacklist(expires_at=99), 2) is None
+    assert actions(db) == []
+    assert db.execute("SELECT expires_at FROM blacklist").fetchone() == (99,)
+    assert enqueue_action(db, unblacklist(), 3) is not None
+    assert actions(db) == [("unblacklist", "pending")]
+
+
+def test_admin_remove_is_always_sent(db) -> None:  # type: ignore[no-untyped-def]
+    enqueue_action(db, blacklist(), 1)
+    assert enqueue_action(db, unblacklist(), 2, source="cli") is not None
+    assert actions(db) == [("blacklist", "cancelled"), ("unblacklist", "pending")]
+
+
+def test_invalid_openid_is_never_queued(db) -> None:  # type: ignore[no-untyped-def]
+    assert enqueue_action(db, blacklist("bad id; drop"), 1) is None
+    assert actions(db) == []
+
+
+def test_purge_drops_content_keeps_metadata(db) -> None:  # type: ignore[no-untyped-def]
+    from bot.store import insert_event
+
+    insert_event(db, text_event(1, content="secret phone 13800000000"), Decision(), now=100)
+    insert_event(db, text_event(2), Decision(), now=200)
+    assert purge_content(db, before=150) == 1
+    rows = db.execute("SELECT msg_id, texts, purged FROM events ORDER BY id").fetchall()
+    assert rows == [("1", None, 1), ("2", '{"content": "hi"}', 0)]
+    replayed = [event.texts for _, event in iter_events(db)]
+    assert replayed == [{}, {"content": "hi"}]
