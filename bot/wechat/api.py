@@ -1,0 +1,317 @@
+"""Async WeChat API client for the few endpoints we call: token, blacklist batches, paging."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+
+from bot.config import WeChatConfig
+from bot.errors import WeChatAPIError
+from bot.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 20
+# Renew this long before WeChat's stated expiry, so a token never dies mid-call.
+RENEW_MARGIN_SECONDS = 300
+TOKEN_ERRCODES = frozenset({40001, 40014, 42001})
+CREDENTIAL_ERRCODES = frozenset({40013, 40125, 40164, 41002, 41004, 61024})
+
+EXPLANATIONS = {
+    -1: "WeChat was busy; the call is retried with backoff.",
+    40003: "An OpenID in the batch is not a valid OpenID.",
+    40013: "The AppID is wrong: check wechat.appid.",
+    40125: "The AppSecret is wrong: check wechat.secret (it may have been reset).",
+    40164: "This server's IP address is not on the account's API IP allowlist: add it on "
+           "the platform (Settings > Basic configuration > IP allowlist).",
+    40032: "More than 20 OpenIDs in one call; the batch is split.",
+    45009: "The account has used up today's quota for this API. Sending is paused and "
+           "everything stays queued; it resumes when the quota resets (midnight, Beijing "
+           "time) or an admin clears the quota on the platform.",
+    45011: "The per-minute quota for this API is used up; sending waits for the next minute.",
+    48001: "The account is not authorised for this API: only verified (认证) Official "
+           "Accounts may blacklist followers. Verify the account, then run "
+           "`blacklist retry`.",
+    49003: "The OpenID does not belong to this Official Account (another AppID's follower).",
+}
+
+
+def explain(errcode: int | None) -> str:
+    """A plain explanation of an errcode for operators (empty when we have none)."""
+    return EXPLANATIONS.get(errcode, "") if errcode is not None else ""
+
+
+class APIError(WeChatAPIError):
+    """Base of the client's errors; ``explanation`` is the plain text for operators."""
+
+    @property
+    def explanation(self) -> str:
+        """What this error means and what happens next, in plain words."""
+        if self.errcode is None and self.http_status:
+            return f"WeChat answered HTTP {self.http_status}."
+        return explain(self.errcode)
+
+
+class RetryableError(APIError):
+    """Transient: -1, HTTP 5xx, connection errors and timeouts. Retry with backoff."""
+
+
+class QuotaError(APIError):
+    """A quota is used up; ``scope`` is ``daily`` (45009) or ``minute`` (45011)."""
+
+    def __init__(self, errcode: int, errmsg: str, *, scope: str):
+        super().__init__(errcode, errmsg)
+        self.scope = scope
+
+
+class TokenError(APIError):
+    """The access token was refused (40001/40014/42001) even after one renewal."""
+
+
+class CredentialError(APIError):
+    """No token can be had: AppID/AppSecret wrong or this IP not allowed."""
+
+
+class InvalidOpenIDError(APIError):
+    """40003/49003: some OpenID in the batch was refused, the whole batch with it."""
+
+
+class BatchTooLargeError(APIError):
+    """40032: too many OpenIDs in one call."""
+
+
+class FatalAPIError(APIError):
+    """Final for the request: 48001 (not authorised) and every other errcode."""
+
+
+def check_response(status: int, data: Any) -> dict[str, Any]:
+    """Map an HTTP status and JSON body to the data, or raise the matching error class."""
+    if status >= 500:
+        raise RetryableError(None, f"HTTP {status}", http_status=status)
+    if status != 200 or not isinstance(data, dict):
+        raise FatalAPIError(None, f"unexpected answer (HTTP {status})", http_status=status)
+    code = int(data.get("errcode") or 0)
+    if code == 0:
+        return data
+    msg = str(data.get("errmsg", ""))
+    error: APIError
+    if code == -1:
+        error = RetryableError(code, msg)
+    elif code in (45009, 45011):
+        error = QuotaError(code, msg, scope="daily" if code == 45009 else "minute")
+    elif code in TOKEN_ERRCODES:
+        error = TokenError(code, msg)
+    elif code in CREDENTIAL_ERRCODES:
+        error = CredentialError(code, msg)
+    elif code in (40003, 49003):
+        error = InvalidOpenIDError(code, msg)
+    elif code == 40032:
+        error = BatchTooLargeError(code, msg)
+    else:
+        error = FatalAPIError(code, msg)
+    raise error
+
+
+@dataclass(frozen=True, slots=True)
+class CachedToken:
+    """An access token and when it expires (unix seconds)."""
+
+    token: str
+    expires_at: float
+
+    def __repr__(self) -> str:  # tokens never reach a log line through repr()
+        return f"CachedToken(token=***, expires_at={self.expires_at})"
+
+
+class TokenCache(Protocol):
+    """Where the access token survives restarts (SQLite kv now; Redis for replicas later)."""
+
+    async def load(self, appid: str) -> CachedToken | None:
+        """The cached token for ``appid``, if any (valid or not)."""
+        ...
+
+    async def save(self, appid: str, token: CachedToken) -> None:
+        """Remember ``token`` for ``appid``."""
+        ...
+
+
+class _StoreLike(Protocol):
+    async def call(self, fn: Callable[[Any], Any]) -> Any: ...
+
+
+class SqliteTokenCache:
+    """TokenCache in the ``kv`` table, through :meth:`bot.store.Store.call`."""
+
+    def __init__(self, store: _StoreLike):
+        self._store = store
+
+    @staticmethod
+    def key(appid: str) -> str:
+        """The kv key holding ``appid``'s token."""
+        return f"wechat.access_token.{appid}"
+
+    async def load(self, appid: str) -> CachedToken | None:
+        """Read the cached token (None when absent or unreadable)."""
+        key = self.key(appid)
+        row = await self._store.call(
+            lambda db: db.execute("SELECT value FROM kv WHERE key = ?", [key]).fetchone()
+        )
+        if row is None:
+            return None
+        try:
+            data = json.loads(row[0])
+            return CachedToken(str(data["token"]), float(data["expires_at"]))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    async def save(self, appid: str, token: CachedToken) -> None:
+        """Store the token with its expiry as JSON."""
+        key, now = self.key(appid), int(time.time())
+        value = json.dumps({"token": token.token, "expires_at": token.expires_at})
+        await self._store.call(lambda db: db.execute(
+            "INSERT INTO kv (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT(key)"
+            " DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            [key, value, now],
+        ))
+
+
+@dataclass(frozen=True, slots=True)
+class BlacklistPage:
+    """One getblacklist page."""
+
+    total: int
+    count: int
+    openids: list[str]
+    next_openid: str
+
+
+class WeChatClient:
+    """The async client. One instance per process; the token fetch is single-flight."""
+
+    def __init__(self, config: WeChatConfig, session: aiohttp.ClientSession,
+                 token_cache: TokenCache, metrics: Metrics, *, timeout: float = 10,
+                 clock: Callable[[], float] = time.time):
+        self._config = config
+        self._session = session
+        self._cache = token_cache
+        self._metrics = metrics
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._clock = clock
+        self._token: CachedToken | None = None
+        self._lock = asyncio.Lock()
+
+    async def batch_blacklist(self, openids: list[str]) -> None:
+        """Blacklist up to 20 followers in one call; raises a WeChatAPIError subclass."""
+        await self._call("tags/members/batchblacklist", {"openid_list": _checked(openids)})
+
+    async def batch_unblacklist(self, openids: list[str]) -> None:
+        """Remove up to 20 followers from the blacklist in one call."""
+        await self._call("tags/members/batchunblacklist", {"openid_list": _checked(openids)})
+
+    async def get_blacklist_page(self, begin_openid: str = "") -> BlacklistPage:
+        """One page of the account's blacklist, starting after ``begin_openid``."""
+        data = await self._call("tags/members/getblacklist", {"begin_openid": begin_openid})
+        openids = list((data.get("data") or {}).get("openid") or [])
+        return BlacklistPage(
+            total=int(data.get("total") or 0), count=int(data.get("count") or len(openids)),
+            openids=openids, next_openid=str(data.get("next_openid") or ""),
+        )
+
+    async def access_token(self) -> str:
+        """A valid token: memory, then the cache, then WeChat (one fetch at a time)."""
+        if self._fresh(self._token):
+            assert self._token is not None
+            return self._token.token
+        async with self._lock:
+            if not self._fresh(self._token):
+                cached = await self._cache.load(self._config.appid)
+                self._token = cached if self._fresh(cached) else await self._fetch(None)
+            assert self._token is not None
+            return self._token.token
+
+    async def _renew(self, rejected: str) -> str:
+        """Replace a token WeChat refused, unless another task already did."""
+        async with self._lock:
+            if self._token is None or self._token.token == rejected:
+                cached = await self._cache.load(self._config.appid)
+                fresh = cached if self._fresh(cached) and cached.token != rejected else None
+                self._token = fresh or await self._fetch(rejected)
+            return self._token.token
+
+    def _fresh(self, token: CachedToken | None) -> bool:
+        return token is not None and token.expires_at - RENEW_MARGIN_SECONDS > self._clock()
+
+    async def _fetch(self, rejected: str | None) -> CachedToken:
+        """stable_token (no forced refresh unless it hands back the refused token), else token."""
+        creds = {"grant_type": "client_credential", "appid": self._config.appid,
+                 "secret": self._config.secret}
+        try:
+            data = await self._request("POST", "stable_token", json={**creds,
+                                                                     "force_refresh": False})
+            if rejected is not None and data.get("access_token") == rejected:
+                data = await self._request("POST", "stable_token",
+                                           json={**creds, "force_refresh": True})
+        except CredentialError:
+            raise
+        except WeChatAPIError as exc:
+            log.warning("stable_token failed (%s); falling back to /cgi-bin/token", exc)
+            data = await self._request("GET", "token", params=creds)
+        token = CachedToken(str(data["access_token"]),
+                            self._clock() + int(data.get("expires_in") or 7200))
+        await self._cache.save(self._config.appid, token)
+        return token
+
+    async def _call(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """POST with the token; on a refused token renew once and retry once (no recursion)."""
+        token = await self.access_token()
+        try:
+            return await self._request("POST", path, json=payload, token=token)
+        except TokenError:
+            token = await self._renew(token)
+        return await self._request("POST", path, json=payload, token=token)
+
+    async def _request(self, method: str, path: str, *, token: str | None = None,
+                       **kwargs: Any) -> dict[str, Any]:
+        """One HTTP exchange, logged and counted; never lets the token or secret out."""
+        url = f"{self._config.api_base}/cgi-bin/{path}"
+        params = dict(kwargs.pop("params", {}))
+        if token is not None:
+            params["access_token"] = token
+        endpoint = path.rsplit("/", 1)[-1]
+        started = time.monotonic()
+        try:
+            async with self._session.request(method, url, params=params, timeout=self._timeout,
+                                             **kwargs) as resp:
+                status = resp.status
+                try:
+                    data = await resp.json(content_type=None)
+                except ValueError:
+                    data = None
+            result = check_response(status, data)
+        except WeChatAPIError as exc:
+            self._record(endpoint, str(exc.errcode or f"http_{exc.http_status}"), started)
+            raise
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            kind = "timeout" if isinstance(exc, TimeoutError) else "connection"
+            self._record(endpoint, kind, started)
+            raise RetryableError(None, f"{kind}: {type(exc).__name__}") from None
+        self._record(endpoint, "ok", started)
+        return result
+
+    def _record(self, endpoint: str, outcome: str, started: float) -> None:
+        self._metrics.api_calls.labels(endpoint, outcome).inc()
+        log.info("wechat api %s -> %s (%.0f ms)", endpoint, outcome,
+                 (time.monotonic() - started) * 1000)
+
+
+def _checked(openids: list[str]) -> list[str]:
+    if not 1 <= len(openids) <= MAX_BATCH:
+        raise ValueError(f"a batch holds 1..{MAX_BATCH} OpenIDs, got {len(openids)}")
+    return list(openids)
