@@ -1,0 +1,269 @@
+"""The webhook over real HTTP: verification, every push shape, refusals, retries, storage."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from bot.app import build_app
+from bot.config import Config, build_config
+from tests.pushes import (
+    AES_KEY,
+    APPID,
+    OLD_AES_KEY,
+    TOKEN,
+    decrypt_reply,
+    encrypted,
+    load_samples,
+    signed_query,
+    text_xml,
+    with_openid,
+)
+
+OPENID = "oTestFollower0000000000000001"
+RULES = """
+rules:
+  - id: contact-spam
+    keywords: [加微信]
+    action: blacklist
+  - id: greeting-reply
+    keywords: [你好机器人]
+    action: log
+    reply: 您好，已收到
+"""
+
+Client = TestClient[Any, Any]
+MakeClient = Callable[..., Awaitable[Client]]
+
+
+def make_config(tmp_path: Path, **wechat: str) -> Config:
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir(exist_ok=True)
+    (rules_dir / "test.yaml").write_text(RULES, encoding="utf-8")
+    return build_config({
+        "wechat": {"token": TOKEN, "appid": APPID, **wechat},
+        "storage": {"path": str(tmp_path / "bot.db")},
+        "rules": {"dir": str(rules_dir)},
+        "actions": {"dry_run": True},
+        "export": {"dir": str(tmp_path / "exports")},
+    })
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return make_config(tmp_path, encoding_aes_key=AES_KEY, previous_encoding_aes_key=OLD_AES_KEY)
+
+
+@pytest.fixture
+async def client(aiohttp_client: MakeClient, config: Config) -> Client:
+    return await aiohttp_client(build_app(config))
+
+
+def db_rows(config: Config, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(config.storage.path)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+async def post(client: Client, body: str | bytes, query: dict[str, str] | None = None) -> Any:
+    return await client.post("/wechat", params=signed_query() if query is None else query,
+                             data=body)
+
+
+async def test_url_verification(client: Client) -> None:
+    good = await client.get("/wechat", params=signed_query(echostr="hello123"))
+    assert good.status == 200 and await good.text() == "hello123"
+    forged = await client.get("/wechat", params=signed_query(token="wrong", echostr="x"))
+    assert forged.status == 403
+    missing = await client.get("/wechat", params={"echostr": "x"})
+    assert missing.status == 403
+
+
+async def test_text_push_is_committed_before_success(client: Client, config: Config) -> None:
+    response = await post(client, text_xml(OPENID, "hello there", 1001))
+    assert response.status == 200 and await response.text() == "success"
+    rows = db_rows(config, "SELECT openid, msg_type, texts FROM events")
+    assert rows == [(OPENID, "text", '{"content": "hello there"}')]
+
+
+@pytest.mark.parametrize("mode", ["plain", "safe"])
+async def test_every_documented_push_shape_is_accepted(client: Client, config: Config,
+                                                       mode: str) -> None:
+    samples = load_samples()
+    assert len(samples) == 46
+    for index, sample in enumerate(samples):
+        xml = with_openid(sample["xml"], f"oSample{index:021d}")
+        if mode == "plain":
+            response = await post(client, xml)
+        else:
+            query, body = encrypted(xml)
+            response = await post(client, body, query)
+        assert response.status == 200, (sample["event"], await response.text())
+        assert await response.text() == "success"
+    stored = db_rows(config, "SELECT msg_type, event FROM events ORDER BY id")
+    assert len(stored) == 46
+    assert ("notsure", None) in stored and ("event", "subscribe") in stored
+    assert {m for m, _ in stored} >= {"text", "image", "voice", "video", "location", "link"}
+
+
+async def test_safe_mode_reply_is_encrypted(client: Client) -> None:
+    query, body = encrypted(text_xml(OPENID, "你好机器人", 2001))
+    response = await post(client, body, query)
+    assert response.status == 200
+    reply = await response.text()
+    assert "<Encrypt>" in reply
+    assert "您好，已收到" in decrypt_reply(reply)
+
+
+async def test_plain_reply_and_compatible_mode(client: Client) -> None:
+    response = await post(client, text_xml(OPENID, "你好机器人", 2002))
+    assert response.status == 200
+    reply = await response.text()
+    assert "<Content><![CDATA[您好，已收到]]></Content>" in reply
+    assert f"<ToUserName><![CDATA[{OPENID}]]></ToUserName>" in reply
+
+
+async def test_previous_aes_key_still_decrypts(client: Client, config: Config) -> None:
+    query, body = encrypted(text_xml(OPENID, "rotating", 3001), key=OLD_AES_KEY)
+    response = await post(client, body, query)
+    assert response.status == 200
+    assert db_rows(config, "SELECT count(*) FROM events") == [(1,)]
+
+
+async def test_unknown_key_does_not_decrypt(client: Client) -> None:
+    stranger = "Q" * 43
+    query, body = encrypted(text_xml(OPENID, "x", 3002), key=stranger)
+    response = await post(client, body, query)
+    assert response.status == 400
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        signed_query(token="forged"),
+        signed_query(timestamp=int(time.time()) - 3600),
+        signed_query(timestamp=int(time.time()) + 3600),
+        {},
+        {"signature": "x", "timestamp": "abc", "nonce": "n"},
+    ],
+    ids=["bad-signature", "stale", "future", "missing", "non-numeric-timestamp"],
+)
+async def test_forged_or_stale_pushes_get_403(client: Client, config: Config,
+                                              query: dict[str, str]) -> None:
+    response = await post(client, text_xml(OPENID, "加微信", 4001), query)
+    assert response.status == 403
+    assert db_rows(config, "SELECT count(*) FROM events") == [(0,)]
+
+
+async def test_bad_msg_signature_gets_403(client: Client) -> None:
+    query, body = encrypted(text_xml(OPENID, "x", 4002))
+    query["msg_signature"] = "0" * 40
+    assert (await post(client, body, query)).status == 403
+
+
+XXE = (
+    '<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>'
+    "<xml><ToUserName>a</ToUserName><FromUserName>oAttacker0001</FromUserName>"
+    "<CreateTime>1</CreateTime><MsgType>text</MsgType><Content>&xxe;</Content>"
+    "<MsgId>1</MsgId></xml>"
+)
+LAUGHS = (
+    '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+    + "".join(f'<!ENTITY lol{i} "{("&lol" + str(i - 1) + ";") * 10 if i > 1 else "&lol;" * 10}">'
+              for i in range(1, 10))
+    + "]><xml><FromUserName>oAttacker0001</FromUserName><CreateTime>1</CreateTime>"
+    "<MsgType>text</MsgType><Content>&lol9;</Content></xml>"
+)
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["<xml><FromUserName>", "not xml at all", "", "<root><a>1</a></root>",
+     "<xml><FromUserName>oX0000001</FromUserName><MsgType>text</MsgType></xml>",
+     XXE, LAUGHS, XXE.replace("DOCTYPE", "doctype")],
+    ids=["truncated", "garbage", "empty", "wrong-root", "no-createtime", "xxe", "billion-laughs",
+         "lowercase-doctype"],
+)
+async def test_malformed_pushes_get_400(client: Client, config: Config, body: str) -> None:
+    response = await post(client, body)
+    assert response.status == 400
+    assert db_rows(config, "SELECT count(*) FROM events") == [(0,)]
+
+
+async def test_encrypted_doctype_is_refused(client: Client) -> None:
+    query, body = encrypted(XXE)
+    assert (await post(client, body, query)).status == 400
+
+
+async def test_oversized_body_gets_413(client: Client, config: Config) -> None:
+    huge = text_xml(OPENID, "x" * (config.server.max_body_bytes + 10), 5001)
+    assert (await post(client, huge)).status == 413
+
+
+async def test_concurrent_retries_are_processed_once(client: Client, config: Config) -> None:
+    xml = text_xml(OPENID, "加微信 abc", 6001)
+    responses = await asyncio.gather(*(post(client, xml) for _ in range(4)))
+    assert [r.status for r in responses] == [200] * 4
+    assert db_rows(config, "SELECT count(*) FROM events") == [(1,)]
+    assert db_rows(config, "SELECT count(*) FROM decisions WHERE rule_id='contact-spam'") == [(1,)]
+    assert db_rows(config, "SELECT kind, status FROM actions") == [("blacklist", "pending")]
+
+
+async def test_event_retries_use_sender_and_time(client: Client, config: Config) -> None:
+    event = (
+        "<xml><ToUserName>gh</ToUserName><FromUserName>oEventUser0000001</FromUserName>"
+        "<CreateTime>1700000000</CreateTime><MsgType>event</MsgType>"
+        "<Event>subscribe</Event></xml>"
+    )
+    for _ in range(3):
+        assert (await post(client, event)).status == 200
+    later = event.replace("1700000000", "1700000001")
+    assert (await post(client, later)).status == 200
+    assert db_rows(config, "SELECT count(*) FROM events") == [(2,)]
+
+
+async def test_restart_keeps_events_and_still_drops_retries(
+        aiohttp_client: MakeClient, config: Config) -> None:
+    first = await aiohttp_client(build_app(config))
+    assert (await post(first, text_xml(OPENID, "before restart", 7001))).status == 200
+    await first.close()
+    second = await aiohttp_client(build_app(config))
+    assert (await post(second, text_xml(OPENID, "before restart", 7001))).status == 200
+    assert (await post(second, text_xml(OPENID, "after restart", 7002))).status == 200
+    contents = db_rows(config, "SELECT texts FROM events ORDER BY id")
+    assert contents == [('{"content": "before restart"}',), ('{"content": "after restart"}',)]
+
+
+async def test_healthz_and_metrics(client: Client) -> None:
+    await post(client, text_xml(OPENID, "加微信", 8001))
+    health = await (await client.get("/healthz")).json()
+    assert health["status"] == "ok" and health["rules"] == 2
+    assert health["pending_actions"] == 1 and health["dry_run"] is True
+    metrics = await (await client.get("/metrics")).text()
+    assert 'bot_pushes_total{msg_type="text",outcome="ok"} 1.0' in metrics
+    assert 'bot_rule_hits_total{action="blacklist",rule_id="contact-spam"} 1.0' in metrics
+    assert "bot_push_latency_seconds_bucket" in metrics
+
+
+async def test_token_missing_refuses_everything(aiohttp_client: MakeClient,
+                                                tmp_path: Path) -> None:
+    config = make_config(tmp_path, token="")
+    client = await aiohttp_client(build_app(config))
+    assert (await post(client, text_xml(OPENID, "x", 9001), signed_query(token=""))).status == 403
+
+
+def test_app_factory_builds_routes(config: Config) -> None:
+    app = build_app(config)
+    paths = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
+    assert {"/wechat", "/healthz", "/metrics"} <= paths
+    assert isinstance(app, web.Application)
