@@ -59,6 +59,7 @@ class Webhook:
         self.metrics = metrics
         self.max_body = max_body
         self.on_actions = on_actions
+        self._counters: dict[tuple[str, str], Any] = {}
 
     async def verify_url(self, request: web.Request) -> web.Response:
         """GET: the platform's URL check; echo ``echostr`` when the signature holds."""
@@ -82,9 +83,9 @@ class Webhook:
         except PushError as exc:
             outcome = {400: "malformed", 403: "forbidden", 413: "too_large"}.get(exc.status, "error")
             log.warning("push refused (%s) from %s: %s", exc.status, request.remote, exc.reason)
-            self.metrics.pushes.labels(msg_type, outcome).inc()
+            self._pushes(msg_type, outcome).inc()
             return web.Response(status=exc.status, text=exc.reason)
-        self.metrics.pushes.labels(msg_type, outcome).inc()
+        self._pushes(msg_type, outcome).inc()
         self.metrics.push_latency.observe(time.perf_counter() - started)
         return web.Response(text=text, content_type=content_type)
 
@@ -126,6 +127,14 @@ class Webhook:
             text, content_type = self.codec.reply(event, decision.reply, encrypted, nonce), XML
         self.recent.finish(key, text, content_type)
         return text, content_type, "ok"
+
+    def _pushes(self, msg_type: str, outcome: str) -> Any:
+        """The push counter for these labels (cached: labels() costs a lock and a lookup)."""
+        counter = self._counters.get((msg_type, outcome))
+        if counter is None:
+            counter = self._counters[(msg_type, outcome)] = self.metrics.pushes.labels(
+                msg_type, outcome)
+        return counter
 
     def _count(self, decision: Decision) -> None:
         for hit in decision.hits:

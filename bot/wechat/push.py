@@ -9,7 +9,6 @@ import struct
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
-from types import MappingProxyType
 
 from wechatpy.crypto import PrpCrypto, WeChatCrypto
 from wechatpy.exceptions import InvalidAppIdException
@@ -130,19 +129,23 @@ def _text_field(root: ET.Element, name: str) -> str:
 def flatten(root: ET.Element) -> dict[str, str]:
     """Every field of a push as ``Name`` or ``Parent.Child`` (``item[1]`` for repeats)."""
     out: dict[str, str] = {}
-
-    def walk(node: ET.Element, prefix: str) -> None:
-        seen: dict[str, int] = {}
-        for child in node:
-            count = seen[child.tag] = seen.get(child.tag, -1) + 1
-            key = f"{prefix}{child.tag}" + (f"[{count}]" if count else "")
-            if len(child):
-                walk(child, key + ".")
-            else:
-                out[key] = child.text or ""
-
-    walk(root, "")
+    for child in root:  # the hot path: pushes are flat but for a few event kinds
+        if len(child):
+            _walk(child, child.tag + ".", out)
+        else:
+            out[child.tag] = child.text or ""
     return out
+
+
+def _walk(node: ET.Element, prefix: str, out: dict[str, str]) -> None:
+    seen: dict[str, int] = {}
+    for child in node:
+        count = seen[child.tag] = seen.get(child.tag, -1) + 1
+        key = prefix + child.tag + (f"[{count}]" if count else "")
+        if len(child):
+            _walk(child, key + ".", out)
+        else:
+            out[key] = child.text or ""
 
 
 def parse_event(plain_xml: bytes) -> Event:
@@ -162,6 +165,6 @@ def parse_event(plain_xml: bytes) -> Event:
         msg_type=msg_type,
         event=(fields.get("Event") or msg_type).strip().lower() if is_event else None,
         msg_id=None if is_event else (fields.get("MsgId") or "").strip() or None,
-        texts=MappingProxyType(texts),
-        fields=MappingProxyType(fields),
+        texts=texts,
+        fields=fields,
     )
