@@ -258,8 +258,8 @@ class WeChatClient:
             if rejected is not None and data.get("access_token") == rejected:
                 data = await self._request("POST", "stable_token",
                                            json={**creds, "force_refresh": True})
-        except CredentialError:
-            raise
+        except (CredentialError, RetryableError):
+            raise  # /cgi-bin/token would fail alike, and spend its small daily quota
         except WeChatAPIError as exc:
             log.warning("stable_token failed (%s); falling back to /cgi-bin/token", exc)
             data = await self._request("GET", "token", params=creds)

@@ -1,0 +1,399 @@
+"""The batcher: claim queued actions, send them in batches of <= 20, settle by error class."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from bot.config import ActionsConfig
+from bot.errors import WeChatAPIError
+from bot.metrics import Metrics
+from bot.models import ActionKind
+from bot.outbox_queue import Claimed, QueueState, SqliteActionQueue, make_owner
+from bot.wechat.api import (
+    BatchTooLargeError,
+    CredentialError,
+    InvalidOpenIDError,
+    QuotaError,
+    RetryableError,
+    TokenError,
+    explain,
+)
+
+log = logging.getLogger(__name__)
+KINDS = (ActionKind.BLACKLIST, ActionKind.UNBLACKLIST)
+BEIJING_OFFSET = 8 * 3600  # WeChat's daily quotas reset at midnight, Beijing time (UTC+8)
+
+
+# ---------------------------------------------------------------- pure decisions
+
+
+class Verdict(StrEnum):
+    """How a sent (or refused) batch is settled."""
+
+    DONE = "done"
+    RETRY = "retry"  # back to pending, not before ``not_before``
+    PAUSE = "pause"  # back to pending; all sending stops until ``not_before``
+    SPLIT = "split"  # 40032: send the halves
+    BISECT = "bisect"  # 40003/49003: find the bad OpenIDs by halving
+    FAIL = "fail"  # final for these rows
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with jitter: ``base * 2**(attempt-1)``, capped, times U(0.5, 1)."""
+
+    base: float = 1.0
+    cap: float = 300.0
+
+    def delay(self, attempts: int, rng: random.Random) -> float:
+        """Seconds to wait after the ``attempts``-th failed attempt."""
+        raw = min(self.cap, self.base * 2 ** max(0, attempts - 1))
+        return raw * rng.uniform(0.5, 1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """The verdict for a batch, with when to try again and what to record."""
+
+    verdict: Verdict
+    not_before: float = 0.0
+    errcode: int | None = None
+    errmsg: str = ""
+
+
+def next_minute(now: float) -> float:
+    """The start of the next wall-clock minute, plus a second of slack (45011)."""
+    return (int(now) // 60 + 1) * 60 + 1.0
+
+
+def daily_pause_until(now: float, *, retry_every: float = 3600.0) -> float:
+    """When to try again after 45009: the quota reset at Beijing midnight, or within an hour
+    (an admin can clear the quota on the platform), whichever comes first."""
+    midnight = ((int(now) + BEIJING_OFFSET) // 86400 + 1) * 86400 - BEIJING_OFFSET
+    return min(midnight + 60.0, now + retry_every)
+
+
+def settle(  # noqa: PLR0911 - one return per error class is the point: a flat table
+        error: WeChatAPIError | None, *, size: int, attempts: int, now: float,
+        backoff: Backoff, rng: random.Random) -> Settlement:
+    """Sort the outcome of one call in one place: done, retry when, pause, split or fail."""
+    if error is None:
+        return Settlement(Verdict.DONE)
+    code, msg = error.errcode, error.errmsg
+    if isinstance(error, QuotaError):
+        if error.scope == "minute":
+            return Settlement(Verdict.RETRY, next_minute(now), code, msg)
+        return Settlement(Verdict.PAUSE, daily_pause_until(now), code, msg)
+    if isinstance(error, CredentialError):
+        return Settlement(Verdict.PAUSE, now + 600.0, code, msg)
+    if isinstance(error, RetryableError | TokenError):
+        return Settlement(Verdict.RETRY, now + backoff.delay(attempts, rng), code, msg)
+    if isinstance(error, BatchTooLargeError) and size > 1:
+        return Settlement(Verdict.SPLIT, errcode=code, errmsg=msg)
+    if isinstance(error, InvalidOpenIDError) and size > 1:
+        return Settlement(Verdict.BISECT, errcode=code, errmsg=msg)
+    return Settlement(Verdict.FAIL, errcode=code, errmsg=msg)
+
+
+def wait_before_send(state: QueueState, now: float, *, batch_size: int, max_delay: float,
+                     flush: bool, idle: float) -> float:
+    """Seconds to wait before sending (0: send now). Full batch, or the oldest is due."""
+    if state.paused_until > now:
+        return state.paused_until - now
+    if state.ready >= batch_size or (state.ready and flush):
+        return 0.0
+    waits = [idle]
+    if state.ready and state.oldest_created is not None:
+        waits.append(state.oldest_created + max_delay - now)
+    if state.next_not_before is not None:
+        waits.append(state.next_not_before - now)
+    return max(0.0, min(waits))
+
+
+# ---------------------------------------------------------------- the ports
+
+
+class ActionQueue(Protocol):
+    """The durable outbox as the batcher needs it (SQLite now, Redis later)."""
+
+    async def heartbeat(self, owner: str, now: float) -> None: ...
+    async def release_owner(self, owner: str, now: float) -> int: ...
+    async def reclaim_stale(self, now: float, stale_after: float) -> int: ...
+    async def state(self, kind: str, now: float, limit: int) -> QueueState: ...
+    async def claim(self, kind: str, owner: str, now: float, limit: int) -> list[Claimed]: ...
+    async def release(self, ids: Sequence[int], now: float, *, not_before: float,
+                      errcode: int | None = None, errmsg: str = "",
+                      count_attempt: bool = True) -> None: ...
+    async def complete(self, rows: Sequence[Claimed], now: float) -> None: ...
+    async def finish(self, ids: Sequence[int], now: float, status: str, *,
+                     errcode: int | None = None, errmsg: str = "") -> None: ...
+    async def set_pause(self, until: float, reason: str, now: float) -> None: ...
+    async def queue_expired(self, now: float) -> int: ...
+    async def count_active(self) -> int: ...
+
+
+class BlacklistAPI(Protocol):
+    """The two API calls the batcher makes (bot.wechat.api.WeChatClient)."""
+
+    async def batch_blacklist(self, openids: list[str]) -> None: ...
+    async def batch_unblacklist(self, openids: list[str]) -> None: ...
+
+
+# ---------------------------------------------------------------- the batcher
+
+
+@dataclass(frozen=True, slots=True)
+class BatcherStatus:
+    """For /healthz: queued actions and whether (and why) sending is paused."""
+
+    pending: int
+    paused_until: float
+    paused_reason: str
+    dry_run: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"pending": self.pending, "paused_until": self.paused_until or None,
+                "paused_reason": self.paused_reason or None, "dry_run": self.dry_run}
+
+
+class Batcher:
+    """Sends queued actions: one call in flight per kind, claims shared safely across
+    processes, stale claims of dead processes reclaimed, timed blacklists expired."""
+
+    def __init__(self, store: Any, client: BlacklistAPI | None, config: ActionsConfig,
+                 metrics: Metrics, *, dry_run: bool, owner: str = "",
+                 queue: ActionQueue | None = None, backoff: Backoff = Backoff(),
+                 clock: Callable[[], float] = time.time, housekeeping_seconds: float = 10.0,
+                 stale_after: float = 60.0, idle_seconds: float = 1.0,
+                 rng: random.Random | None = None):
+        if client is None and not dry_run:
+            raise ValueError("a Batcher without an API client must run in dry-run mode")
+        self.owner = owner or make_owner()
+        self._queue: ActionQueue = queue or SqliteActionQueue(store)
+        self._client, self._config, self._metrics = client, config, metrics
+        self._dry_run, self._backoff, self._clock = dry_run, backoff, clock
+        self._housekeeping, self._stale_after = housekeeping_seconds, stale_after
+        self._idle = idle_seconds
+        self._rng = rng or random.Random()
+        self._wake = {kind: asyncio.Event() for kind in KINDS}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._busy: set[ActionKind] = set()
+        self._stopping = False
+        self._stop_event = asyncio.Event()
+        self._flush = False
+        self._pending = 0
+        self._paused_until, self._paused_reason = 0.0, ""
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Announce this owner, recover claims of dead processes, start the loops."""
+        now = self._clock()
+        await self._queue.heartbeat(self.owner, now)
+        recovered = await self._queue.reclaim_stale(now, self._stale_after)
+        if recovered:
+            log.warning("recovered %d actions left in flight by a stopped process", recovered)
+        await self._queue.queue_expired(now)
+        self._pending = await self._queue.count_active()
+        self._stopping = False
+        self._stop_event.clear()
+        for kind in KINDS:
+            self._spawn(self._worker(kind), f"batcher-{kind}")
+        self._spawn(self._housekeeping_loop(), "batcher-housekeeping")
+        mode = "dry-run: no API calls" if self._dry_run else "live"
+        log.info("batcher started (%s), %d actions queued", mode, self._pending)
+
+    async def stop(self, timeout: float = 15.0) -> None:
+        """Let the calls in flight finish (up to ``timeout``), then give back any claim."""
+        self._stopping = True
+        self._stop_event.set()
+        self.wake()
+        tasks = list(self._tasks)
+        if tasks:
+            _, still = await asyncio.wait(tasks, timeout=timeout)
+            for task in still:
+                task.cancel()
+            await asyncio.gather(*still, return_exceptions=True)
+        released = await self._queue.release_owner(self.owner, self._clock())
+        if released:
+            log.warning("batcher stopped mid-send: %d actions returned to the queue", released)
+
+    def wake(self) -> None:
+        """New actions were queued: look now (a full batch goes at once)."""
+        for event in self._wake.values():
+            event.set()
+
+    async def drain(self, timeout: float) -> bool:
+        """Send everything queued now, partial batches included; True when nothing is left
+        pending (False on timeout or when sending is paused)."""
+        self._flush = True
+        self.wake()
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if self._paused_until > self._clock() and not self._busy:
+                    return False
+                self._pending = await self._queue.count_active()
+                if self._pending == 0:
+                    return True
+                await asyncio.sleep(0.02)  # polling the queue, not timing logic
+            return False
+        finally:
+            self._flush = False
+
+    @property
+    def status(self) -> BatcherStatus:
+        """Queued actions (as of the last look) and the pause, for /healthz."""
+        paused = self._paused_until > self._clock()
+        return BatcherStatus(self._pending, self._paused_until if paused else 0.0,
+                             self._paused_reason if paused else "", self._dry_run)
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------ loops
+
+    async def _worker(self, kind: ActionKind) -> None:
+        while not self._stopping:
+            try:
+                await self._step(kind)
+            except Exception:  # e.g. the database is locked: log, back off, keep going
+                log.exception("batcher %s loop failed; retrying", kind)
+                await self._sleep(kind, self._idle)
+
+    async def _step(self, kind: ActionKind) -> None:
+        """One look at the queue: wait, or claim a batch and send it."""
+        now = self._clock()
+        state = await self._queue.state(kind, now, self._config.batch_size)
+        self._note_pause(state.paused_until, state.paused_reason)
+        wait = wait_before_send(state, now, batch_size=self._config.batch_size,
+                                max_delay=self._config.max_delay_seconds,
+                                flush=self._flush, idle=self._idle)
+        if wait > 0:
+            await self._sleep(kind, wait)
+            return
+        rows = await self._queue.claim(kind, self.owner, now, self._config.batch_size)
+        if not rows:
+            return
+        self._busy.add(kind)
+        try:
+            await self._process(kind, rows)
+        except Exception:
+            # Rows not yet settled go back (settled ones are no longer 'sending').
+            later = self._clock() + self._backoff.delay(max(r.attempts for r in rows),
+                                                        self._rng)
+            await self._queue.release([r.id for r in rows], self._clock(), not_before=later)
+            raise
+        finally:
+            self._busy.discard(kind)
+        self.wake()  # settled rows may unblock the other kind's next action for a follower
+
+    async def _sleep(self, kind: ActionKind, seconds: float) -> None:
+        event = self._wake[kind]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout=min(seconds, self._idle))
+        event.clear()
+
+    async def _housekeeping_loop(self) -> None:
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_event.wait(), timeout=self._housekeeping)
+            if self._stopping:
+                return
+            try:
+                await self.housekeep(self._clock())
+            except Exception:  # a failed round is retried next round; the loop must live
+                log.exception("batcher housekeeping failed")
+
+    async def housekeep(self, now: float) -> None:
+        """Heartbeat, recover dead claims, queue expired timed blacklists (every ~10 s)."""
+        await self._queue.heartbeat(self.owner, now)
+        if await self._queue.reclaim_stale(now, self._stale_after):
+            self.wake()
+        expired = await self._queue.queue_expired(now)
+        if expired:
+            log.info("%d timed blacklists expired: unblacklist queued", expired)
+            self.wake()
+        self._pending = await self._queue.count_active()
+        self._metrics.pending_actions.set(self._pending)
+
+    # ------------------------------------------------------------ sending
+
+    async def _process(self, kind: ActionKind, rows: list[Claimed]) -> None:
+        if self._dry_run:
+            await self._queue.finish([r.id for r in rows], self._clock(), "dry_run")
+            self._metrics.actions.labels(str(kind), "dry_run").inc(len(rows))
+            log.info("dry-run: would %s %d followers", kind, len(rows))
+            return
+        await self._send_group(kind, rows, None)
+        self._pending = await self._queue.count_active()
+        self._metrics.pending_actions.set(self._pending)
+
+    async def _send_group(self, kind: ActionKind, rows: list[Claimed],
+                          known_bad: WeChatAPIError | None) -> bool:
+        """Send ``rows`` and settle; returns True when a bad OpenID was isolated in them.
+
+        ``known_bad`` is the 40003/49003 of a parent batch whose other half went through:
+        these rows must hold the bad OpenID, so they are halved without being sent whole.
+        """
+        error = known_bad if known_bad is not None else await self._attempt(kind, rows)
+        s = settle(error, size=len(rows), attempts=max(r.attempts for r in rows),
+                   now=self._clock(), backoff=self._backoff, rng=self._rng)
+        if s.verdict in (Verdict.SPLIT, Verdict.BISECT):
+            left, right = rows[: len(rows) // 2], rows[len(rows) // 2:]
+            left_bad = await self._send_group(kind, left, None)
+            inherit = error if s.verdict is Verdict.BISECT and not left_bad else None
+            return await self._send_group(kind, right, inherit) or left_bad
+        await self._apply(kind, rows, s)
+        return s.verdict is Verdict.FAIL and isinstance(error, InvalidOpenIDError)
+
+    async def _attempt(self, kind: ActionKind, rows: list[Claimed]) -> WeChatAPIError | None:
+        assert self._client is not None
+        openids = [r.openid for r in rows]
+        try:
+            if kind is ActionKind.BLACKLIST:
+                await self._client.batch_blacklist(openids)
+            else:
+                await self._client.batch_unblacklist(openids)
+        except WeChatAPIError as exc:
+            return exc
+        return None
+
+    async def _apply(self, kind: ActionKind, rows: list[Claimed], s: Settlement) -> None:
+        now, ids = self._clock(), [r.id for r in rows]
+        if s.verdict is Verdict.DONE:
+            await self._queue.complete(rows, now)
+            self._metrics.actions.labels(str(kind), "done").inc(len(rows))
+        elif s.verdict is Verdict.RETRY:
+            log.warning("%s of %d followers: WeChat error %s (%s); retry in %.1f s", kind,
+                        len(rows), s.errcode, s.errmsg, s.not_before - now)
+            await self._queue.release(ids, now, not_before=s.not_before, errcode=s.errcode,
+                                      errmsg=s.errmsg)
+        elif s.verdict is Verdict.PAUSE:
+            reason = f"WeChat error {s.errcode} ({s.errmsg}): {explain(s.errcode)}"
+            log.error("SENDING PAUSED until %s, %d+ actions kept queued. %s",
+                      time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.not_before)),
+                      len(rows), reason)
+            await self._queue.release(ids, now, not_before=0, errcode=s.errcode,
+                                      errmsg=s.errmsg, count_attempt=False)
+            await self._queue.set_pause(s.not_before, reason, now)
+            self._note_pause(s.not_before, reason)
+        else:
+            log.error("%s failed for good for %s: WeChat error %s (%s). %s", kind,
+                      ", ".join(r.openid for r in rows), s.errcode, s.errmsg, explain(s.errcode))
+            await self._queue.finish(ids, now, "failed", errcode=s.errcode, errmsg=s.errmsg)
+            self._metrics.actions.labels(str(kind), "failed").inc(len(rows))
+
+    def _note_pause(self, until: float, reason: str) -> None:
+        self._paused_until, self._paused_reason = until, reason

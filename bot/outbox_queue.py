@@ -1,0 +1,279 @@
+"""The SQLite action queue behind the batcher: atomic claims, settlement, expiry, status."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from sqlite_utils import Database
+
+from bot.models import Action, ActionKind
+from bot.store import enqueue_action
+
+T = TypeVar("T")
+HEARTBEAT_PREFIX = "outbox.owner."
+PAUSE_KEY = "outbox.paused"
+_ACTIVE = "('pending', 'sending')"
+# An action is ready when no earlier action for the same follower is still queued or in
+# flight: that keeps a follower's blacklist -> unblacklist order across the two kinds.
+_READY = (
+    "a.status = 'pending' AND a.kind = ? AND a.not_before <= ? AND NOT EXISTS ("
+    f"SELECT 1 FROM actions b WHERE b.openid = a.openid AND b.id < a.id AND b.status IN {_ACTIVE})"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """An outbox row claimed for sending."""
+
+    id: int
+    openid: str
+    kind: str
+    rule_id: str
+    reason: str
+    expires_at: int | None
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueState:
+    """What a worker needs to decide whether to send: ready rows and the next deadlines."""
+
+    ready: int
+    oldest_created: float | None
+    next_not_before: float | None
+    paused_until: float
+    paused_reason: str
+
+
+def make_owner(tag: str = "") -> str:
+    """A claim owner id ``host:pid:tag``: the pid lets a restart on this host spot a dead one."""
+    return f"{socket.gethostname()}:{os.getpid()}:{tag or os.urandom(4).hex()}"
+
+
+def owner_alive(owner: str) -> bool:
+    """False when ``owner`` ran on this host and its process is gone; True when unknown."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return True
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ---------------------------------------------------------------- functions on a db
+
+
+def heartbeat(db: Database, owner: str, now: float) -> None:
+    """Record that ``owner`` is alive (claims of an owner without a fresh one are stale)."""
+    db.execute("INSERT INTO kv (key, value, updated_at) VALUES (?, '{}', ?) ON CONFLICT(key)"
+               " DO UPDATE SET updated_at = excluded.updated_at",
+               [HEARTBEAT_PREFIX + owner, int(now)])
+
+
+def release_owner(db: Database, owner: str, now: float) -> int:
+    """Give back every claim of ``owner`` (graceful stop) and drop its heartbeat."""
+    cur = db.execute("UPDATE actions SET status = 'pending', claimed_by = NULL, claimed_at = NULL,"
+                     " updated_at = ? WHERE status = 'sending' AND claimed_by = ?",
+                     [int(now), owner])
+    db.execute("DELETE FROM kv WHERE key = ?", [HEARTBEAT_PREFIX + owner])
+    return cur.rowcount
+
+
+def reclaim_stale(db: Database, now: float, *, stale_after: float,
+                  alive: Callable[[str], bool] = owner_alive) -> int:
+    """Return to pending the claims of owners that are dead or silent for ``stale_after``."""
+    owners = [r[0] for r in db.execute(
+        "SELECT DISTINCT claimed_by FROM actions WHERE status = 'sending'").fetchall()]
+    stale = []
+    for owner in owners:
+        beat = db.execute("SELECT updated_at FROM kv WHERE key = ?",
+                          [HEARTBEAT_PREFIX + str(owner)]).fetchone()
+        if owner is None or beat is None or beat[0] < now - stale_after or not alive(owner):
+            stale.append(owner)
+    count = 0
+    for owner in stale:
+        cur = db.execute(
+            "UPDATE actions SET status = 'pending', claimed_by = NULL, claimed_at = NULL,"
+            " updated_at = ? WHERE status = 'sending' AND claimed_by IS ?", [int(now), owner])
+        count += cur.rowcount
+        db.execute("DELETE FROM kv WHERE key = ?", [HEARTBEAT_PREFIX + str(owner)])
+    return count
+
+
+def queue_state(db: Database, kind: str, now: float, limit: int) -> QueueState:
+    """Ready rows (up to ``limit``), the oldest one's creation time, the next retry time."""
+    ready, oldest = db.execute(
+        f"SELECT COUNT(*), MIN(created_at) FROM (SELECT a.created_at FROM actions a"
+        f" WHERE {_READY} ORDER BY a.id LIMIT ?)", [kind, now, limit]).fetchone()
+    later = db.execute("SELECT MIN(not_before) FROM actions WHERE status = 'pending'"
+                       " AND kind = ? AND not_before > ?", [kind, now]).fetchone()[0]
+    until, reason = read_pause(db)
+    return QueueState(int(ready), oldest, later, until, reason)
+
+
+def claim(db: Database, kind: str, owner: str, now: float, limit: int) -> list[Claimed]:
+    """Atomically move up to ``limit`` ready rows of ``kind`` to 'sending' for ``owner``."""
+    rows = db.execute(
+        "UPDATE actions SET status = 'sending', claimed_by = ?, claimed_at = ?,"
+        " attempts = attempts + 1, updated_at = ? WHERE id IN (SELECT a.id FROM actions a"
+        f" WHERE {_READY} ORDER BY a.id LIMIT ?)"
+        " RETURNING id, openid, kind, rule_id, reason, expires_at, attempts",
+        [owner, int(now), int(now), kind, now, limit],
+    ).fetchall()
+    return sorted((Claimed(*row) for row in rows), key=lambda c: c.id)
+
+
+def release(db: Database, ids: Sequence[int], now: float, *, not_before: float,
+            errcode: int | None = None, errmsg: str = "", count_attempt: bool = True) -> None:
+    """Back to pending, not before ``not_before`` (a float: sub-second backoff is kept)."""
+    db.execute(
+        f"UPDATE actions SET status = 'pending', claimed_by = NULL, claimed_at = NULL,"
+        f" not_before = ?, errcode = ?, errmsg = ?, updated_at = ?,"
+        f" attempts = attempts - ? WHERE status = 'sending' AND id IN ({_marks(ids)})",
+        [not_before, errcode, errmsg or None, int(now), 0 if count_attempt else 1, *ids],
+    )
+
+
+def complete(db: Database, rows: Sequence[Claimed], now: float) -> None:
+    """Mark rows done and record the follower's new state in ``blacklist``."""
+    ts = int(now)
+    db.execute(f"UPDATE actions SET status = 'done', claimed_by = NULL, errcode = NULL,"
+               f" errmsg = NULL, updated_at = ? WHERE id IN ({_marks([r.id for r in rows])})",
+               [ts, *[r.id for r in rows]])
+    for r in rows:
+        blacklisted = r.kind == ActionKind.BLACKLIST
+        db.execute(
+            "INSERT INTO blacklist (openid, status, rule_id, reason, since, expires_at,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(openid) DO UPDATE SET"
+            " since = CASE WHEN blacklist.status = excluded.status THEN blacklist.since"
+            " ELSE excluded.since END, status = excluded.status, rule_id = excluded.rule_id,"
+            " reason = excluded.reason, expires_at = excluded.expires_at,"
+            " updated_at = excluded.updated_at",
+            [r.openid, "blacklisted" if blacklisted else "removed", r.rule_id, r.reason, ts,
+             r.expires_at if blacklisted else None, ts],
+        )
+
+
+def finish(db: Database, ids: Sequence[int], now: float, status: str, *,
+           errcode: int | None = None, errmsg: str = "") -> None:
+    """Settle rows for good: ``failed`` (with the errcode) or ``dry_run``."""
+    db.execute(f"UPDATE actions SET status = ?, claimed_by = NULL, errcode = ?, errmsg = ?,"
+               f" updated_at = ? WHERE id IN ({_marks(ids)})",
+               [status, errcode, errmsg or None, int(now), *ids])
+
+
+def set_pause(db: Database, until: float, reason: str, now: float) -> None:
+    """Pause all sending (every process sharing the database) until ``until``."""
+    db.execute("INSERT INTO kv (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT(key)"
+               " DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+               [PAUSE_KEY, json.dumps({"until": until, "reason": reason}), int(now)])
+
+
+def read_pause(db: Database) -> tuple[float, str]:
+    """The shared pause: ``(until, reason)``, ``(0, "")`` when none."""
+    row = db.execute("SELECT value FROM kv WHERE key = ?", [PAUSE_KEY]).fetchone()
+    if row is None:
+        return 0.0, ""
+    data = json.loads(row[0])
+    return float(data.get("until", 0)), str(data.get("reason", ""))
+
+
+def queue_expired(db: Database, now: float) -> int:
+    """Queue an unblacklist (source 'expiry') for every timed blacklist that has run out.
+
+    The row's ``expires_at`` is cleared in the same transaction, so the outbox row is
+    the durable record of the removal and a failed one is not re-queued every minute.
+    """
+    due = db.execute("SELECT openid, rule_id FROM blacklist WHERE status = 'blacklisted'"
+                     " AND expires_at IS NOT NULL AND expires_at <= ?", [now]).fetchall()
+    queued = 0
+    for openid, rule_id in due:
+        action = Action(ActionKind.UNBLACKLIST, openid, rule_id, reason="timed blacklist expired")
+        if enqueue_action(db, action, int(now), source="expiry") is not None:
+            queued += 1
+        db.execute("UPDATE blacklist SET expires_at = NULL, updated_at = ? WHERE openid = ?",
+                   [int(now), openid])
+    return queued
+
+
+def count_active(db: Database) -> int:
+    """Pending plus in-flight actions."""
+    return int(db.execute(f"SELECT COUNT(*) FROM actions WHERE status IN {_ACTIVE}").fetchone()[0])
+
+
+def _marks(ids: Sequence[Any]) -> str:
+    return ",".join("?" * len(ids))
+
+
+# ---------------------------------------------------------------- the async adapter
+
+
+class _StoreLike(Protocol):
+    async def call(self, fn: Callable[[Database], T]) -> T: ...
+
+
+class SqliteActionQueue:
+    """The batcher's ActionQueue on SQLite, every call through ``Store.call``."""
+
+    def __init__(self, store: _StoreLike):
+        self._store = store
+
+    async def heartbeat(self, owner: str, now: float) -> None:
+        """See :func:`heartbeat`."""
+        await self._store.call(lambda db: heartbeat(db, owner, now))
+
+    async def release_owner(self, owner: str, now: float) -> int:
+        """See :func:`release_owner`."""
+        return await self._store.call(lambda db: release_owner(db, owner, now))
+
+    async def reclaim_stale(self, now: float, stale_after: float) -> int:
+        """See :func:`reclaim_stale`."""
+        return await self._store.call(lambda db: reclaim_stale(db, now, stale_after=stale_after))
+
+    async def state(self, kind: str, now: float, limit: int) -> QueueState:
+        """See :func:`queue_state`."""
+        return await self._store.call(lambda db: queue_state(db, kind, now, limit))
+
+    async def claim(self, kind: str, owner: str, now: float, limit: int) -> list[Claimed]:
+        """See :func:`claim`."""
+        return await self._store.call(lambda db: claim(db, kind, owner, now, limit))
+
+    async def release(self, ids: Sequence[int], now: float, *, not_before: float,
+                      errcode: int | None = None, errmsg: str = "",
+                      count_attempt: bool = True) -> None:
+        """See :func:`release`."""
+        await self._store.call(lambda db: release(db, ids, now, not_before=not_before,
+                                                  errcode=errcode, errmsg=errmsg,
+                                                  count_attempt=count_attempt))
+
+    async def complete(self, rows: Sequence[Claimed], now: float) -> None:
+        """See :func:`complete`."""
+        await self._store.call(lambda db: complete(db, rows, now))
+
+    async def finish(self, ids: Sequence[int], now: float, status: str, *,
+                     errcode: int | None = None, errmsg: str = "") -> None:
+        """See :func:`finish`."""
+        await self._store.call(lambda db: finish(db, ids, now, status,
+                                                        errcode=errcode, errmsg=errmsg))
+
+    async def set_pause(self, until: float, reason: str, now: float) -> None:
+        """See :func:`set_pause`."""
+        await self._store.call(lambda db: set_pause(db, until, reason, now))
+
+    async def queue_expired(self, now: float) -> int:
+        """See :func:`queue_expired`."""
+        return await self._store.call(lambda db: queue_expired(db, now))
+
+    async def count_active(self) -> int:
+        """See :func:`count_active`."""
+        return await self._store.call(count_active)
