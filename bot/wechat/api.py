@@ -241,7 +241,8 @@ class WeChatClient:
         async with self._lock:
             if self._token is None or self._token.token == rejected:
                 cached = await self._cache.load(self._config.appid)
-                fresh = cached if self._fresh(cached) and cached.token != rejected else None
+                usable = cached is not None and cached.token != rejected and self._fresh(cached)
+                fresh = cached if usable else None
                 self._token = fresh or await self._fetch(rejected)
             return self._token.token
 
