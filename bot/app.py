@@ -10,6 +10,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from bot.config import Config
@@ -18,13 +19,16 @@ from bot.errors import RuleError
 from bot.metrics import Metrics
 from bot.rules import RuleEngine, RuleSet, RuleWatcher, load_ruleset
 from bot.models import Decision, Event
+from bot.outbox import Batcher
 from bot.store import Recorded, Store, pending_count, purge_content
 from bot.webhook import Webhook, healthz, metrics_response
+from bot.wechat.api import SqliteTokenCache, WeChatClient
 from bot.wechat.push import PushCodec
 
 log = logging.getLogger(__name__)
 
 PURGE_INTERVAL_SECONDS = 3600.0
+API_TIMEOUT_SECONDS = 10.0
 
 
 @dataclass
@@ -36,7 +40,8 @@ class Service:
     store: Store | None = None
     engine: RuleEngine | None = None
     watcher: RuleWatcher | None = None
-    batcher: Any = None
+    client: WeChatClient | None = None
+    batcher: Batcher | None = None
     scheduler: Any = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -83,8 +88,12 @@ class Service:
             state["pending_actions"] = await self.store.call(pending_count)
         except Exception as exc:  # reported, not raised: health must answer
             state.update(status="down", error=f"database: {exc.__class__.__name__}")
-        if self.batcher is not None and getattr(self.batcher, "paused_reason", None):
-            state["actions_paused"] = self.batcher.paused_reason
+        if self.batcher is not None:
+            actions = self.batcher.status.as_dict()
+            if actions["paused_reason"]:
+                state["status"] = "degraded"
+                state["actions_paused"] = actions["paused_reason"]
+                state["actions_paused_until"] = actions["paused_until"]
         return state
 
 
@@ -129,6 +138,26 @@ async def _rules_ctx(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with suppress(asyncio.CancelledError):
         await task
+
+
+async def _actions_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The API client and the batcher; in dry-run no client exists at all."""
+    service = app[SERVICE]
+    config = service.config
+    assert service.store is not None
+    session = aiohttp.ClientSession() if not config.dry_run else None
+    client = None
+    if session is not None:
+        client = WeChatClient(config.wechat, session, SqliteTokenCache(service.store),
+                              service.metrics, timeout=API_TIMEOUT_SECONDS)
+    service.client = client
+    service.batcher = Batcher(service.store, client, config.actions, service.metrics,
+                              dry_run=config.dry_run)
+    await service.batcher.start()
+    yield
+    await service.batcher.stop()
+    if session is not None:
+        await session.close()
 
 
 async def _purge_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -182,7 +211,7 @@ def build_app(config: Config, *, extra_contexts: tuple[Callable[..., Any], ...] 
 
     app.router.add_get("/healthz", health_handler)
     app.router.add_get("/metrics", metrics_handler)
-    app.cleanup_ctx.extend([_store_ctx, _rules_ctx, _purge_ctx, *extra_contexts])
+    app.cleanup_ctx.extend([_store_ctx, _rules_ctx, _actions_ctx, _purge_ctx, *extra_contexts])
     return app
 
 
