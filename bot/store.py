@@ -50,7 +50,8 @@ def _initial(db: Database) -> None:
             purged INTEGER NOT NULL DEFAULT 0
         )"""
     )
-    db.execute("CREATE INDEX events_openid ON events (openid, create_time)")
+    # No index on openid: every insert pays for each index, and per-follower questions
+    # ("why") are answered from decisions and actions, which are indexed by openid.
     db.execute("CREATE INDEX events_received ON events (received_at)")
     db.execute(
         """CREATE TABLE decisions (
@@ -374,7 +375,10 @@ class Store:
     def __init__(self, path: str | Path, *, max_batch: int = 256):
         self.path = Path(path)
         self.max_batch = max_batch
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[_Job] | None] = queue.SimpleQueue()
+        # Calls made during one event-loop turn travel to the thread together: one
+        # wake-up of the thread per turn rather than per push.
+        self._outgoing: list[_Job] = []
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._open_error: BaseException | None = None
@@ -397,9 +401,16 @@ class Store:
                       plain_row: tuple[Any, ...] | None = None) -> T:
         if self._thread is None or not self._thread.is_alive():
             raise RuntimeError("store is not running")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put(_Job(fn, future, plain_row))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        if not self._outgoing:
+            loop.call_soon(self._send_outgoing)
+        self._outgoing.append(_Job(fn, future, plain_row))
         return await future
+
+    def _send_outgoing(self) -> None:
+        jobs, self._outgoing = self._outgoing, []
+        self._queue.put(jobs)
 
     async def record(self, event: Event, decision: Decision, *, keep_content: bool = True
                      ) -> Recorded:
@@ -416,6 +427,8 @@ class Store:
         """Finish queued calls, then close the connection and stop the thread."""
         if self._thread is None:
             return
+        if self._outgoing:
+            self._send_outgoing()
         self._queue.put(None)
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
         self._thread = None
@@ -438,17 +451,17 @@ class Store:
             first = self._queue.get()
             if first is None:
                 return
-            jobs = [first]
+            jobs = list(first)
             stop = False
             while len(jobs) < self.max_batch:
                 try:
-                    job = self._queue.get_nowait()
+                    more = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if job is None:
+                if more is None:
                     stop = True
                     break
-                jobs.append(job)
+                jobs.extend(more)
             self._run_batch(db, jobs)
             if stop:
                 return

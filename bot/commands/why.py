@@ -63,10 +63,12 @@ def run(args: argparse.Namespace, config: Config) -> int:
     db = open_db(config.storage.path)
     try:
         lines = explain(db, args.openid, ZoneInfo(config.export.timezone), args.limit)
-        known = db.execute("SELECT 1 FROM events WHERE openid = ? LIMIT 1",
-                           [args.openid]).fetchone()
+        known = db.execute(
+            "SELECT 1 FROM decisions WHERE openid = ? UNION ALL"
+            " SELECT 1 FROM actions WHERE openid = ? LIMIT 1", [args.openid, args.openid],
+        ).fetchone()
     finally:
         db.close()
     print(f"{args.openid}:")
     print("\n".join(lines))
-    return 0 if known or len(lines) > 3 else 1
+    return 0 if known else 1
