@@ -58,7 +58,7 @@ def make_request(host: str, port: int, target: str, body: bytes) -> bytes:
             f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 
-async def worker(index: int, args: argparse.Namespace, target: str, deadline: float,
+async def worker(index: int, args: argparse.Namespace, target: str, *, deadline: float,
                  warmup_end: float, latencies: list[float], counters: dict[str, int]) -> None:
     loop = asyncio.get_running_loop()
     _, conn = await loop.create_connection(Connection, args.host, args.port)
@@ -103,7 +103,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, float]:
     deadline = warmup_end + args.seconds
     latencies: list[float] = []
     counters = {"errors": 0}
-    await asyncio.gather(*(worker(i, args, target, deadline, warmup_end, latencies, counters)
+    await asyncio.gather(*(worker(i, args, target, deadline=deadline, warmup_end=warmup_end,
+                                  latencies=latencies, counters=counters)
                            for i in range(args.concurrency)))
     latencies.sort()
     count = len(latencies)

@@ -17,9 +17,9 @@ from bot.config import Config
 from bot.dedup import InMemoryRecentPushes
 from bot.errors import RuleError
 from bot.metrics import Metrics
-from bot.rules import RuleEngine, RuleSet, RuleWatcher, load_ruleset
 from bot.models import Decision, Event
 from bot.outbox import Batcher
+from bot.rules import RuleEngine, RuleSet, RuleWatcher, load_ruleset
 from bot.store import Recorded, Store, pending_count, purge_content
 from bot.webhook import Webhook, healthz, metrics_response
 from bot.wechat.api import SqliteTokenCache, WeChatClient
@@ -174,7 +174,7 @@ async def _purge_loop(service: Service) -> None:
     while True:
         assert service.store is not None
         before = int(time.time()) - days * 86400
-        purged = await service.store.call(lambda db: purge_content(db, before))
+        purged = await service.store.call(lambda db, before=before: purge_content(db, before))
         if purged:
             log.info("purged message content of %d events older than %d days", purged, days)
         await asyncio.sleep(PURGE_INTERVAL_SECONDS)

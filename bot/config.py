@@ -129,6 +129,7 @@ SECTIONS: dict[str, type] = {
     "export": ExportConfig,
     "logging": LoggingConfig,
 }
+_SECRET_KEYS = frozenset({"secret", "token", "encoding_aes_key", "previous_encoding_aes_key"})
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 
 
@@ -204,50 +205,56 @@ def _coerce(key: str, expected: type, value: Any, source: str) -> Any:
         return ""
     if isinstance(value, expected) and not (expected is int and isinstance(value, bool)):
         return value
-    raise ConfigError(
-        f"{source}: '{key}' must be {_TYPE_NAMES[expected]}, got {type(value).__name__} {value!r}"
-        if key.split(".")[-1] not in {"secret", "encoding_aes_key", "previous_encoding_aes_key"}
-        else f"{source}: '{key}' must be {_TYPE_NAMES[expected]}"
-    )
+    message = f"{source}: '{key}' must be {_TYPE_NAMES[expected]}"
+    if key.rsplit(".", maxsplit=1)[-1] not in _SECRET_KEYS:  # never echo a secret
+        message += f", got {type(value).__name__} {value!r}"
+    raise ConfigError(message)
+
+
+def _fail(source: str, key: str, message: str) -> None:
+    raise ConfigError(f"{source}: '{key}' {message}")
 
 
 def _check_values(config: Config, source: str) -> None:
-    def fail(key: str, message: str) -> None:
-        raise ConfigError(f"{source}: '{key}' {message}")
-
-    for key in ("encoding_aes_key", "previous_encoding_aes_key"):
-        value = getattr(config.wechat, key)
-        if value and not re.fullmatch(r"[A-Za-z0-9]{43}", value):
-            fail(f"wechat.{key}", "must be exactly 43 letters and digits (as the platform shows it)")
-    if config.wechat.encoding_aes_key and not config.wechat.appid:
-        fail("wechat.encoding_aes_key", "needs wechat.appid too: decryption checks the AppID")
-    if config.wechat.previous_encoding_aes_key and not config.wechat.encoding_aes_key:
-        fail("wechat.previous_encoding_aes_key", "needs wechat.encoding_aes_key to be set too")
-    if not re.fullmatch(r"https?://[^/\s?#]+", config.wechat.api_base):
-        fail("wechat.api_base", "must be scheme://host[:port] with no path, e.g. "
-             "https://api.weixin.qq.com")
-    if not config.server.path.startswith("/"):
-        fail("server.path", "must start with '/'")
-    if not 1 <= config.server.port <= 65535:
-        fail("server.port", "must be between 1 and 65535")
-    if not 1024 <= config.server.max_body_bytes <= 10 * 1024 * 1024:
-        fail("server.max_body_bytes", "must be between 1024 and 10485760")
-    if config.server.timestamp_tolerance_seconds < 1:
-        fail("server.timestamp_tolerance_seconds", "must be at least 1")
-    if config.storage.retention_days < 1:
-        fail("storage.retention_days", "must be at least 1 (days)")
-    if config.rules.reload_seconds <= 0:
-        fail("rules.reload_seconds", "must be greater than 0")
-    if not 1 <= config.actions.batch_size <= 20:
-        fail("actions.batch_size", f"must be between 1 and 20 (WeChat's limit), got "
-             f"{config.actions.batch_size}")
-    if config.actions.max_delay_seconds <= 0:
-        fail("actions.max_delay_seconds", "must be greater than 0")
-    if config.export.retention_days < 1:
-        fail("export.retention_days", "must be at least 1 (days)")
-    if config.logging.level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-        fail("logging.level", "must be one of DEBUG, INFO, WARNING, ERROR")
+    _check_wechat(config.wechat, source)
+    checks = [
+        (config.server.path.startswith("/"), "server.path", "must start with '/'"),
+        (1 <= config.server.port <= 65535, "server.port", "must be between 1 and 65535"),
+        (1024 <= config.server.max_body_bytes <= 10 * 1024 * 1024, "server.max_body_bytes",
+         "must be between 1024 and 10485760"),
+        (config.server.timestamp_tolerance_seconds >= 1, "server.timestamp_tolerance_seconds",
+         "must be at least 1"),
+        (config.storage.retention_days >= 1, "storage.retention_days", "must be at least 1 (days)"),
+        (config.rules.reload_seconds > 0, "rules.reload_seconds", "must be greater than 0"),
+        (1 <= config.actions.batch_size <= 20, "actions.batch_size",
+         f"must be between 1 and 20 (WeChat's limit), got {config.actions.batch_size}"),
+        (config.actions.max_delay_seconds > 0, "actions.max_delay_seconds",
+         "must be greater than 0"),
+        (config.export.retention_days >= 1, "export.retention_days", "must be at least 1 (days)"),
+        (config.logging.level.upper() in {"DEBUG", "INFO", "WARNING", "ERROR"}, "logging.level",
+         "must be one of DEBUG, INFO, WARNING, ERROR"),
+    ]
+    for ok, key, message in checks:
+        if not ok:
+            _fail(source, key, message)
     _check_schedule(config.export, source)
+
+
+def _check_wechat(wechat: WeChatConfig, source: str) -> None:
+    for key in ("encoding_aes_key", "previous_encoding_aes_key"):
+        value = getattr(wechat, key)
+        if value and not re.fullmatch(r"[A-Za-z0-9]{43}", value):
+            _fail(source, f"wechat.{key}",
+                  "must be exactly 43 letters and digits (as the platform shows it)")
+    if wechat.encoding_aes_key and not wechat.appid:
+        _fail(source, "wechat.encoding_aes_key",
+              "needs wechat.appid too: decryption checks the AppID")
+    if wechat.previous_encoding_aes_key and not wechat.encoding_aes_key:
+        _fail(source, "wechat.previous_encoding_aes_key",
+              "needs wechat.encoding_aes_key to be set too")
+    if not re.fullmatch(r"https?://[^/\s?#]+", wechat.api_base):
+        _fail(source, "wechat.api_base",
+              "must be scheme://host[:port] with no path, e.g. https://api.weixin.qq.com")
 
 
 def _check_schedule(export: ExportConfig, source: str) -> None:
@@ -268,4 +275,5 @@ def _check_schedule(export: ExportConfig, source: str) -> None:
     try:
         CronTrigger.from_crontab(export.cron, timezone=tz)
     except ValueError as exc:
-        raise ConfigError(f"{source}: 'export.cron' is not a valid cron expression: {exc}") from None
+        raise ConfigError(
+            f"{source}: 'export.cron' is not a valid cron expression: {exc}") from None

@@ -23,6 +23,7 @@ SUCCESS = "success"
 TEXT = "text/plain"
 XML = "application/xml"
 _KNOWN_TYPES = frozenset((*MESSAGE_TYPES, "event"))
+_OUTCOMES = {400: "malformed", 403: "forbidden", 413: "too_large", 503: "retry_later"}
 
 
 class Engine(Protocol):
@@ -81,7 +82,7 @@ class Webhook:
             msg_type = event.msg_type if event.msg_type in _KNOWN_TYPES else "other"
             text, content_type, outcome = await self._handle(event, encrypted, request)
         except PushError as exc:
-            outcome = {400: "malformed", 403: "forbidden", 413: "too_large"}.get(exc.status, "error")
+            outcome = _OUTCOMES.get(exc.status, "error")
             log.warning("push refused (%s) from %s: %s", exc.status, request.remote, exc.reason)
             self._pushes(msg_type, outcome).inc()
             return web.Response(status=exc.status, text=exc.reason)

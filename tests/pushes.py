@@ -15,7 +15,8 @@ TOKEN = "pushtoken123"
 APPID = "wx1234567890abcdef"
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
 OLD_AES_KEY = "ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxwvut"
-SAMPLES_FILE = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "wechat-push-samples.json"
+SAMPLES_FILE = (Path(__file__).resolve().parents[2] / "shared" / "vectors"
+                / "wechat-push-samples.json")
 
 
 def load_samples() -> list[dict[str, Any]]:
@@ -54,7 +55,8 @@ def encrypted(xml: str, *, key: str = AES_KEY, token: str = TOKEN, appid: str = 
     ts = str(timestamp if timestamp is not None else int(time.time()))
     envelope = WeChatCrypto(token, key, appid).encrypt_message(xml, nonce, ts)
     encrypt = envelope.split("<Encrypt><![CDATA[")[1].split("]]></Encrypt>")[0]
-    body = f"<xml><ToUserName><![CDATA[gh_test]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
+    body = ("<xml><ToUserName><![CDATA[gh_test]]></ToUserName>"
+            f"<Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>")
     query = {
         "signature": sign(token, ts, nonce), "timestamp": ts, "nonce": nonce,
         "encrypt_type": "aes", "msg_signature": sign(token, ts, nonce, encrypt),
@@ -66,6 +68,6 @@ def decrypt_reply(xml: str, *, key: str = AES_KEY) -> str:
     """Open an encrypted passive reply the way the platform would."""
     from wechatpy.crypto import PrpCrypto
 
-    encrypt = xml.split("<Encrypt><![CDATA[")[1].split("]]></Encrypt>")[0]
+    encrypt = xml.split("<Encrypt><![CDATA[")[1].split("]]></Encrypt>", maxsplit=1)[0]
     plain = PrpCrypto(WeChatCrypto(TOKEN, key, APPID).key).decrypt(encrypt, APPID)
     return plain.decode() if isinstance(plain, bytes) else plain
