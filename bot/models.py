@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Mapping
 
 # WeChat OpenIDs are 28 characters of [A-Za-z0-9_-] for an Official Account; be a little
 # lenient on length (other account kinds and test fixtures) but never accept separators.
