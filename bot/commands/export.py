@@ -1,0 +1,112 @@
+"""``export`` (run the nightly export now) and ``report`` (rebuild a report from snapshots)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from datetime import date
+from pathlib import Path
+
+import aiohttp
+
+from bot import snapshots as snap
+from bot.cli import add_config_option
+from bot.config import Config
+from bot.errors import BotError
+from bot.export import Exporter, Progress, build_report, write_report
+from bot.export_files import export_paths
+from bot.metrics import Metrics
+from bot.store import Store
+from bot.wechat.api import SqliteTokenCache, WeChatClient
+
+API_TIMEOUT_SECONDS = 30.0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the ``export`` and ``report`` commands."""
+    p = sub.add_parser(
+        "export", help="export the whole blacklist from WeChat now, with its report",
+        description="Page through the account's blacklist, store today's snapshot, write "
+                    "blacklist-YYYY-MM-DD.csv and report-YYYY-MM-DD.html/.json in export.dir "
+                    "and print their paths. Needs WeChat credentials (not in dry-run).")
+    add_config_option(p)
+    p.set_defaults(handler=run_export)
+    p = sub.add_parser(
+        "report", help="rebuild a report from stored snapshots (no API call)",
+        description="Write report-YYYY-MM-DD.html/.json again from the stored snapshot of "
+                    "that day (default: the latest) and print the paths.")
+    p.add_argument("--date", type=_day, default=None, metavar="YYYY-MM-DD",
+                   help="the snapshot's day (default: the latest export)")
+    add_config_option(p)
+    p.set_defaults(handler=run_report)
+
+
+def _day(text: str) -> str:
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def run_export(args: argparse.Namespace, config: Config) -> int:
+    """Export now; progress on stderr, the three paths on stdout."""
+    if config.dry_run:
+        raise BotError(f"cannot export: dry-run ({config.dry_run_reason}), so the WeChat API "
+                       "is not called. Configure wechat.appid and wechat.secret (or "
+                       "WECHAT_APPID/WECHAT_SECRET) and set actions.dry_run to false.")
+    paths = asyncio.run(_export(config))
+    for path in paths:
+        print(path)
+    return 0
+
+
+async def _export(config: Config) -> list[Path]:
+    store = Store(config.storage.path)
+    await store.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            client = WeChatClient(config.wechat, session, SqliteTokenCache(store), Metrics(),
+                                  timeout=API_TIMEOUT_SECONDS)
+            exporter = Exporter(store, client, config.export, on_page=_show_progress)
+            result = await exporter.run()
+    finally:
+        await store.close()
+    print(f"\nexported {result.total} OpenIDs in {result.progress.pages} pages "
+          f"({result.progress.end}); change "
+          f"{'n/a' if result.report.change is None else f'{result.report.change:+d}'}",
+          file=sys.stderr)
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return [result.paths["csv"], result.paths["html"], result.paths["json"]]
+
+
+def _show_progress(progress: Progress) -> None:
+    of = f" of {progress.total}" if progress.total else ""
+    end = "\r" if sys.stderr.isatty() else "\n"
+    print(f"pages {progress.pages}, OpenIDs {progress.kept}{of}", end=end, file=sys.stderr,
+          flush=True)
+
+
+def run_report(args: argparse.Namespace, config: Config) -> int:
+    """Rebuild the HTML/JSON report of a stored snapshot without calling the API."""
+    for path in asyncio.run(_report(config, args.date)):
+        print(path)
+    return 0
+
+
+async def _report(config: Config, day: str | None) -> list[Path]:
+    store = Store(config.storage.path)
+    await store.start()
+    try:
+        latest = await store.call(snap.latest_day)
+        if latest is None:
+            raise BotError("no export stored yet: run `python -m bot export` first")
+        day = day or latest
+        data = await build_report(store, day, config.export.timezone,
+                                  reconcile=day == latest)
+        await write_report(config.export.dir, data)
+    finally:
+        await store.close()
+    paths = export_paths(config.export.dir, day)
+    return [paths["html"], paths["json"]]

@@ -1,0 +1,381 @@
+"""The nightly blacklist export: page through WeChat, snapshot, diff, reconcile, write files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+from zoneinfo import ZoneInfo
+
+from bot import snapshots as snap
+from bot.config import ExportConfig
+from bot.errors import BotError
+from bot.export_files import (
+    CHUNK,
+    StoreLike,
+    csv_chunks,
+    export_paths,
+    notify,
+    one_chunk,
+    remove_old_files,
+    write_atomic,
+)
+from bot.report import Finding, ReportData, render_html, summary_json, summary_text
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SAMPLE = 50  # OpenIDs listed per finding in the report
+LOCK_TTL = 600.0  # seconds; refreshed every page, so only a dead holder lets it lapse
+
+
+class ExportError(BotError):
+    """The export could not complete; the day's previous snapshot and files are untouched."""
+
+
+class ExportSkipped(ExportError):
+    """The export did not start: another is running, or the API may not be called."""
+
+
+class BlacklistPage(Protocol):
+    """What a getblacklist page carries (``bot.wechat.api.BlacklistPage`` fits)."""
+
+    @property
+    def total(self) -> int: ...
+    @property
+    def count(self) -> int: ...
+    @property
+    def openids(self) -> list[str]: ...
+    @property
+    def next_openid(self) -> str: ...
+
+
+class BlacklistSource(Protocol):
+    """Where the blacklist comes from: the WeChat client, or a test's own source."""
+
+    async def get_blacklist_page(self, begin_openid: str) -> BlacklistPage: ...
+
+
+# ---------------------------------------------------------------- paging (pure decisions)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Bounded retries of a failed page: ``attempts`` in all, exponential delay, capped."""
+
+    attempts: int = 5
+    base: float = 1.0
+    cap: float = 60.0
+
+    def delay(self, failed: int, exc: BaseException) -> float:
+        """Seconds to wait after the ``failed``-th failure (45011 waits out the minute)."""
+        if getattr(exc, "errcode", None) == 45011:
+            return self.cap
+        return min(self.cap, self.base * 2 ** (failed - 1))
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Transient failures worth another try: busy, 5xx, timeouts, per-minute quota."""
+    from bot.wechat.api import QuotaError, RetryableError, TokenError
+
+    if isinstance(exc, QuotaError):
+        return exc.scope == "minute"
+    return isinstance(exc, RetryableError | TokenError)
+
+
+def next_begin(page: BlacklistPage, begin: str, seen: set[str], kept: int, new: int
+               ) -> tuple[str | None, str]:
+    """Where the next page starts, or None and why paging ends.
+
+    ``seen`` holds every begin_openid used so far; ``kept`` the distinct OpenIDs kept,
+    this page included; ``new`` how many of them this page added.
+    """
+    if page.count == 0 or not page.openids:
+        return None, "count 0"
+    if not page.next_openid:
+        return None, "empty next_openid"
+    if page.next_openid in seen or page.next_openid == begin:
+        return None, "repeated next_openid"
+    if page.total and kept >= page.total:
+        return None, "total reached"
+    if new == 0:
+        return None, "no new OpenIDs on a page (the API is looping)"
+    return page.next_openid, ""
+
+
+@dataclass
+class Progress:
+    """How far the paging got, for the CLI's progress line and the log."""
+
+    pages: int = 0
+    kept: int = 0
+    total: int = 0
+    retries: int = 0
+    end: str = ""
+
+
+async def fetch_page(source: BlacklistSource, begin: str, policy: RetryPolicy,
+                     sleep: Callable[[float], Awaitable[Any]], progress: Progress
+                     ) -> BlacklistPage:
+    """One page, retried on transient errors up to the policy's bound."""
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            return await source.get_blacklist_page(begin)
+        except BotError as exc:
+            if not is_retryable(exc) or attempt == policy.attempts:
+                raise ExportError(f"getblacklist failed after {attempt} attempt(s) at page "
+                                  f"{progress.pages + 1}: {exc}") from exc
+            wait = policy.delay(attempt, exc)
+            log.warning("getblacklist page %d failed (%s); retry in %.1fs",
+                        progress.pages + 1, exc, wait)
+            progress.retries += 1
+            await sleep(wait)
+    raise AssertionError("unreachable")
+
+
+async def page_into(store: StoreLike, source: BlacklistSource, snapshot_id: int, *,
+                    policy: RetryPolicy, sleep: Callable[[float], Awaitable[Any]],
+                    on_page: Callable[[Progress], None], keep_lock: Callable[[], Awaitable[None]]
+                    ) -> Progress:
+    """Page through the whole blacklist into a staged snapshot; each OpenID kept once."""
+    progress, begin, seen = Progress(), "", {""}
+    while True:
+        page = await fetch_page(source, begin, policy, sleep, progress)
+        new = 0
+        for chunk in _chunks(list(page.openids), CHUNK):
+            new += await store.call(partial(snap.add_entries, snapshot_id=snapshot_id,
+                                           openids=list(chunk)))
+        progress.pages += 1
+        progress.kept += new
+        progress.total = page.total
+        on_page(progress)
+        following, why = next_begin(page, begin, seen, progress.kept, new)
+        if following is None:
+            progress.end = why
+            return progress
+        seen.add(following)
+        begin = following
+        await keep_lock()
+
+
+def _chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+# ---------------------------------------------------------------- files
+
+
+def day_of(ts: float, tz: str) -> str:
+    """The calendar day (YYYY-MM-DD) of ``ts`` in the export's time zone."""
+    return datetime.fromtimestamp(ts, ZoneInfo(tz)).date().isoformat()
+
+
+# ---------------------------------------------------------------- scans and report data
+
+
+async def scan(store: StoreLike, name: str, params: list[Any], sample: int = SAMPLE
+               ) -> tuple[int, list[str]]:
+    """Run a keyset scan chunk by chunk: (how many flagged, the first ``sample``)."""
+    count, first, after = 0, list[str](), ""
+    while True:
+        last, flagged = await store.call(
+            partial(snap.scan_chunk, scan=name, params=params, after=after, limit=CHUNK))
+        count += len(flagged)
+        first.extend(flagged[: max(0, sample - len(first))])
+        if last is None:
+            return count, first
+        after = last
+
+
+async def build_report(store: StoreLike, day: str, tz: str, *, reconcile: bool = True
+                       ) -> ReportData:
+    """Everything the report shows for the day's snapshot, read from the database."""
+    current = await store.call(lambda db: snap.get_snapshot(db, day))
+    if current is None:
+        raise ExportError(f"no complete snapshot for {day}: run `python -m bot export` first")
+    prev = await store.call(lambda db: snap.previous_snapshot(db, day))
+    data = ReportData(day=day, timezone=tz, taken_at=current.taken_at, total=current.total,
+                      previous_day=prev.day if prev else None,
+                      previous_total=prev.total if prev else None)
+    if prev is not None:
+        if prev.total and not await store.call(lambda db: snap.has_entries(db, prev.id)):
+            data.notes.append(f"the {prev.day} snapshot's entries were pruned by retention: "
+                              "no per-OpenID diff")
+        else:
+            data.added = await scan(store, "missing_from", [prev.id, current.id])
+            data.removed = await scan(store, "missing_from", [current.id, prev.id])
+    since = prev.taken_at if prev else current.taken_at - 86400
+    await _activity(store, data, since, current.taken_at)
+    if reconcile:
+        data.findings = await reconcile_findings(store, current.id, current.taken_at)
+    else:
+        data.notes.append("reconciliation with our records is shown for the latest "
+                          "snapshot only")
+    return data
+
+
+async def _activity(store: StoreLike, data: ReportData, since: int, until: int) -> None:
+    data.window = (since, until)
+    data.actions = await store.call(lambda db: snap.action_counts(db, since, until))
+    data.failures = await store.call(lambda db: snap.action_failures(db, since, until))
+    data.rule_hits = await store.call(lambda db: snap.rule_hits(db, since, until))
+    data.hourly = await store.call(lambda db: snap.decisions_per_hour(db, until))
+
+
+async def reconcile_findings(store: StoreLike, snapshot_id: int, taken_at: int
+                             ) -> list[Finding]:
+    """The platform against our own records, as of the snapshot."""
+    added = await scan(store, "hand_added", [taken_at, snapshot_id])
+    removed = await scan(store, "hand_removed", [snapshot_id, taken_at])
+    count, rows = await store.call(
+        lambda db: snap.unreflected_actions(db, snapshot_id, SAMPLE))
+    return [
+        Finding("hand_added", "On the platform's blacklist but not blacklisted by us "
+                "(added by hand on the platform?)", *added),
+        Finding("hand_removed", "Blacklisted by us but absent from the platform "
+                "(removed by hand on the platform?)", *removed),
+        Finding("unreflected", "Our queued or failed actions the platform does not show",
+                count, [f"{r['kind']} {r['openid']} ({r['status']}"
+                        + (f", errcode {r['errcode']}: {r['errmsg'] or ''}"
+                           if r["errcode"] is not None else "") + ")" for r in rows]),
+    ]
+
+
+async def write_report(directory: str | Path, data: ReportData) -> dict[str, Path]:
+    """Write the day's HTML report and JSON summary atomically; return all three paths."""
+    paths = export_paths(directory, data.day)
+    await write_atomic(paths["html"], one_chunk(render_html(data)))
+    text = json.dumps(summary_json(data), ensure_ascii=False, indent=2) + "\n"
+    await write_atomic(paths["json"], one_chunk(text))
+    return paths
+
+
+# ---------------------------------------------------------------- the job
+
+
+@dataclass
+class ExportResult:
+    """What one export produced."""
+
+    day: str
+    total: int
+    paths: dict[str, Path]
+    progress: Progress
+    report: ReportData
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Exporter:
+    """Runs the export end to end; time, sleep and progress reporting are injectable."""
+
+    store: StoreLike
+    source: BlacklistSource
+    config: ExportConfig
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
+    policy: RetryPolicy = RetryPolicy()
+    on_page: Callable[[Progress], None] = lambda _p: None
+    owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:"
+                       f"{secrets.token_hex(3)}")
+
+    async def run(self) -> ExportResult:
+        """Export now: lock, page, swap the day's snapshot, write files, prune."""
+        started = self.clock()
+        holder = await self.store.call(
+            lambda db: snap.acquire_lock(db, self.owner, started, LOCK_TTL))
+        if holder is not None:
+            raise ExportSkipped(f"another export is running ({holder}); try again later")
+        try:
+            return await self._run(started)
+        finally:
+            await self.store.call(lambda db: snap.release_lock(db, self.owner))
+
+    async def _run(self, started: float) -> ExportResult:
+        day = day_of(started, self.config.timezone)
+        await purge_leftovers(self.store)
+        token = secrets.token_hex(4)
+        sid = await self.store.call(
+            lambda db: snap.create_staging(db, day, int(started), token))
+        paths = export_paths(self.config.dir, day)
+        try:
+            progress = await page_into(self.store, self.source, sid, policy=self.policy,
+                                       sleep=self.sleep, on_page=self.on_page,
+                                       keep_lock=self._keep_lock)
+            await write_atomic(paths["csv"], csv_chunks(self.store, sid))
+        except Exception:
+            # On cancellation (shutdown) the next run's purge_leftovers cleans up instead.
+            await _drop_snapshot(self.store, sid)
+            raise
+        log.info("export %s: %d OpenIDs in %d pages (%s)", day, progress.kept, progress.pages,
+                 progress.end)
+        notes = _consistency_notes(progress)
+        replaced = await self.store.call(
+            lambda db: snap.promote(db, sid, day, progress.kept, token))
+        if replaced is not None:
+            await _drop_snapshot(self.store, replaced)
+        data = await build_report(self.store, day, self.config.timezone)
+        data.notes.extend(notes)
+        await write_report(self.config.dir, data)
+        finished = self.clock()
+        await self.store.call(lambda db: snap.set_paths(db, sid, str(paths["csv"]),
+                                                        str(paths["html"])))
+        await self.store.call(lambda db: snap.write_last_run(db, finished, day))
+        await prune(self.store, self.config, finished)
+        if self.config.notify_url:
+            await notify(self.config.notify_url, summary_text(data))
+        return ExportResult(day, progress.kept, paths, progress, data, notes)
+
+    async def _keep_lock(self) -> None:
+        now = self.clock()
+        holder = await self.store.call(
+            lambda db: snap.acquire_lock(db, self.owner, now, LOCK_TTL))
+        if holder is not None:
+            raise ExportError(f"lost the export lock to {holder}")
+
+
+def _consistency_notes(progress: Progress) -> list[str]:
+    if progress.total and progress.kept != progress.total:
+        return [f"WeChat reported total {progress.total} but {progress.kept} distinct OpenIDs "
+                f"were listed (the list changed during the export?)"]
+    return []
+
+
+async def _drop_snapshot(store: StoreLike, snapshot_id: int) -> None:
+    """Delete a snapshot's entries chunk by chunk, then its row."""
+    while await store.call(lambda db: snap.delete_entries_chunk(db, snapshot_id, CHUNK)):
+        pass
+    await store.call(lambda db: snap.delete_snapshot_row(db, snapshot_id))
+
+
+async def purge_leftovers(store: StoreLike) -> None:
+    """Remove staged or replaced snapshots a crashed export left behind."""
+    for sid in await store.call(snap.leftovers):
+        await _drop_snapshot(store, sid)
+
+
+async def prune(store: StoreLike, config: ExportConfig, now: float) -> list[Path]:
+    """Remove export files and snapshot entries older than ``export.retention_days``.
+
+    Snapshot rows stay (day, total, paths: the history of totals); only their entries go,
+    and never those of the two newest snapshots, which the next export compares against.
+    """
+    cutoff = day_of(now - config.retention_days * 86400, config.timezone)
+    removed = await asyncio.to_thread(remove_old_files, Path(config.dir), cutoff)
+    for sid in await store.call(lambda db: snap.prunable(db, cutoff)):
+        while await store.call(partial(snap.delete_entries_chunk, snapshot_id=sid,
+                                       limit=CHUNK)):
+            pass
+    if removed:
+        log.info("export retention: removed %d files older than %s", len(removed), cutoff)
+    return removed

@@ -1,0 +1,127 @@
+"""Export output: atomic files, the streamed CSV, retention of old files, the chat summary."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit
+
+import aiohttp
+from sqlite_utils import Database
+
+from bot import snapshots as snap
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+CHUNK = 10_000  # rows per database call: the writer thread is never held for long
+DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class StoreLike(Protocol):
+    """The database owner (``bot.store.Store``): runs ``fn(db)`` in a transaction."""
+
+    async def call(self, fn: Callable[[Database], T]) -> T: ...
+
+
+async def write_atomic(path: Path, chunks: AsyncIterator[str]) -> None:
+    """Write ``chunks`` to a temp file beside ``path``, fsync, then rename over it.
+
+    A crash or error at any point leaves either the old file or the new one under
+    ``path``, never a half one; the temp file is removed on error.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle = os.fdopen(fd, "w", encoding="utf-8", newline="")
+    try:
+        async for text in chunks:
+            await asyncio.to_thread(handle.write, text)
+        await asyncio.to_thread(_flush_and_close, handle)
+        await asyncio.to_thread(os.replace, tmp, path)
+        await asyncio.to_thread(_fsync_dir, path.parent)
+    except BaseException:
+        handle.close()
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _flush_and_close(handle: Any) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
+    handle.close()
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+async def one_chunk(text: str) -> AsyncIterator[str]:
+    """``text`` as a single-chunk stream for :func:`write_atomic`."""
+    yield text
+
+
+async def csv_chunks(store: StoreLike, snapshot_id: int) -> AsyncIterator[str]:
+    """The CSV text of a snapshot, streamed from SQLite in OpenID order."""
+    yield "openid\n"
+    after = ""
+    while True:
+        rows = await store.call(partial(snap.entries_chunk, snapshot_id=snapshot_id, after=after,
+                                        limit=CHUNK))
+        if not rows:
+            return
+        yield "".join(o + "\n" for o in rows)
+        after = rows[-1]
+
+
+def export_paths(directory: str | Path, day: str) -> dict[str, Path]:
+    """Where the day's CSV, HTML report and JSON summary go."""
+    base = Path(directory)
+    return {"csv": base / f"blacklist-{day}.csv", "html": base / f"report-{day}.html",
+            "json": base / f"report-{day}.json"}
+
+
+def remove_old_files(directory: Path, cutoff: str) -> list[Path]:
+    """Delete ``blacklist-``/``report-`` files of days before ``cutoff``; return them."""
+    removed: list[Path] = []
+    if not directory.is_dir():
+        return removed
+    for path in directory.iterdir():
+        for prefix in ("blacklist-", "report-"):
+            day = path.name.removeprefix(prefix)[:10]
+            if path.name.startswith(prefix) and DAY_RE.match(day) and day < cutoff:
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
+async def notify(url: str, text: str, *, timeout: float = 10.0) -> bool:
+    """POST ``text`` to a WeCom group robot; a failure is logged, never raised.
+
+    The robot URL carries its key, so only its host is ever logged.
+    """
+    host = urlsplit(url).hostname or "?"
+    body = {"msgtype": "text", "text": {"content": text}}
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as s, \
+                s.post(url, json=body) as resp:
+            answer = await resp.json(content_type=None) if resp.status == 200 else None
+            status = resp.status
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        log.warning("export summary not posted to %s: %s", host, type(exc).__name__)
+        return False
+    if status != 200 or not isinstance(answer, dict) or answer.get("errcode", 0) != 0:
+        log.warning("export summary refused by %s: HTTP %s %s", host, status,
+                    str(answer)[:200] if answer is not None else "")
+        return False
+    return True

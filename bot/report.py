@@ -1,0 +1,218 @@
+"""The export report: one self-contained HTML page, a JSON summary and a chat-sized text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from html import escape
+from typing import Any
+from zoneinfo import ZoneInfo
+
+CSS = """
+body{font:14px/1.45 -apple-system,"Segoe UI","PingFang SC","Microsoft YaHei",sans-serif;
+margin:2em auto;max-width:60em;color:#1d1d1f;padding:0 1em}
+h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.15em;margin-top:1.8em;
+border-bottom:1px solid #ddd;padding-bottom:.2em}
+.muted{color:#666}.big{font-size:2em;font-weight:600}
+.cards{display:flex;gap:1em;flex-wrap:wrap}.card{border:1px solid #ddd;border-radius:6px;
+padding:.6em 1em;min-width:9em}.up{color:#b00020}.down{color:#0a7d32}
+table{border-collapse:collapse;margin:.4em 0}td,th{border-bottom:1px solid #eee;
+padding:.2em .8em;text-align:left}th{background:#f6f6f6}td.n{text-align:right}
+code{font:12px ui-monospace,Menlo,Consolas,monospace}ul.ids{columns:2;font-size:12px}
+.warn{background:#fff4e5;border-left:4px solid #f0a020;padding:.4em .8em}
+svg text{font-size:10px;fill:#666}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One reconciliation check: how many OpenIDs it flags and the first few."""
+
+    name: str
+    title: str
+    count: int
+    sample: list[str]
+
+
+@dataclass
+class ReportData:
+    """Everything one report shows; built from the database, rendered without I/O."""
+
+    day: str
+    timezone: str
+    taken_at: int
+    total: int
+    previous_day: str | None = None
+    previous_total: int | None = None
+    added: tuple[int, list[str]] | None = None
+    removed: tuple[int, list[str]] | None = None
+    window: tuple[int, int] = (0, 0)
+    actions: list[tuple[str, str, int]] = field(default_factory=list)
+    failures: list[tuple[str, int | None, str, int]] = field(default_factory=list)
+    rule_hits: list[tuple[str, str, int]] = field(default_factory=list)
+    hourly: list[int] = field(default_factory=lambda: [0] * 24)
+    findings: list[Finding] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def change(self) -> int | None:
+        """Net change of the total since the previous snapshot."""
+        return None if self.previous_total is None else self.total - self.previous_total
+
+    def when(self, ts: float) -> str:
+        """``ts`` as local time in the export's time zone."""
+        return datetime.fromtimestamp(ts, ZoneInfo(self.timezone)).strftime("%Y-%m-%d %H:%M")
+
+
+def summary_json(data: ReportData) -> dict[str, Any]:
+    """The machine-readable summary written beside the HTML report."""
+    def listed(part: tuple[int, list[str]] | None) -> dict[str, Any] | None:
+        return None if part is None else {"count": part[0], "sample": part[1]}
+
+    return {
+        "day": data.day, "timezone": data.timezone, "taken_at": data.taken_at,
+        "total": data.total,
+        "previous": None if data.previous_day is None else
+        {"day": data.previous_day, "total": data.previous_total},
+        "change": data.change, "added": listed(data.added), "removed": listed(data.removed),
+        "window": {"since": data.window[0], "until": data.window[1]},
+        "actions": [{"kind": k, "status": s, "count": n} for k, s, n in data.actions],
+        "failures": [{"kind": k, "errcode": c, "errmsg": m, "count": n}
+                     for k, c, m, n in data.failures],
+        "rule_hits": [{"rule_id": r, "action": a, "count": n} for r, a, n in data.rule_hits],
+        "decisions_per_hour": list(data.hourly),
+        "findings": [{"name": f.name, "title": f.title, "count": f.count, "sample": f.sample}
+                     for f in data.findings],
+        "notes": list(data.notes),
+    }
+
+
+def summary_text(data: ReportData) -> str:
+    """A few lines for a chat robot (WeCom group): totals, change, failures, findings."""
+    lines = [f"Blacklist export {data.day}: {data.total} OpenIDs"]
+    if data.change is not None:
+        lines[0] += f" ({data.change:+d} since {data.previous_day})"
+    if data.added is not None and data.removed is not None:
+        lines.append(f"added {data.added[0]}, removed {data.removed[0]}")
+    failed = sum(n for _k, _c, _m, n in data.failures)
+    done = sum(n for _k, s, n in data.actions if s == "done")
+    lines.append(f"actions done {done}, failed {failed}")
+    lines.extend(f"{f.title}: {f.count}" for f in data.findings if f.count)
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- HTML
+
+
+def render_html(data: ReportData) -> str:
+    """The report page: inline CSS and SVG only, every value HTML-escaped."""
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>Blacklist report {escape(data.day)}</title>",
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>Blacklist report {escape(data.day)}</h1>",
+        f'<p class="muted">Snapshot taken {escape(data.when(data.taken_at))} '
+        f"({escape(data.timezone)}); activity since {escape(data.when(data.window[0]))}.</p>",
+        *(f'<p class="warn">{escape(n)}</p>' for n in data.notes),
+        _cards(data), _changes(data), _actions(data), _rules(data), _chart(data),
+        _findings(data), "</body></html>",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def _cards(data: ReportData) -> str:
+    change = data.change
+    cls = "" if not change else (" up" if change > 0 else " down")
+    shown = "n/a" if change is None else f"{change:+d}"
+    since = f"since {escape(data.previous_day)}" if data.previous_day else "first export"
+    added = "n/a" if data.added is None else str(data.added[0])
+    removed = "n/a" if data.removed is None else str(data.removed[0])
+    return (
+        '<div class="cards">'
+        f'<div class="card">Blacklisted<div class="big" id="total">{data.total}</div></div>'
+        f'<div class="card">Change {since}<div class="big{cls}" id="change">{shown}</div></div>'
+        f'<div class="card">Added<div class="big" id="added">{added}</div></div>'
+        f'<div class="card">Removed<div class="big" id="removed">{removed}</div></div></div>'
+    )
+
+
+def _id_list(title: str, key: str, part: tuple[int, list[str]] | None) -> str:
+    if part is None:
+        return f"<h2>{title}</h2><p class=\"muted\">No earlier snapshot to compare with.</p>"
+    count, sample = part
+    html = f'<h2>{title} <span class="muted" id="{key}-count">({count})</span></h2>'
+    if not count:
+        return html + '<p class="muted">None.</p>'
+    items = "".join(f"<li><code>{escape(o)}</code></li>" for o in sample)
+    more = count - len(sample)
+    tail = f'<p class="muted">... and {more} more (see the CSV).</p>' if more > 0 else ""
+    return html + f'<ul class="ids" id="{key}-list">{items}</ul>{tail}'
+
+
+def _changes(data: ReportData) -> str:
+    return (_id_list("Added since the previous export", "added", data.added)
+            + _id_list("Removed since the previous export", "removed", data.removed))
+
+
+def _table(head: list[str], rows: list[list[Any]], table_id: str) -> str:
+    if not rows:
+        return '<p class="muted">None.</p>'
+    th = "".join(f"<th>{escape(h)}</th>" for h in head)
+    body = "".join(
+        "<tr>" + "".join(f'<td class="n">{v}</td>' if isinstance(v, int) else
+                         f"<td>{escape(str(v))}</td>" for v in row) + "</tr>"
+        for row in rows)
+    return f'<table id="{table_id}"><tr>{th}</tr>{body}</table>'
+
+
+def _actions(data: ReportData) -> str:
+    counts = _table(["kind", "status", "count"], [list(r) for r in data.actions], "actions")
+    failures = _table(["kind", "errcode", "errmsg", "count"],
+                      [[k, "" if c is None else str(c), m, n] for k, c, m, n in data.failures],
+                      "failures")
+    return f"<h2>Actions</h2>{counts}<h2>Failed actions by errcode</h2>{failures}"
+
+
+def _rules(data: ReportData) -> str:
+    rows = [list(r) for r in data.rule_hits]
+    return "<h2>Hits per rule</h2>" + _table(["rule", "action", "hits"], rows, "rule-hits")
+
+
+def _chart(data: ReportData, width: int = 720, height: int = 140) -> str:
+    """Decisions per hour over the 24 hours before the snapshot, as inline SVG bars."""
+    hours = len(data.hourly)
+    peak = max(data.hourly, default=0) or 1
+    bar_w = width / hours
+    start = data.window[1] - hours * 3600
+    bars, labels = [], []
+    for i, n in enumerate(data.hourly):
+        h = round((height - 20) * n / peak)
+        x = i * bar_w
+        label = data.when(start + i * 3600)[11:13]
+        bars.append(f'<rect x="{x + 1:.1f}" y="{height - 15 - h}" width="{bar_w - 2:.1f}" '
+                    f'height="{h}" fill="#4a78c2" data-count="{n}">'
+                    f"<title>{label}:00 {n}</title></rect>")
+        if i % 3 == 0:
+            labels.append(f'<text x="{x + 1:.1f}" y="{height - 2}">{label}h</text>')
+    total = sum(data.hourly)
+    return (f'<h2>Decisions per hour, last 24 h <span class="muted">({total}, peak '
+            f'{max(data.hourly, default=0)})</span></h2>'
+            f'<svg id="hourly" xmlns="http://www.w3.org/2000/svg" width="100%" '
+            f'viewBox="0 0 {width} {height}" role="img" aria-label="decisions per hour">'
+            + "".join(bars) + "".join(labels) + "</svg>")
+
+
+def _findings(data: ReportData) -> str:
+    if not data.findings:
+        return ""
+    out = ["<h2>Reconciliation with our records</h2>"]
+    for f in data.findings:
+        out.append(f'<h3>{escape(f.title)} <span class="muted" id="{escape(f.name)}-count">'
+                   f"({f.count})</span></h3>")
+        if f.sample:
+            items = "".join(f"<li><code>{escape(s)}</code></li>" for s in f.sample)
+            out.append(f"<ul>{items}</ul>")
+            if f.count > len(f.sample):
+                out.append(f'<p class="muted">... and {f.count - len(f.sample)} more.</p>')
+    return "".join(out)

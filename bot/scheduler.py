@@ -1,0 +1,149 @@
+"""APScheduler wiring: the nightly export on its cron, a run missed while down caught up once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from bot import snapshots as snap
+from bot.config import Config
+from bot.export import (
+    BlacklistSource,
+    Exporter,
+    ExportError,
+    ExportResult,
+    ExportSkipped,
+    StoreLike,
+)
+from bot.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+GRACE_SECONDS = 3600.0
+EXPORT_JOB = "export"
+IntervalJob = tuple[Callable[[], Awaitable[Any]], float]
+
+
+def previous_fire(trigger: BaseTrigger, now: datetime, lookback: timedelta) -> datetime | None:
+    """The trigger's last fire time at or before ``now`` within ``lookback`` (None if none).
+
+    APScheduler 3 triggers only look forward, so walk forward from ``now - lookback``.
+    """
+    last = None
+    fire = trigger.get_next_fire_time(None, now - lookback)
+    while fire is not None and fire <= now:
+        last = fire
+        fire = trigger.get_next_fire_time(fire, fire + timedelta(microseconds=1))
+    return last
+
+
+def missed_run(trigger: BaseTrigger, last_run: float | None, now: float, tz: ZoneInfo,
+               grace: float) -> datetime | None:
+    """The scheduled time a run was missed at (no successful run since), within ``grace``."""
+    fire = previous_fire(trigger, datetime.fromtimestamp(now, tz), timedelta(seconds=grace))
+    if fire is None or (last_run is not None and last_run >= fire.timestamp()):
+        return None
+    return fire
+
+
+class ExportScheduler:
+    """Runs the export on ``export.cron`` in ``export.timezone``, never two at once.
+
+    ``source_factory`` returns the WeChat client (None in dry-run: the export is then
+    skipped and says why). ``interval_jobs`` are extra ``(async callable, seconds)`` jobs
+    the same scheduler runs (e.g. expiry checks). ``trigger`` replaces the cron (tests).
+    """
+
+    def __init__(self, config: Config, store: StoreLike,
+                 source_factory: Callable[[], BlacklistSource | None],
+                 metrics: Metrics | None = None, *, interval_jobs: Sequence[IntervalJob] = (),
+                 grace: float = GRACE_SECONDS, clock: Callable[[], float] = time.time,
+                 trigger: BaseTrigger | None = None,
+                 exporter_factory: Callable[..., Exporter] = Exporter):
+        self.config = config
+        self.store = store
+        self.tz = ZoneInfo(config.export.timezone)
+        self.trigger = trigger or CronTrigger.from_crontab(config.export.cron, timezone=self.tz)
+        self._source_factory = source_factory
+        self._metrics = metrics
+        self._interval_jobs = list(interval_jobs)
+        self._grace = grace
+        self._clock = clock
+        self._exporter_factory = exporter_factory
+        self._lock = asyncio.Lock()
+        self._scheduler: AsyncIOScheduler | None = None
+        self.last_result: ExportResult | None = None
+        self.last_error: str | None = None
+        self.runs = 0
+
+    async def start(self) -> None:
+        """Start the scheduler; if a run was missed while the service was down, run it now."""
+        sched = AsyncIOScheduler(timezone=self.tz, event_loop=asyncio.get_running_loop())
+        sched.add_job(self._scheduled, self.trigger, id=EXPORT_JOB, coalesce=True,
+                      max_instances=1, misfire_grace_time=int(self._grace))
+        for i, (fn, seconds) in enumerate(self._interval_jobs):
+            sched.add_job(fn, IntervalTrigger(seconds=seconds, timezone=self.tz),
+                          id=f"interval-{i}", coalesce=True, max_instances=1,
+                          misfire_grace_time=max(1, int(seconds)))
+        sched.start()
+        self._scheduler = sched
+        job = sched.get_job(EXPORT_JOB)
+        log.info("export scheduled %r (%s); next run %s", self.config.export.cron,
+                 self.config.export.timezone, job.next_run_time if job else None)
+        last = await self.store.call(snap.read_last_run)
+        missed = missed_run(self.trigger, last, self._clock(), self.tz, self._grace)
+        if missed is not None:
+            log.warning("the export due at %s did not run (service down?): running it now",
+                        missed.isoformat())
+            sched.modify_job(EXPORT_JOB, next_run_time=datetime.now(self.tz))
+
+    async def stop(self) -> None:
+        """Stop scheduling; wait for a running export to finish."""
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+        async with self._lock:
+            pass
+
+    async def run_now(self) -> ExportResult:
+        """Run the export now; ExportError if one is running or the API cannot be called."""
+        if self._lock.locked():
+            raise ExportSkipped("an export is already running in this process")
+        async with self._lock:
+            source = self._source_factory()
+            if source is None:
+                raise ExportSkipped(f"export skipped: dry-run ({self.config.dry_run_reason}), "
+                                  "so the WeChat API is not called")
+            exporter = self._exporter_factory(self.store, source, self.config.export,
+                                              clock=self._clock)
+            return await exporter.run()
+
+    async def _scheduled(self) -> None:
+        """The cron job: run, count the outcome, never raise into APScheduler."""
+        self.runs += 1
+        outcome = "ok"
+        try:
+            self.last_result = await self.run_now()
+            self.last_error = None
+            log.info("scheduled export %s: %d OpenIDs -> %s", self.last_result.day,
+                     self.last_result.total,
+                     ", ".join(str(p) for p in self.last_result.paths.values()))
+        except ExportError as exc:
+            outcome = "skipped" if isinstance(exc, ExportSkipped) else "failed"
+            self.last_error = str(exc)
+            log.error("scheduled export %s: %s", outcome, exc)
+        except Exception as exc:  # logged and counted: the schedule must go on
+            outcome, self.last_error = "failed", f"{type(exc).__name__}: {exc}"
+            log.exception("scheduled export failed")
+        if self._metrics is not None:
+            self._metrics.exports.labels(outcome).inc()
