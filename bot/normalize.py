@@ -1,0 +1,159 @@
+"""Text folding for matching: NFKC, case, format chars, separators, traditional Chinese."""
+
+from __future__ import annotations
+
+import os
+import unicodedata
+from dataclasses import dataclass, field
+from functools import cache, cached_property
+
+from zhconv import zhconv
+
+# Characters that spam writes in place of the one it means. Applied after NFKC,
+# case-folding and traditional->simplified, to every text and every keyword alike, so
+# only unambiguous stand-ins belong here (word-level look-alikes such as 薇信 stay in
+# the contact table below or in the rules' keyword lists).
+LOOKALIKES = {
+    "➕": "加", "✚": "加", "╋": "加", "﹢": "加",
+    "ⓥ": "v", "ⓧ": "x", "ⓦ": "w", "ⓠ": "q",
+    "𝐯": "v", "𝐱": "x",
+    "。": ".", "｡": ".", "．": ".", "﹒": ".",
+}
+
+# Contact detection only: digits written every way a phone number or QQ number gets
+# disguised, and the homophones of 微 used in 加薇信 / 威信. One character to one
+# character, so positions in the contact text are positions in the folded text.
+_CONTACT_DIGITS = {
+    "〇": "0", "零": "0", "洞": "0",
+    "一": "1", "壹": "1", "幺": "1", "二": "2", "贰": "2", "两": "2", "三": "3", "叁": "3",
+    "四": "4", "肆": "4", "五": "5", "伍": "5", "六": "6", "陆": "6", "七": "7", "柒": "7",
+    "八": "8", "捌": "8", "九": "9", "玖": "9",
+}
+_CONTACT_WORDS = {"薇": "微", "威": "微", "徽": "微", "嶶": "微", "溦": "微", "+": "加",
+                  "伽": "加", "芯": "信", "❤": "信"}
+for _digit in range(10):  # dingbat negative circled ➊..➓ and sans-serif ➀.. survive NFKC
+    for _base in (0x2776, 0x2780, 0x278A):
+        if _digit:
+            _CONTACT_DIGITS[chr(_base + _digit - 1)] = str(_digit % 10)
+CONTACT_TABLE = str.maketrans({**_CONTACT_DIGITS, **_CONTACT_WORDS})
+
+# Unicode categories that never carry meaning between two characters: format chars
+# (zero-width joiners, BOM, bidi marks), combining marks (strike-through overlays),
+# controls, spaces and every kind of punctuation and pictographic symbol.
+_DROP_CATEGORIES = frozenset({"Cf", "Cc", "Cs", "Co", "Cn", "Mn", "Me", "Zs", "Zl", "Zp",
+                              "Pc", "Pd", "Ps", "Pe", "Pi", "Pf", "Po", "Sk", "So"})
+_INVISIBLE = frozenset({"Cf", "Cc", "Cs", "Co", "Cn", "Mn", "Me"})
+_KEEP_SYMBOLS = frozenset("+")  # a contact sign (加), folded in the contact table
+
+
+def _fold_char(char: str, *, light: bool) -> str:
+    """What one original character becomes; '' when it is ignored for matching."""
+    out = []
+    for piece in unicodedata.normalize("NFKC", char):
+        for lower in piece.casefold():
+            ch = LOOKALIKES.get(lower, lower)
+            if ord(ch) >= 0x2E80:  # CJK range: only there can zhconv change anything
+                ch = _simplified().get(ch, ch)
+            if _dropped(ch, light):
+                continue
+            out.append(ch)
+    return "".join(out)
+
+
+@cache
+def _simplified() -> dict[str, str]:
+    """zhconv's zh-cn table, one character to one (phrases need context we do not have)."""
+    # Give zhconv the full path: its default loader leaves the file open (ResourceWarning).
+    zhconv.loaddict(os.path.join(os.path.dirname(zhconv.__file__), "zhcdict.json"))
+    return {k: v for k, v in zhconv.getdict("zh-cn").items() if len(k) == 1 and len(v) == 1}
+
+
+def _dropped(ch: str, light: bool) -> bool:
+    if ch in _KEEP_SYMBOLS:
+        return False
+    category = unicodedata.category(ch)
+    if light:  # only invisible characters go; spaces and punctuation delimit URLs
+        return category in _INVISIBLE and not ch.isspace()
+    return category in _DROP_CATEGORIES or ch.isspace()
+
+
+class _FoldTable(dict[int, str]):
+    """A ``str.translate`` table filled on first sight of each character (C-speed after)."""
+
+    def __init__(self, light: bool):
+        super().__init__()
+        self.light = light
+        for code in range(128):
+            self[code] = _fold_char(chr(code), light=light)
+
+    def __missing__(self, code: int) -> str:
+        folded = _fold_char(chr(code), light=self.light)
+        self[code] = folded
+        return folded
+
+
+DENSE = _FoldTable(light=False)
+LIGHT = _FoldTable(light=True)
+
+
+def fold(text: str) -> str:
+    """The matching form of ``text`` (keywords, except phrases and regexes use it)."""
+    return text.translate(DENSE)
+
+
+def contact_form(folded: str) -> str:
+    """``fold(text)`` with disguised digits and contact homophones resolved (same length)."""
+    return folded.translate(CONTACT_TABLE)
+
+
+def _offsets(text: str, table: _FoldTable) -> list[int]:
+    """For each character of the folded text, the index of the original one it came from."""
+    starts: list[int] = []
+    for index, char in enumerate(text):
+        width = len(table[ord(char)])
+        if width == 1:
+            starts.append(index)
+        elif width:
+            starts.extend([index] * width)
+    return starts
+
+
+@dataclass
+class Folded:
+    """One original text with its folded forms, mapping spans back lazily (only on hits)."""
+
+    original: str
+    dense: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.dense = self.original.translate(DENSE)
+
+    @cached_property
+    def contact(self) -> str:
+        """The dense form with digits and contact look-alikes folded (positions unchanged)."""
+        return self.dense.translate(CONTACT_TABLE)
+
+    @cached_property
+    def light(self) -> str:
+        """NFKC + case folding only, punctuation and spaces kept: the form URLs are found in."""
+        return self.original.translate(LIGHT)
+
+    @cached_property
+    def _dense_starts(self) -> list[int]:
+        return _offsets(self.original, DENSE)
+
+    @cached_property
+    def _light_starts(self) -> list[int]:
+        return _offsets(self.original, LIGHT)
+
+    def span(self, start: int, end: int, *, light: bool = False) -> tuple[int, int]:
+        """The original span a folded span ``[start, end)`` came from."""
+        starts = self._light_starts if light else self._dense_starts
+        if not starts or end <= start:
+            return (0, 0)
+        return starts[start], starts[end - 1] + 1
+
+    def excerpt(self, start: int, end: int, *, light: bool = False) -> tuple[tuple[int, int], str]:
+        """The original span and its text, for evidence."""
+        span = self.span(start, end, light=light)
+        return span, self.original[span[0]:span[1]]

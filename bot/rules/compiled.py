@@ -1,0 +1,260 @@
+"""Compiled rules: one Aho-Corasick automaton for every keyword, RE2 regexes, contacts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import ahocorasick
+import re2
+
+from bot.normalize import Folded, fold
+from bot.rules.contact import _OPTIONS, DETECTOR, compile_re2
+from bot.rules.schema import FloodSpec, RuleSpec
+
+TEXT_CONDITIONS = ("keywords", "regex", "contact")
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """Where a text condition held: which field, the original span and its text."""
+
+    label: str
+    field: str
+    span: tuple[int, int]
+    text: str
+
+    def describe(self) -> str:
+        return f'{self.label} in {self.field} at {self.span[0]}-{self.span[1]}: "{self.text}"'
+
+
+@dataclass(slots=True)
+class TextMatch:
+    """The text conditions one rule met on one event (first evidence of each)."""
+
+    keywords: Evidence | None = None
+    regex: Evidence | None = None
+    contact: Evidence | None = None
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One enabled rule, ready to evaluate."""
+
+    spec: RuleSpec
+    index: int
+    regexes: tuple[tuple[str, Any], ...]
+    flood_group: str
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def flood(self) -> FloodSpec | None:
+        return self.spec.flood
+
+    def text_conditions_hold(self, match: TextMatch | None) -> bool:
+        """True when every text condition the rule has (keywords, regex, contact) held."""
+        spec = self.spec
+        if not (spec.keywords or spec.regex or spec.contact):
+            return True
+        if match is None:
+            return False
+        return ((not spec.keywords or match.keywords is not None)
+                and (not spec.regex or match.regex is not None)
+                and (not spec.contact or match.contact is not None))
+
+
+@dataclass
+class _Scan:
+    """Per-event scratch: keyword hits and except spans per rule, for one field."""
+
+    keyword_hits: dict[int, list[tuple[int, int, str]]] = field(default_factory=dict)
+    except_spans: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
+
+
+class RuleSet:
+    """Every enabled rule of a rules directory, compiled; immutable once built."""
+
+    def __init__(self, specs: Iterable[RuleSpec], allowlist: Iterable[str] = (),
+                 files: Iterable[str] = (), disabled: int = 0):
+        self.files = tuple(files)
+        self.allowlist = frozenset(allowlist)
+        self.disabled = disabled
+        self.rules = tuple(
+            Rule(spec, index, tuple((p, compile_re2(p)) for p in spec.regex),
+                 ",".join(sorted(spec.msg_types)) if spec.msg_types else "*")
+            for index, spec in enumerate(specs)
+        )
+        self._automaton, self.keyword_count = self._build_automaton()
+        self._regex_set, self._regex_index = self._build_regex_set()
+        self._by_kind: dict[str, tuple[Rule, ...]] = {}
+        self._untyped = tuple(r for r in self.rules if r.spec.msg_types is None)
+        self.flood_groups = self._build_flood_groups()
+
+    @classmethod
+    def empty(cls) -> RuleSet:
+        """A rule set with no rules (start-up with a broken rules directory)."""
+        return cls(())
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def summary(self) -> dict[str, int]:
+        """Counts for logs, /healthz and ``rules check``."""
+        return {"files": len(self.files), "rules": len(self.rules),
+                "keywords": self.keyword_count, "regexes": len(self._regex_index),
+                "disabled": self.disabled, "allowlist": len(self.allowlist)}
+
+    def rules_for(self, kind: str) -> tuple[Rule, ...]:
+        """The rules that see a push of this kind (``text`` ... or ``event``)."""
+        found = self._by_kind.get(kind)
+        if found is None:
+            found = tuple(r for r in self.rules
+                          if r.spec.msg_types is None or kind in r.spec.msg_types)
+            if len(self._by_kind) < 64:  # unknown types are unbounded; cache the usual ones
+                self._by_kind[kind] = found
+        return found
+
+    # ------------------------------------------------------------------ build
+
+    def _build_automaton(self) -> tuple[Any, int]:
+        entries: dict[str, tuple[list[int], list[int], str]] = {}
+        for rule in self.rules:
+            for word in rule.spec.keywords:
+                entries.setdefault(fold(word), ([], [], word))[0].append(rule.index)
+            for word in rule.spec.except_:
+                entries.setdefault(fold(word), ([], [], word))[1].append(rule.index)
+        entries.pop("", None)
+        if not entries:
+            return None, 0
+        automaton = ahocorasick.Automaton()
+        for folded, (kw_rules, ex_rules, word) in entries.items():
+            automaton.add_word(folded, (len(folded), tuple(kw_rules), tuple(ex_rules), word))
+        automaton.make_automaton()
+        return automaton, sum(1 for v in entries.values() if v[0])
+
+    def _build_regex_set(self) -> tuple[Any, list[tuple[int, int]]]:
+        index: list[tuple[int, int]] = []
+        if not any(rule.regexes for rule in self.rules):
+            return None, index
+        regex_set = re2.Set.SearchSet(_OPTIONS)
+        for rule in self.rules:
+            for position, (pattern, _) in enumerate(rule.regexes):
+                regex_set.Add(pattern)
+                index.append((rule.index, position))
+        regex_set.Compile()
+        return regex_set, index
+
+    def _build_flood_groups(self) -> dict[str, tuple[int, int]]:
+        """Per msg_types group: (longest window, most messages any rule needs)."""
+        groups: dict[str, tuple[int, int]] = {}
+        for rule in self.rules:
+            if rule.flood:
+                horizon, keep = groups.get(rule.flood_group, (0, 0))
+                groups[rule.flood_group] = (max(horizon, rule.flood.seconds),
+                                            max(keep, rule.flood.messages))
+        return groups
+
+    # ------------------------------------------------------------------ matching
+
+    def match_texts(self, texts: Mapping[str, str], rules: tuple[Rule, ...]
+                    ) -> dict[int, TextMatch]:
+        """Text conditions met, per rule index, over every field of the event."""
+        active = {r.index for r in rules if r.spec.keywords or r.spec.regex or r.spec.contact}
+        if not active:
+            return {}
+        contact_kinds = frozenset(k for r in rules if r.index in active for k in r.spec.contact)
+        matches: dict[int, TextMatch] = {}
+        for name, text in texts.items():
+            if not text:
+                continue
+            folded = Folded(text)
+            if self._automaton is not None:
+                self._match_keywords(name, folded, active, matches)
+            if self._regex_set is not None:
+                self._match_regexes(name, folded, active, matches)
+            if contact_kinds:
+                self._match_contacts(name, folded, rules, contact_kinds, matches)
+        return matches
+
+    def _match_keywords(self, name: str, folded: Folded, active: set[int],
+                        matches: dict[int, TextMatch]) -> None:
+        scan = _Scan()
+        for end, (length, kw_rules, ex_rules, word) in self._automaton.iter(folded.dense):
+            start = end - length + 1
+            for index in kw_rules:
+                if index in active:
+                    scan.keyword_hits.setdefault(index, []).append((start, end + 1, word))
+            for index in ex_rules:
+                if index in active:
+                    scan.except_spans.setdefault(index, []).append((start, end + 1))
+        for index, hits in scan.keyword_hits.items():
+            match = matches.setdefault(index, TextMatch())
+            if match.keywords is not None:
+                continue
+            excepts = scan.except_spans.get(index, ())
+            for start, end, word in hits:
+                if not any(a <= start and end <= b for a, b in excepts):
+                    span, original = folded.excerpt(start, end)
+                    match.keywords = Evidence(f"keyword '{word}'", name, span, original)
+                    break
+
+    def _match_regexes(self, name: str, folded: Folded, active: set[int],
+                       matches: dict[int, TextMatch]) -> None:
+        for position in self._regex_set.Match(folded.dense) or ():
+            index, which = self._regex_index[position]
+            if index not in active:
+                continue
+            match = matches.setdefault(index, TextMatch())
+            if match.regex is not None:
+                continue
+            pattern, compiled = self.rules[index].regexes[which]
+            found = compiled.search(folded.dense)
+            if found:
+                span, original = folded.excerpt(*found.span())
+                match.regex = Evidence(f"regex '{pattern}'", name, span, original)
+
+    @staticmethod
+    def _match_contacts(name: str, folded: Folded, rules: tuple[Rule, ...],
+                        kinds: frozenset[str], matches: dict[int, TextMatch]) -> None:
+        found = DETECTOR.find(folded, kinds)
+        if not found:
+            return
+        for rule in rules:
+            if not rule.spec.contact:
+                continue
+            match = matches.setdefault(rule.index, TextMatch())
+            if match.contact is not None:
+                continue
+            for kind in rule.spec.contact:
+                hit = found.get(kind)
+                if hit is not None:
+                    span, original = folded.excerpt(hit.start, hit.end, light=hit.light)
+                    match.contact = Evidence(f"contact {kind}", name, span, original)
+                    break
+
+    def check_examples(self) -> list[str]:
+        """Every failing ``examples`` entry, as ``file:line: message``."""
+        errors = []
+        for rule in self.rules:
+            spec = rule.spec
+            if not (spec.keywords or spec.regex or spec.contact):
+                continue
+            for text, expected in ([(t, True) for t in spec.examples_match]
+                                   + [(t, False) for t in spec.examples_no_match]):
+                match = self.match_texts({"content": text}, (rule,)).get(rule.index)
+                if rule.text_conditions_hold(match) != expected:
+                    errors.append(_example_error(spec, text, expected, match))
+        return errors
+
+
+def _example_error(spec: RuleSpec, text: str, expected: bool, match: TextMatch | None) -> str:
+    where = f"{spec.file}:{spec.examples_line or spec.line}: rule '{spec.id}'"
+    if expected:
+        return f"{where}: example {text!r} should match but does not"
+    found = [e.describe() for e in (match.keywords, match.regex, match.contact) if e] \
+        if match else []
+    return f"{where}: example {text!r} should not match but does ({'; '.join(found)})"

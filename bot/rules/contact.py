@@ -1,0 +1,89 @@
+"""Contact-drop detectors: obfuscated WeChat IDs, QQ numbers, phone numbers and URLs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import re2
+
+from bot.normalize import Folded
+
+_OPTIONS = re2.Options()
+_OPTIONS.log_errors = False
+
+
+def compile_re2(pattern: str) -> Any:
+    """Compile with RE2 (linear time); raises ``ValueError`` with RE2's reason."""
+    try:
+        return re2.compile(pattern, _OPTIONS)
+    except Exception as exc:  # re2 raises its own Error type, not re.error
+        reason = exc.args[0] if exc.args else exc
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise ValueError(str(reason)) from None
+
+
+# Patterns run on ``Folded.contact`` (separators gone, 薇/威 -> 微, + -> 加, numerals ->
+# digits) except ``url``, which needs the dots and slashes of ``Folded.light``. Group 1
+# is the evidence span. RE2 has no look-around, so boundaries are consumed explicitly.
+_WECHAT = [
+    # 加V, 加vx, ➕微信, 加个wx, 添加薇信 ... but not 增加微信支付 / 参加
+    r"(?:^|[^增参更追])(加(?:我|个|下)?(?:vx|wx|v|微信|v信|weixin|wechat)(?:号)?)(?:[^a-z]|$)",
+    # 微信号: abc_123 / vx 12345678 / wechat id
+    r"((?:微信|vx|wx|v信|weixin|wechat)(?:号|id)?(?:是|为)?(?:[a-z][a-z0-9_-]{5,19}|\d{6,12}))"
+    r"(?:[^a-z0-9]|$)",
+]
+# Spellings nobody uses except to slip past a filter for 微信 (checked on the dense form,
+# before 薇/威 are folded, because 威信 is also an ordinary word).
+_WECHAT_DISGUISES = r"(薇信|徽信|嶶信|溦信|v信|微芯|微❤|威信号|薇x|vx号)"
+_QQ = [
+    r"((?:qq|扣扣|抠抠|企鹅|q号|q群)(?:号|群)?(?:是|为)?\d{5,11})(?:\D|$)",
+    r"(加(?:qq|扣扣|q)\d{5,11})(?:\D|$)",
+]
+_PHONE = [r"(?:^|\D)((?:0?86)?1[3-9]\d{9})(?:\D|$)"]
+_TLDS = ("com|cn|net|org|top|xyz|vip|cc|me|io|info|club|site|shop|app|ly|tk|link|live|"
+         "icu|fun|ink|pub|wang|ren|online|biz|co|tv")
+_URL = [
+    r"((?:https?://|www\.)[^\s]+)",
+    r"(?:^|[^a-z0-9.@_-])((?:[a-z0-9-]+\.)+(?:" + _TLDS + r")(?::\d+)?(?:/[^\s]*)?)"
+    r"(?:[^a-z0-9]|$)",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ContactHit:
+    """One contact detail found: its kind and where, in which folded form."""
+
+    kind: str
+    start: int
+    end: int
+    light: bool = False
+
+
+class ContactDetector:
+    """Finds each kind of contact detail in a folded text."""
+
+    def __init__(self) -> None:
+        self._patterns: dict[str, list[tuple[Any, str]]] = {
+            "wechat_id": [(compile_re2(p), "contact") for p in _WECHAT]
+            + [(compile_re2(_WECHAT_DISGUISES), "dense")],
+            "qq": [(compile_re2(p), "contact") for p in _QQ],
+            "phone": [(compile_re2(p), "contact") for p in _PHONE],
+            "url": [(compile_re2(p), "light") for p in _URL],
+        }
+
+    def find(self, folded: Folded, kinds: frozenset[str]) -> dict[str, ContactHit]:
+        """The first hit of each asked kind found in ``folded``."""
+        found: dict[str, ContactHit] = {}
+        for kind in kinds:
+            for pattern, form in self._patterns[kind]:
+                match = pattern.search(getattr(folded, form))
+                if match:
+                    start, end = match.span(1)
+                    found[kind] = ContactHit(kind, start, end, light=form == "light")
+                    break
+        return found
+
+
+DETECTOR = ContactDetector()

@@ -1,0 +1,146 @@
+"""The pure rule engine: an Event in, a Decision out; flood and warn state behind a Protocol."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from bot.flood import SlidingWindows
+from bot.models import NO_DECISION, Action, ActionKind, Decision, Event, RuleHit
+from bot.rules.compiled import Rule, RuleSet, TextMatch
+
+REASON_MAX = 500
+# Which reply a follower gets when several rules fire: the strongest action speaks.
+_REPLY_PRIORITY = (ActionKind.BLACKLIST, ActionKind.WARN, ActionKind.UNBLACKLIST, ActionKind.LOG)
+
+
+class WindowState(Protocol):
+    """Timestamps per key over sliding windows (in memory now; Redis sorted sets later)."""
+
+    def add(self, key: str, now: int, horizon: int, keep: int) -> None:
+        """Record one event at ``now``; events older than ``horizon`` may be forgotten."""
+
+    def count(self, key: str, now: int, seconds: int) -> int:
+        """Events of ``key`` in ``(now - seconds, now]``."""
+
+    def reset(self, key: str) -> None:
+        """Forget ``key``."""
+
+
+class RuleEngine:
+    """Evaluates events against the rules in force; keeps flood and warn counts.
+
+    Pure: time is the event's CreateTime and nothing is read or written outside the
+    state objects. Not thread-safe: call it from the event loop only.
+    """
+
+    def __init__(self, ruleset: RuleSet, *, flood: WindowState | None = None,
+                 warns: WindowState | None = None):
+        self._ruleset = ruleset
+        self.flood = flood if flood is not None else SlidingWindows()
+        self.warns = warns if warns is not None else SlidingWindows()
+
+    @property
+    def ruleset(self) -> RuleSet:
+        """The rules in force."""
+        return self._ruleset
+
+    def replace(self, ruleset: RuleSet) -> None:
+        """Put new rules in force; flood windows and warn counts carry over."""
+        self._ruleset = ruleset  # one reference swap: an evaluation sees old or new, whole
+
+    def evaluate(self, event: Event) -> Decision:
+        """Every rule that fires for ``event``, the actions to take and the reply."""
+        ruleset = self._ruleset
+        rules = ruleset.rules_for(event.kind)
+        if not rules:
+            return NO_DECISION
+        allowlisted = event.openid in ruleset.allowlist
+        matches = ruleset.match_texts(event.texts, rules)
+        counts = {} if allowlisted else self._count_flood(ruleset, event, rules)
+        hits: list[RuleHit] = []
+        replies: dict[ActionKind, str] = {}
+        for rule in rules:
+            hit = self._fire(rule, event, matches.get(rule.index), counts, allowlisted)
+            if hit is None:
+                continue
+            hits.append(hit)
+            if rule.spec.reply and (not allowlisted or rule.spec.action is ActionKind.LOG):
+                replies.setdefault(hit.action, rule.spec.reply)
+        if not hits:
+            return NO_DECISION
+        reply = next((replies[k] for k in _REPLY_PRIORITY if k in replies), None)
+        actions = () if allowlisted else _actions(event, hits, rules)
+        return Decision(hits=tuple(hits), actions=actions, reply=reply)
+
+    def _count_flood(self, ruleset: RuleSet, event: Event, rules: tuple[Rule, ...]
+                     ) -> dict[str, int]:
+        """Record this push in each flood group that sees it; messages per rule id."""
+        recorded: set[str] = set()
+        counts: dict[str, int] = {}
+        for rule in rules:
+            if rule.flood is None:
+                continue
+            key = f"{rule.flood_group}|{event.openid}"
+            if rule.flood_group not in recorded:
+                horizon, keep = ruleset.flood_groups[rule.flood_group]
+                self.flood.add(key, event.create_time, horizon, keep)
+                recorded.add(rule.flood_group)
+            counts[rule.id] = self.flood.count(key, event.create_time, rule.flood.seconds)
+        return counts
+
+    def _fire(self, rule: Rule, event: Event, match: TextMatch | None,
+              counts: dict[str, int], allowlisted: bool) -> RuleHit | None:
+        if not rule.text_conditions_hold(match):
+            return None
+        evidence = [e for e in (match.keywords, match.regex, match.contact) if e] if match \
+            else []
+        parts = [e.describe() for e in evidence]
+        flood = rule.flood
+        if flood is not None:
+            count = counts.get(rule.id, 0)
+            if count < flood.messages:
+                return None
+            parts.append(f"flood: {count} messages within {flood.seconds}s "
+                         f"(limit {flood.messages})")
+        action = rule.spec.action
+        if allowlisted:
+            parts.insert(0, f"allowlisted, {action} not applied")
+            action = ActionKind.LOG
+        elif action is ActionKind.WARN and rule.spec.warn_limit:
+            action, note = self._warn(rule, event)
+            parts.append(note)
+        first = evidence[0] if evidence else None
+        return RuleHit(rule.id, action, "; ".join(parts),
+                       field=first.field if first else None, span=first.span if first else None)
+
+    def _warn(self, rule: Rule, event: Event) -> tuple[ActionKind, str]:
+        """Count a warning; past ``warn_limit`` within the window, escalate to blacklist."""
+        spec = rule.spec
+        limit = spec.warn_limit or 0
+        key = f"{spec.id}|{event.openid}"
+        self.warns.add(key, event.create_time, spec.warn_window, limit + 1)
+        count = self.warns.count(key, event.create_time, spec.warn_window)
+        if count > limit:
+            self.warns.reset(key)  # the ladder starts again once the blacklist is lifted
+            return ActionKind.BLACKLIST, (f"offence {count} after {limit} warnings within "
+                                          f"{spec.warn_window}s: escalated to blacklist")
+        return ActionKind.WARN, f"warning {count} of {limit}"
+
+
+def _actions(event: Event, hits: list[RuleHit], rules: tuple[Rule, ...]
+             ) -> tuple[Action, ...]:
+    """One API action per follower: a blacklist wins over an unblacklist."""
+    by_id = {rule.id: rule for rule in rules}
+    for kind in (ActionKind.BLACKLIST, ActionKind.UNBLACKLIST):
+        chosen = [h for h in hits if h.action is kind]
+        if not chosen:
+            continue
+        reason = "; ".join(f"{h.rule_id}: {h.evidence}" for h in chosen)[:REASON_MAX]
+        expires_at = None
+        if kind is ActionKind.BLACKLIST:
+            durations = [by_id[h.rule_id].spec.duration for h in chosen]
+            # a permanent blacklist from any rule outranks every timed one
+            if all(d is not None for d in durations):
+                expires_at = event.create_time + max(d for d in durations if d is not None)
+        return (Action(kind, event.openid, chosen[0].rule_id, reason, expires_at),)
+    return ()
