@@ -30,6 +30,8 @@ def compile_re2(pattern: str) -> Any:
 _WECHAT = [
     # 加V, 加vx, ➕微信, 加个wx, 添加薇信 ... but not 增加微信支付 / 参加
     r"(?:^|[^增参更追])(加(?:我|个|下)?(?:vx|wx|v|微信|v信|weixin|wechat)(?:号)?)(?:[^a-z]|$)",
+    # 加vabc12345: the bare v runs straight into the ID once separators are gone
+    r"(加(?:我|个|下)?v[a-z0-9_-]{6,20})",
     # 微信号: abc_123 / vx 12345678 / wechat id
     r"((?:微信|vx|wx|v信|weixin|wechat)(?:号|id)?(?:是|为)?(?:[a-z][a-z0-9_-]{5,19}|\d{6,12}))"
     r"(?:[^a-z0-9]|$)",

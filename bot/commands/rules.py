@@ -1,0 +1,159 @@
+"""``rules check`` and ``rules test``: validate rule files, try them on a text or on history."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from sqlite_utils import Database
+
+from bot.config import Config
+from bot.errors import BotError, RuleError
+from bot.models import MESSAGE_TYPES, ActionKind, Decision, Event
+from bot.normalize import Folded
+from bot.rules import RuleEngine, load_ruleset, parse_duration
+from bot.store import iter_events, open_db
+
+# The field a message type's follower-written text arrives in (see bot.models.Event).
+FIELD_BY_TYPE = {"text": "content", "link": "title", "location": "label",
+                 "voice": "recognition", "event": "event_key"}
+TEST_OPENID = "oRulesTestFollower0000000000"
+LIST_LIMIT = 50
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add ``rules check`` and ``rules test``."""
+    from bot.cli import add_config_option
+
+    group = sub.add_parser("rules", help="check rule files or try them before deploying",
+                           description="Validate the YAML rules or see what they would do.")
+    inner = group.add_subparsers(dest="rules_command", metavar="SUBCOMMAND", required=True)
+    check = inner.add_parser("check", help="validate every rule file (exit 1 on any error)",
+                             description="Load and validate every *.yaml/*.yml rule file, "
+                                         "run their examples, print errors as file:line.")
+    check.add_argument("--dir", help="rules directory to check (default: rules.dir)")
+    add_config_option(check)
+    check.set_defaults(handler=run_check)
+    test = inner.add_parser("test", help="show which rules fire for a text, or replay history",
+                            description="Try rules on one text (--text) or on the stored "
+                                        "events (--replay), compared with what was actioned.")
+    what = test.add_mutually_exclusive_group(required=True)
+    what.add_argument("--text", help="a message text to evaluate")
+    what.add_argument("--replay", action="store_true", help="run over stored events")
+    test.add_argument("--type", default="text", choices=[*MESSAGE_TYPES, "event"],
+                      help="message type of --text (default text)")
+    test.add_argument("--openid", default=TEST_OPENID, help="sender OpenID for --text")
+    test.add_argument("--since", default="7d", help="replay events received within (7d)")
+    test.add_argument("--rules", "--dir", dest="dir",
+                      help="rules directory to try (default: rules.dir)")
+    add_config_option(test)
+    test.set_defaults(handler=run_test)
+
+
+def run_check(args: argparse.Namespace, config: Config) -> int:
+    """Print every error (exit 1) or a summary (exit 0)."""
+    directory = args.dir or config.rules.dir
+    try:
+        ruleset = load_ruleset(directory)
+    except RuleError as exc:
+        for line in exc.errors:
+            print(line)
+        print(f"{len(exc.errors)} error(s): rules in {directory} rejected")
+        return 1
+    summary = ruleset.summary()
+    print(f"ok: {directory}: " + ", ".join(f"{v} {k}" for k, v in summary.items()))
+    return 0
+
+
+def run_test(args: argparse.Namespace, config: Config) -> int:
+    """``rules test --text`` or ``rules test --replay``."""
+    directory = args.dir or config.rules.dir
+    engine = RuleEngine(load_ruleset(directory))
+    if args.replay:
+        since = parse_duration(args.since)
+        if since is None:
+            raise BotError(f"--since must be a duration like 12h or 7d, got {args.since!r}")
+        path = Path(config.storage.path)
+        if not path.exists():
+            raise BotError(f"no database at {path} (storage.path): nothing to replay")
+        db = open_db(path)
+        try:
+            report = replay(db, engine, int(time.time()) - since)
+        finally:
+            db.close()
+        print("\n".join(report.lines(directory, args.since)))
+        return 0
+    field_name = FIELD_BY_TYPE.get(args.type, "content")
+    event = Event(openid=args.openid, account="", create_time=int(time.time()),
+                  msg_type=args.type, texts=MappingProxyType({field_name: args.text}))
+    print(f"normalised: {Folded(args.text).dense!r}")
+    print("\n".join(describe(engine.evaluate(event))))
+    return 0
+
+
+def describe(decision: Decision) -> list[str]:
+    """Human-readable lines for one decision."""
+    if decision.empty:
+        return ["no rule fires"]
+    lines = [f"fires: {hit.rule_id} -> {hit.action}: {hit.evidence}" for hit in decision.hits]
+    for action in decision.actions:
+        expiry = f" (expires at {action.expires_at})" if action.expires_at else ""
+        lines.append(f"action: {action.kind} {action.openid} by {action.rule_id}{expiry}")
+    if decision.reply:
+        lines.append(f"reply: {decision.reply}")
+    return lines
+
+
+@dataclass
+class ReplayReport:
+    """What a rules directory would have done to the stored history, beside what was done."""
+
+    events: int = 0
+    purged: int = 0
+    hits: Counter[str] = field(default_factory=Counter)
+    would: dict[str, str] = field(default_factory=dict)
+    was: set[str] = field(default_factory=set)
+
+    def lines(self, directory: str, since: str) -> list[str]:
+        new = sorted(set(self.would) - self.was)
+        gone = sorted(self.was - set(self.would))
+        out = [f"replayed {self.events} events from the last {since} with {directory}"
+               + (f" ({self.purged} with content purged)" if self.purged else ""),
+               f"would blacklist {len(self.would)} follower(s); "
+               f"were blacklisted {len(self.was)}; both {len(set(self.would) & self.was)}",
+               f"newly blacklisted by these rules: {len(new)}"]
+        out += [f"  + {openid}  ({self.would[openid]})" for openid in new[:LIST_LIMIT]]
+        out.append(f"blacklisted before, not by these rules: {len(gone)}")
+        out += [f"  - {openid}" for openid in gone[:LIST_LIMIT]]
+        out.append("hits per rule:" if self.hits else "no rule fired")
+        out += [f"  {rule_id}: {count}" for rule_id, count in self.hits.most_common()]
+        return out
+
+
+def replay(db: Database, engine: RuleEngine, since: int) -> ReplayReport:
+    """Run ``engine`` over events received since ``since`` (in stored order)."""
+    report = ReplayReport()
+    for _event_id, event in iter_events(db, since):
+        report.events += 1
+        if not event.texts and event.msg_type != "event":
+            report.purged += 1
+        decision = engine.evaluate(event)
+        report.hits.update(hit.rule_id for hit in decision.hits)
+        for action in decision.actions:
+            if action.kind is ActionKind.BLACKLIST:
+                report.would.setdefault(action.openid, action.rule_id)
+    report.was = actioned(db, since)
+    return report
+
+
+def actioned(db: Database, since: int) -> set[str]:
+    """Followers the service decided to blacklist since ``since`` (rules or admins)."""
+    rows = db.execute(
+        "SELECT openid FROM decisions WHERE action = 'blacklist' AND created_at >= ?"
+        " UNION SELECT openid FROM actions WHERE kind = 'blacklist' AND created_at >= ?"
+        " AND status != 'cancelled'", [since, since]).fetchall()
+    return {row[0] for row in rows}
