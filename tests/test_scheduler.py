@@ -1,0 +1,193 @@
+"""The export scheduler: cron firing, catch-up of a missed run, one run at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import aiohttp
+import pytest
+from apscheduler.triggers.cron import CronTrigger
+
+from bot import snapshots as snap
+from bot.config import Config, ExportConfig, StorageConfig, WeChatConfig
+from bot.export import ExportSkipped
+from bot.metrics import Metrics
+from bot.scheduler import ExportScheduler, missed_run, previous_fire
+from bot.store import Store
+from bot.wechat.api import SqliteTokenCache, WeChatClient
+from tests.fake_wechat import FakeWeChat, make_openids
+
+TZ = ZoneInfo("Asia/Shanghai")
+NIGHTLY = CronTrigger.from_crontab("0 3 * * *", timezone=TZ)
+
+
+def at(day: int, hour: int, minute: int = 0) -> datetime:
+    return datetime(2024, 5, day, hour, minute, tzinfo=TZ)
+
+
+@pytest.mark.parametrize(("now", "expected"), [
+    (at(2, 3, 30), at(2, 3)),
+    (at(2, 3, 0), at(2, 3)),
+    (at(2, 2, 59), None),  # within the lookback of an hour, no fire
+    (at(2, 5, 0), None),  # the 03:00 fire is two hours back: beyond the lookback
+])
+def test_previous_fire(now: datetime, expected: datetime | None) -> None:
+    assert previous_fire(NIGHTLY, now, timedelta(hours=1)) == expected
+
+
+def test_missed_run_decision() -> None:
+    now = at(2, 3, 20).timestamp()
+    fire = at(2, 3)
+    assert missed_run(NIGHTLY, None, now, TZ, 3600) == fire
+    assert missed_run(NIGHTLY, at(1, 3, 1).timestamp(), now, TZ, 3600) == fire
+    assert missed_run(NIGHTLY, at(2, 3, 1).timestamp(), now, TZ, 3600) is None  # it ran
+    assert missed_run(NIGHTLY, None, at(2, 6).timestamp(), TZ, 3600) is None  # too late
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    s = Store(tmp_path / "bot.db")
+    await s.start()
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+def config(tmp_path: Path, fake_wechat: FakeWeChat) -> Config:
+    return Config(
+        wechat=WeChatConfig(appid=fake_wechat.appid, secret=fake_wechat.secret,
+                            api_base=fake_wechat.base_url),
+        storage=StorageConfig(path=str(tmp_path / "bot.db")),
+        export=ExportConfig(cron="* * * * *", timezone="Asia/Shanghai",
+                            dir=str(tmp_path / "exports")),
+    )
+
+
+@pytest.fixture
+async def client(fake_wechat: FakeWeChat, store: Store, config: Config
+                 ) -> AsyncIterator[WeChatClient]:
+    async with aiohttp.ClientSession() as session:
+        yield WeChatClient(config.wechat, session, SqliteTokenCache(store), Metrics())
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait for a condition the scheduler makes true (an event, not a timing assumption)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
+def exports(metrics: Metrics, outcome: str) -> float:
+    return metrics.registry.get_sample_value("bot_exports_total", {"outcome": outcome}) or 0
+
+
+async def test_missed_run_runs_once_on_start(config: Config, store: Store,
+                                             client: WeChatClient,
+                                             fake_wechat: FakeWeChat) -> None:
+    fake_wechat.blacklist.update(make_openids(3))
+    metrics = Metrics()
+    # Nightly at 03:00; the service starts at 03:20 and never exported: catch up now.
+    nightly = ExportConfig(cron="0 3 * * *", timezone="Asia/Shanghai", dir=config.export.dir)
+    cfg = Config(wechat=config.wechat, storage=config.storage, export=nightly)
+    sched = ExportScheduler(cfg, store, lambda: client, metrics,
+                            clock=lambda: at(2, 3, 20).timestamp())
+    await sched.start()
+    try:
+        await until(lambda: exports(metrics, "ok") == 1)
+        assert sched.last_result is not None and sched.last_result.total == 3
+        assert await store.call(snap.read_last_run) == at(2, 3, 20).timestamp()
+        assert len(fake_wechat.calls_to("getblacklist")) == 1
+    finally:
+        await sched.stop()
+
+
+async def test_no_catch_up_after_a_successful_run(config: Config, store: Store,
+                                                  client: WeChatClient) -> None:
+    nightly = ExportConfig(cron="0 3 * * *", timezone="Asia/Shanghai", dir=config.export.dir)
+    cfg = Config(wechat=config.wechat, storage=config.storage, export=nightly)
+    await store.call(lambda db: snap.write_last_run(db, at(2, 3, 2).timestamp(), "2024-05-02"))
+    sched = ExportScheduler(cfg, store, lambda: client, clock=lambda: at(2, 3, 20).timestamp())
+    await sched.start()
+    try:
+        assert sched._scheduler is not None
+        job = sched._scheduler.get_job("export")
+        assert job is not None and job.next_run_time > datetime.now(TZ) + timedelta(minutes=1)
+        assert sched.runs == 0
+    finally:
+        await sched.stop()
+
+
+async def test_cron_fires_the_export(config: Config, store: Store, client: WeChatClient,
+                                     fake_wechat: FakeWeChat, tmp_path: Path) -> None:
+    fake_wechat.blacklist.update(make_openids(5))
+    metrics = Metrics()
+    await store.call(lambda db: snap.write_last_run(db, time.time(), "x"))  # nothing missed
+    every_second = CronTrigger(second="*", timezone=TZ)
+    sched = ExportScheduler(config, store, lambda: client, metrics, trigger=every_second)
+    await sched.start()
+    try:
+        await until(lambda: exports(metrics, "ok") >= 1)
+    finally:
+        await sched.stop()
+    assert sched.last_result is not None
+    assert sched.last_result.paths["csv"].read_text().splitlines()[1:] == make_openids(5)
+
+
+class GatedSource:
+    """A blacklist source that holds its first page until released."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def get_blacklist_page(self, begin_openid: str) -> object:
+        from bot.wechat.api import BlacklistPage
+
+        self.entered.set()
+        await self.release.wait()
+        return BlacklistPage(total=1, count=1, openids=make_openids(1), next_openid="")
+
+
+async def test_never_two_runs_at_once(config: Config, store: Store) -> None:
+    source = GatedSource()
+    sched = ExportScheduler(config, store, lambda: source)  # type: ignore[arg-type,return-value]
+    first = asyncio.create_task(sched.run_now())
+    await source.entered.wait()
+    with pytest.raises(ExportSkipped, match="already running"):
+        await sched.run_now()
+    source.release.set()
+    assert (await first).total == 1
+    assert (await sched.run_now()).total == 1  # the lock is free again
+
+
+async def test_dry_run_skips_and_counts(config: Config, store: Store) -> None:
+    metrics = Metrics()
+    sched = ExportScheduler(config, store, lambda: None, metrics)
+    with pytest.raises(ExportSkipped, match="dry-run"):
+        await sched.run_now()
+    await sched._scheduled()  # what APScheduler calls: counted, never raised
+    assert exports(metrics, "skipped") == 1
+    assert sched.last_error is not None and "dry-run" in sched.last_error
+
+
+async def test_interval_jobs_run(config: Config, store: Store) -> None:
+    ticks: list[float] = []
+
+    async def expiry_check() -> None:
+        ticks.append(time.monotonic())
+
+    jobs: list[tuple[Callable[[], Awaitable[None]], float]] = [(expiry_check, 0.05)]
+    await store.call(lambda db: snap.write_last_run(db, time.time(), "x"))
+    sched = ExportScheduler(config, store, lambda: None, interval_jobs=jobs,
+                            trigger=CronTrigger.from_crontab("0 3 1 1 *", timezone=TZ))
+    await sched.start()
+    try:
+        await until(lambda: len(ticks) >= 2)
+    finally:
+        await sched.stop()
