@@ -1,0 +1,89 @@
+"""Export 1,000,000 OpenIDs from the fake WeChat API (in its own process): time and peak RSS.
+
+Usage: .venv/bin/python bench/bench_export.py [COUNT] [PAGE_SIZE]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bot.config import ExportConfig, WeChatConfig  # noqa: E402
+from bot.export import Exporter, Progress  # noqa: E402
+from bot.metrics import Metrics  # noqa: E402
+from bot.store import Store  # noqa: E402
+from bot.wechat.api import SqliteTokenCache, WeChatClient  # noqa: E402
+
+SERVER = """
+import asyncio, sys
+from tests.fake_wechat import FakeWeChat, make_openids, start_fake
+async def main():
+    fake = FakeWeChat(page_size=int(sys.argv[2]))
+    fake.blacklist.update(make_openids(int(sys.argv[1])))
+    fake._ordered()
+    await start_fake(fake)
+    print(fake.base_url, fake.appid, fake.secret, flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def bench(count: int, page_size: int) -> None:
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SERVER, str(count), str(page_size), cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE)
+    assert server.stdout is not None
+    base_url, appid, secret = (await server.stdout.readline()).decode().split()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            store = Store(Path(tmp) / "bot.db")
+            await store.start()
+            async with aiohttp.ClientSession() as session:
+                client = WeChatClient(WeChatConfig(appid=appid, secret=secret,
+                                                   api_base=base_url),
+                                      session, SqliteTokenCache(store), Metrics(), timeout=60)
+                before = rss_mb()
+                pages: list[Progress] = []
+                config = ExportConfig(dir=str(Path(tmp) / "exports"))
+                exporter = Exporter(store, client, config, on_page=pages.append)
+                started = time.perf_counter()
+                result = await exporter.run()
+                elapsed = time.perf_counter() - started
+                # The next night: the same list again, now diffed against the first snapshot.
+                tomorrow = Exporter(store, client, config, clock=lambda: time.time() + 86400)
+                started = time.perf_counter()
+                second = await tomorrow.run()
+                elapsed_diff = time.perf_counter() - started
+            await store.close()
+            size = result.paths["csv"].stat().st_size
+            db = sum(p.stat().st_size for p in Path(tmp).glob("bot.db*"))
+            print(f"{count} OpenIDs, page size {page_size}: {result.progress.pages} pages in "
+                  f"{elapsed:.1f}s; peak RSS {rss_mb():.0f} MB (before export {before:.0f} MB); "
+                  f"CSV {size / 1e6:.1f} MB; DB+WAL {db / 1e6:.0f} MB; end: "
+                  f"{result.progress.end}")
+            print(f"next day, diffed against it: {elapsed_diff:.1f}s (added "
+                  f"{second.report.added}, removed {second.report.removed})")
+    finally:
+        server.terminate()
+        await server.wait()
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+    size = int(sys.argv[2]) if len(sys.argv) > 2 else 10_000
+    asyncio.run(bench(n, size))
