@@ -32,8 +32,10 @@ _WECHAT = [
     r"(?:^|[^增参更追])(加(?:我|个|下)?(?:vx|wx|v|微信|v信|weixin|wechat)(?:号)?)(?:[^a-z]|$)",
     # 加vabc12345: the bare v runs straight into the ID once separators are gone
     r"(加(?:我|个|下)?v[a-z0-9_-]{6,20})",
-    # 微信号: abc_123 / vx 12345678 / wechat id
-    r"((?:微信|vx|wx|v信|weixin|wechat)(?:号|id)?(?:是|为)?(?:[a-z][a-z0-9_-]{5,19}|\d{6,12}))"
+    # 微信号: abc_123 / v信 12345678
+    r"((?:微信|v信)(?:号|id)?(?:是|为)?(?:[a-z][a-z0-9_-]{5,19}|\d{6,12}))(?:[^a-z0-9]|$)",
+    # vx/wx + ID: the ID must hold a digit, or "wx.qq.com" (dots gone) would read as one
+    r"((?:vx|wx)(?:号|id)?(?:是|为)?(?:[a-z][a-z_-]{0,12}\d[a-z0-9_-]{2,16}|\d{6,12}))"
     r"(?:[^a-z0-9]|$)",
 ]
 # Spellings nobody uses except to slip past a filter for 微信 (checked on the dense form,
