@@ -191,3 +191,22 @@ async def test_interval_jobs_run(config: Config, store: Store) -> None:
         await until(lambda: len(ticks) >= 2)
     finally:
         await sched.stop()
+
+
+async def test_stop_cancels_a_running_export_and_frees_the_lock(
+        config: Config, store: Store, tmp_path: Path) -> None:
+    source = GatedSource()
+    metrics = Metrics()
+    # Never exported and "* * * * *": the minute's fire was missed, so it runs on start.
+    sched = ExportScheduler(config, store, lambda: source, metrics)  # type: ignore[arg-type,return-value]
+    await sched.start()
+    await asyncio.wait_for(source.entered.wait(), 5)
+    await asyncio.wait_for(sched.stop(), 5)
+    assert await store.call(lambda db: db.execute(
+        "SELECT COUNT(*) FROM kv WHERE key = ?", [snap.LOCK_KEY]).fetchone()[0]) == 0
+    # The staged snapshot is left for the next run to purge; no day was completed.
+    assert await store.call(snap.latest_day) is None
+    source.release.set()
+    result = await ExportScheduler(config, store, lambda: source).run_now()  # type: ignore[arg-type,return-value]
+    assert result.total == 1
+    assert await store.call(snap.leftovers) == []
