@@ -38,6 +38,17 @@ asyncio.run(main())
 """
 
 
+async def probe_store(store: Store, waits: list[float]) -> None:
+    """What a push would feel: a tiny write through the same Store while exporting."""
+    while True:
+        started = time.perf_counter()
+        await store.call(lambda db: db.execute(
+            "INSERT INTO kv (key, value, updated_at) VALUES ('probe', '', 0) ON CONFLICT(key)"
+            " DO UPDATE SET updated_at = updated_at + 1"))
+        waits.append(time.perf_counter() - started)
+        await asyncio.sleep(0.01)
+
+
 def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -60,6 +71,8 @@ async def bench(count: int, page_size: int) -> None:
                 pages: list[Progress] = []
                 config = ExportConfig(dir=str(Path(tmp) / "exports"))
                 exporter = Exporter(store, client, config, on_page=pages.append)
+                waits: list[float] = []
+                probe = asyncio.create_task(probe_store(store, waits))
                 started = time.perf_counter()
                 result = await exporter.run()
                 elapsed = time.perf_counter() - started
@@ -68,6 +81,7 @@ async def bench(count: int, page_size: int) -> None:
                 started = time.perf_counter()
                 second = await tomorrow.run()
                 elapsed_diff = time.perf_counter() - started
+                probe.cancel()
             await store.close()
             size = result.paths["csv"].stat().st_size
             db = sum(p.stat().st_size for p in Path(tmp).glob("bot.db*"))
@@ -75,6 +89,11 @@ async def bench(count: int, page_size: int) -> None:
                   f"{elapsed:.1f}s; peak RSS {rss_mb():.0f} MB (before export {before:.0f} MB); "
                   f"CSV {size / 1e6:.1f} MB; DB+WAL {db / 1e6:.0f} MB; end: "
                   f"{result.progress.end}")
+            waits.sort()
+            print(f"a concurrent one-row commit every 10 ms waited p50 "
+                  f"{waits[len(waits) // 2] * 1000:.1f} ms, p99 "
+                  f"{waits[int(len(waits) * 0.99)] * 1000:.1f} ms, max {waits[-1] * 1000:.1f} ms"
+                  f" ({len(waits)} commits)")
             print(f"next day, diffed against it: {elapsed_diff:.1f}s (added "
                   f"{second.report.added}, removed {second.report.removed})")
     finally:
