@@ -201,6 +201,6 @@ def test_pure_core_imports_no_io_frameworks() -> None:
     code = ("import sys; import bot.models, bot.errors, bot.normalize, bot.flood, bot.rules; "
             "bad = [m for m in ('aiohttp', 'sqlite_utils', 'apscheduler') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False, capture_output=True,
-                            text=True)
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False,
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
