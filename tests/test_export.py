@@ -284,9 +284,9 @@ async def test_diff_against_previous_day_and_same_day_replacement(
 async def seed_our_records(store: Store, taken_at: float) -> None:
     """Our blacklist view and outbox, in the real schema."""
     before, after = int(taken_at) - 600, int(taken_at) + 5
-    o = make_openids(8, prefix="r")
+    o = make_openids(9, prefix="r")
     rows = [(o[0], "blacklisted", before), (o[1], "blacklisted", before),
-            (o[3], "removed", before), (o[6], "blacklisted", after)]
+            (o[3], "removed", before), (o[6], "blacklisted", after), (o[8], "removed", after)]
     actions = [(o[4], "blacklist", "pending", None, None),
                (o[5], "unblacklist", "failed", 48001, "api unauthorized <b>"),
                (o[7], "blacklist", "failed", 40003, "invalid openid")]
@@ -305,12 +305,13 @@ async def seed_our_records(store: Store, taken_at: float) -> None:
 
 async def test_reconciliation_with_our_records(
         fake_wechat: FakeWeChat, make_exporter: Callable[..., Exporter], store: Store) -> None:
-    o = make_openids(8, prefix="r")
+    o = make_openids(9, prefix="r")
     await seed_our_records(store, DAY1)
     # Platform: o0 (ours), o2 (by hand), o3 (we removed it, re-added by hand), o5 (our
     # unblacklist failed). Missing: o1 (ours: removed by hand), o4 (our pending blacklist),
     # o6 (we blacklisted it after the export started: not a finding), o7 (failed 40003).
-    fake_wechat.blacklist.update([o[0], o[2], o[3], o[5]])
+    # o8: we removed it after the export started, the platform still listed it: no finding.
+    fake_wechat.blacklist.update([o[0], o[2], o[3], o[5], o[8]])
     result = await make_exporter().run()
     findings = {f.name: (f.count, f.sample) for f in result.report.findings}
     assert findings["hand_added"] == (3, [o[2], o[3], o[5]])
