@@ -100,6 +100,9 @@ class ExportScheduler:
         job = sched.get_job(EXPORT_JOB)
         log.info("export scheduled %r (%s); next run %s", self.config.export.cron,
                  self.config.export.timezone, job.next_run_time if job else None)
+        if self._source_factory() is None:
+            log.warning("export: dry-run (%s): scheduled exports are skipped, the WeChat API "
+                        "is not called", self.config.dry_run_reason or "no API client")
         last = await self.store.call(snap.read_last_run)
         missed = missed_run(self.trigger, last, self._clock(), self.tz, self._grace)
         if missed is not None:
