@@ -20,6 +20,7 @@ from bot.metrics import Metrics
 from bot.models import Decision, Event
 from bot.outbox import Batcher
 from bot.rules import RuleEngine, RuleSet, RuleWatcher, load_ruleset
+from bot.scheduler import ExportScheduler
 from bot.store import Recorded, Store, pending_count, purge_content
 from bot.webhook import Webhook, healthz, metrics_response
 from bot.wechat.api import SqliteTokenCache, WeChatClient
@@ -42,7 +43,7 @@ class Service:
     watcher: RuleWatcher | None = None
     client: WeChatClient | None = None
     batcher: Batcher | None = None
-    scheduler: Any = None
+    scheduler: ExportScheduler | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
@@ -160,6 +161,17 @@ async def _actions_ctx(app: web.Application) -> AsyncIterator[None]:
         await session.close()
 
 
+async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The nightly export (expiry of timed blacklists runs in the batcher)."""
+    service = app[SERVICE]
+    assert service.store is not None
+    service.scheduler = ExportScheduler(service.config, service.store, lambda: service.client,
+                                        service.metrics)
+    await service.scheduler.start()
+    yield
+    await service.scheduler.stop()
+
+
 async def _purge_ctx(app: web.Application) -> AsyncIterator[None]:
     service = app[SERVICE]
     task = service.spawn(_purge_loop(service), "retention-purge")
@@ -211,7 +223,8 @@ def build_app(config: Config, *, extra_contexts: tuple[Callable[..., Any], ...] 
 
     app.router.add_get("/healthz", health_handler)
     app.router.add_get("/metrics", metrics_handler)
-    app.cleanup_ctx.extend([_store_ctx, _rules_ctx, _actions_ctx, _purge_ctx, *extra_contexts])
+    app.cleanup_ctx.extend([_store_ctx, _rules_ctx, _actions_ctx, _scheduler_ctx, _purge_ctx,
+                            *extra_contexts])
     return app
 
 
