@@ -67,6 +67,27 @@ class Rule:
                 and (not spec.contact or match.contact is not None))
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What evaluating one kind of push involves, worked out once per kind."""
+
+    rules: tuple[Rule, ...]
+    active: frozenset[int]        # rules with a text condition
+    textless: tuple[Rule, ...]    # rules that fire on flood alone
+    flood_rules: tuple[Rule, ...]
+    contact_kinds: frozenset[str]
+
+    @classmethod
+    def of(cls, rules: tuple[Rule, ...]) -> Plan:
+        def texty(rule: Rule) -> bool:
+            return bool(rule.spec.keywords or rule.spec.regex or rule.spec.contact)
+
+        return cls(rules, frozenset(r.index for r in rules if texty(r)),
+                   tuple(r for r in rules if not texty(r)),
+                   tuple(r for r in rules if r.flood is not None),
+                   frozenset(k for r in rules for k in r.spec.contact))
+
+
 @dataclass
 class _Scan:
     """Per-event scratch: keyword hits and except spans per rule, for one field."""
@@ -90,8 +111,7 @@ class RuleSet:
         )
         self._automaton, self.keyword_count = self._build_automaton()
         self._regex_set, self._regex_index = self._build_regex_set()
-        self._by_kind: dict[str, tuple[Rule, ...]] = {}
-        self._untyped = tuple(r for r in self.rules if r.spec.msg_types is None)
+        self._plans: dict[str, Plan] = {}
         self.flood_groups = self._build_flood_groups()
 
     @classmethod
@@ -108,15 +128,15 @@ class RuleSet:
                 "keywords": self.keyword_count, "regexes": len(self._regex_index),
                 "disabled": self.disabled, "allowlist": len(self.allowlist)}
 
-    def rules_for(self, kind: str) -> tuple[Rule, ...]:
-        """The rules that see a push of this kind (``text`` ... or ``event``)."""
-        found = self._by_kind.get(kind)
-        if found is None:
-            found = tuple(r for r in self.rules
-                          if r.spec.msg_types is None or kind in r.spec.msg_types)
-            if len(self._by_kind) < 64:  # unknown types are unbounded; cache the usual ones
-                self._by_kind[kind] = found
-        return found
+    def plan_for(self, kind: str) -> Plan:
+        """The rules that see a push of this kind (``text`` ... or ``event``), prepared."""
+        plan = self._plans.get(kind)
+        if plan is None:
+            plan = Plan.of(tuple(r for r in self.rules
+                                 if r.spec.msg_types is None or kind in r.spec.msg_types))
+            if len(self._plans) < 64:  # unknown types are unbounded; cache the usual ones
+                self._plans[kind] = plan
+        return plan
 
     # ------------------------------------------------------------------ build
 
@@ -160,13 +180,11 @@ class RuleSet:
 
     # ------------------------------------------------------------------ matching
 
-    def match_texts(self, texts: Mapping[str, str], rules: tuple[Rule, ...]
-                    ) -> dict[int, TextMatch]:
+    def match_texts(self, texts: Mapping[str, str], plan: Plan) -> dict[int, TextMatch]:
         """Text conditions met, per rule index, over every field of the event."""
-        active = {r.index for r in rules if r.spec.keywords or r.spec.regex or r.spec.contact}
+        active, contact_kinds = plan.active, plan.contact_kinds
         if not active:
             return {}
-        contact_kinds = frozenset(k for r in rules if r.index in active for k in r.spec.contact)
         matches: dict[int, TextMatch] = {}
         for name, text in texts.items():
             if not text:
@@ -177,10 +195,10 @@ class RuleSet:
             if self._regex_set is not None:
                 self._match_regexes(name, folded, active, matches)
             if contact_kinds:
-                self._match_contacts(name, folded, rules, contact_kinds, matches)
+                self._match_contacts(name, folded, plan.rules, contact_kinds, matches)
         return matches
 
-    def _match_keywords(self, name: str, folded: Folded, active: set[int],
+    def _match_keywords(self, name: str, folded: Folded, active: frozenset[int],
                         matches: dict[int, TextMatch]) -> None:
         scan = _Scan()
         for end, (length, kw_rules, ex_rules, word) in self._automaton.iter(folded.dense):
@@ -202,7 +220,7 @@ class RuleSet:
                     match.keywords = Evidence(f"keyword '{word}'", name, span, original)
                     break
 
-    def _match_regexes(self, name: str, folded: Folded, active: set[int],
+    def _match_regexes(self, name: str, folded: Folded, active: frozenset[int],
                        matches: dict[int, TextMatch]) -> None:
         for position in self._regex_set.Match(folded.dense) or ():
             index, which = self._regex_index[position]
@@ -245,7 +263,7 @@ class RuleSet:
                 continue
             for text, expected in ([(t, True) for t in spec.examples_match]
                                    + [(t, False) for t in spec.examples_no_match]):
-                match = self.match_texts({"content": text}, (rule,)).get(rule.index)
+                match = self.match_texts({"content": text}, Plan.of((rule,))).get(rule.index)
                 if rule.text_conditions_hold(match) != expected:
                     errors.append(_example_error(spec, text, expected, match))
         return errors

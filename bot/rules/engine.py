@@ -51,15 +51,19 @@ class RuleEngine:
     def evaluate(self, event: Event) -> Decision:
         """Every rule that fires for ``event``, the actions to take and the reply."""
         ruleset = self._ruleset
-        rules = ruleset.rules_for(event.kind)
-        if not rules:
+        plan = ruleset.plan_for(event.kind)
+        if not plan.rules:
             return NO_DECISION
         allowlisted = event.openid in ruleset.allowlist
-        matches = ruleset.match_texts(event.texts, rules)
-        counts = {} if allowlisted else self._count_flood(ruleset, event, rules)
+        matches = ruleset.match_texts(event.texts, plan)
+        counts = {} if allowlisted else self._count_flood(ruleset, event, plan.flood_rules)
+        candidates = plan.textless
+        if matches:  # only rules whose text conditions met something can fire, in rule order
+            indices = sorted({*matches, *(r.index for r in plan.textless)})
+            candidates = tuple(ruleset.rules[i] for i in indices)
         hits: list[RuleHit] = []
         replies: dict[ActionKind, str] = {}
-        for rule in rules:
+        for rule in candidates:
             hit = self._fire(rule, event, matches.get(rule.index), counts, allowlisted)
             if hit is None:
                 continue
@@ -69,7 +73,7 @@ class RuleEngine:
         if not hits:
             return NO_DECISION
         reply = next((replies[k] for k in _REPLY_PRIORITY if k in replies), None)
-        actions = () if allowlisted else _actions(event, hits, rules)
+        actions = () if allowlisted else _actions(event, hits, candidates)
         return Decision(hits=tuple(hits), actions=actions, reply=reply)
 
     def _count_flood(self, ruleset: RuleSet, event: Event, rules: tuple[Rule, ...]
@@ -78,7 +82,7 @@ class RuleEngine:
         recorded: set[str] = set()
         counts: dict[str, int] = {}
         for rule in rules:
-            if rule.flood is None:
+            if rule.flood is None:  # plan.flood_rules holds only flood rules
                 continue
             key = f"{rule.flood_group}|{event.openid}"
             if rule.flood_group not in recorded:
