@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -186,7 +187,7 @@ async def _purge_loop(service: Service) -> None:
     while True:
         assert service.store is not None
         before = int(time.time()) - days * 86400
-        purged = await service.store.call(lambda db, before=before: purge_content(db, before))
+        purged = await service.store.call(functools.partial(purge_content, before=before))
         if purged:
             log.info("purged message content of %d events older than %d days", purged, days)
         await asyncio.sleep(PURGE_INTERVAL_SECONDS)

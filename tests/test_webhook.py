@@ -267,3 +267,24 @@ def test_app_factory_builds_routes(config: Config) -> None:
     paths = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
     assert {"/wechat", "/healthz", "/metrics"} <= paths
     assert isinstance(app, web.Application)
+
+
+async def test_old_message_content_is_purged_on_start(aiohttp_client: MakeClient,
+                                                      config: Config) -> None:
+    from bot.models import Decision
+    from bot.store import insert_event, run_sync
+    from bot.wechat.push import parse_event
+
+    old = parse_event(text_xml(OPENID, "my phone is 13800000000", 9901).encode())
+    fresh = parse_event(text_xml(OPENID, "recent", 9902).encode())
+    long_ago = int(time.time()) - (config.storage.retention_days + 1) * 86400
+    run_sync(config.storage.path, lambda db: insert_event(db, old, Decision(), long_ago))
+    run_sync(config.storage.path, lambda db: insert_event(db, fresh, Decision(), int(time.time())))
+    client = await aiohttp_client(build_app(config))
+    for _ in range(100):
+        if db_rows(config, "SELECT purged FROM events ORDER BY id") == [(1,), (0,)]:
+            break
+        await asyncio.sleep(0.02)  # the purge runs as a background task at start-up
+    assert db_rows(config, "SELECT texts, purged FROM events ORDER BY id") == [
+        (None, 1), ('{"content": "recent"}', 0)]
+    assert (await client.get("/healthz")).status == 200
