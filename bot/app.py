@@ -130,8 +130,11 @@ async def _rules_ctx(app: web.Application) -> AsyncIterator[None]:
     config = service.config
     ruleset, error = await asyncio.to_thread(load_initial_rules, config, service.metrics)
     service.engine = RuleEngine(ruleset)
-    service.watcher = RuleWatcher(config.rules.dir, service.engine, config.rules.reload_seconds,
-                                  on_change=lambda rs: service.metrics.rules_loaded.set(len(rs)))
+    service.watcher = RuleWatcher(
+        config.rules.dir, service.engine, config.rules.reload_seconds,
+        on_change=lambda rs: service.metrics.rules_loaded.set(len(rs)),
+        on_error=lambda _exc: service.metrics.rule_reload_errors.inc(),
+    )
     service.watcher.last_error = error
     service.metrics.rules_loaded.set(len(ruleset))
     log.info("rules: %s", ruleset.summary())

@@ -288,3 +288,22 @@ async def test_old_message_content_is_purged_on_start(aiohttp_client: MakeClient
     assert db_rows(config, "SELECT texts, purged FROM events ORDER BY id") == [
         (None, 1), ('{"content": "recent"}', 0)]
     assert (await client.get("/healthz")).status == 200
+
+
+async def test_broken_rule_edit_keeps_rules_and_shows_in_health(client: Client,
+                                                                config: Config) -> None:
+    from bot.app import SERVICE
+
+    service = client.app[SERVICE]
+    assert service.watcher is not None
+    (Path(config.rules.dir) / "broken.yaml").write_text(
+        "rules:\n  - id: Bad Id\n    keywords: [x]\n", encoding="utf-8")
+    assert await service.watcher.check_once()
+    health = await (await client.get("/healthz")).json()
+    assert health["status"] == "degraded" and "broken.yaml:2" in health["rules_error"]
+    assert health["rules"] == 2, "the last good rules stay in force"
+    response = await post(client, text_xml(OPENID, "加微信", 9950))
+    assert response.status == 200
+    assert db_rows(config, "SELECT rule_id FROM decisions") == [("contact-spam",)]
+    metrics = await (await client.get("/metrics")).text()
+    assert "bot_rule_reload_errors_total 1.0" in metrics

@@ -43,11 +43,13 @@ class RuleWatcher:
     """
 
     def __init__(self, directory: str | Path, engine: RuleEngine, interval: float,
-                 on_change: Callable[[RuleSet], None] | None = None):
+                 on_change: Callable[[RuleSet], None] | None = None,
+                 on_error: Callable[[RuleError], None] | None = None):
         self.directory = Path(directory)
         self.engine = engine
         self.interval = interval
         self.on_change = on_change
+        self.on_error = on_error
         self.last_error: str | None = None
         self.loaded_at: float | None = time.time()
         # The engine was built from the directory as it is now; only later edits count.
@@ -74,6 +76,8 @@ class RuleWatcher:
             self.last_error = str(exc)
             for line in exc.errors:
                 log.error("rules change rejected, previous rules stay in force: %s", line)
+            if self.on_error is not None:
+                self.on_error(exc)
             return True
         self.engine.replace(ruleset)
         self.last_error = None
