@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
+from bot.store import Store
 from tests.fake_wechat import FakeWeChat, start_fake
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    """A running Store (the database's owning thread) on a fresh SQLite file."""
+    running = Store(tmp_path / "bot.db")
+    await running.start()
+    yield running
+    await running.close()
 
 
 @pytest.fixture

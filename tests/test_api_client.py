@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -37,14 +36,6 @@ from tests.fake_wechat import (
 
 ClientFactory = Callable[..., WeChatClient]
 
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    """A running Store on a fresh SQLite file."""
-    s = Store(tmp_path / "bot.db")
-    await s.start()
-    yield s
-    await s.close()
 
 
 @pytest.fixture

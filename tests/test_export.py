@@ -41,14 +41,6 @@ TZ = "Asia/Shanghai"
 DAY1 = datetime(2024, 5, 1, 3, 0, tzinfo=ZoneInfo(TZ)).timestamp()
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    """A running Store on a fresh SQLite file."""
-    s = Store(tmp_path / "bot.db")
-    await s.start()
-    yield s
-    await s.close()
-
 
 @pytest.fixture
 async def client(fake_wechat: FakeWeChat, store: Store) -> AsyncIterator[WeChatClient]:

@@ -49,13 +49,6 @@ def test_missed_run_decision() -> None:
     assert missed_run(NIGHTLY, None, at(2, 6).timestamp(), TZ, 3600) is None  # too late
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = Store(tmp_path / "bot.db")
-    await s.start()
-    yield s
-    await s.close()
-
 
 @pytest.fixture
 def config(tmp_path: Path, fake_wechat: FakeWeChat) -> Config:
