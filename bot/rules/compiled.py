@@ -152,7 +152,8 @@ class RuleSet:
             return None, 0
         automaton = ahocorasick.Automaton()
         for folded, (kw_rules, ex_rules, word) in entries.items():
-            automaton.add_word(folded, (len(folded), tuple(kw_rules), tuple(ex_rules), word))
+            key = as_bytes(folded)
+            automaton.add_word(key, (len(key), tuple(kw_rules), tuple(ex_rules), word))
         automaton.make_automaton()
         return automaton, sum(1 for v in entries.values() if v[0])
 
@@ -201,14 +202,15 @@ class RuleSet:
     def _match_keywords(self, name: str, folded: Folded, active: frozenset[int],
                         matches: dict[int, TextMatch]) -> None:
         scan = _Scan()
-        for end, (length, kw_rules, ex_rules, word) in self._automaton.iter(folded.dense):
-            start = end - length + 1
+        haystack = as_bytes(folded.dense)
+        for end, (length, kw_rules, ex_rules, word) in self._automaton.iter(haystack):
+            start, stop = char_index(haystack, end - length + 1), char_index(haystack, end + 1)
             for index in kw_rules:
                 if index in active:
-                    scan.keyword_hits.setdefault(index, []).append((start, end + 1, word))
+                    scan.keyword_hits.setdefault(index, []).append((start, stop, word))
             for index in ex_rules:
                 if index in active:
-                    scan.except_spans.setdefault(index, []).append((start, end + 1))
+                    scan.except_spans.setdefault(index, []).append((start, stop))
         for index, hits in scan.keyword_hits.items():
             match = matches.setdefault(index, TextMatch())
             if match.keywords is not None:
@@ -267,6 +269,22 @@ class RuleSet:
                 if rule.text_conditions_hold(match) != expected:
                     errors.append(_example_error(spec, text, expected, match))
         return errors
+
+
+def as_bytes(text: str) -> str:
+    """``text``'s UTF-8 bytes, one latin-1 character each, for the keyword automaton.
+
+    pyahocorasick walks a node's children one by one; over CJK a node can have
+    thousands (measured: 29 us a message at 10,000 keywords). Over bytes no node has
+    more than 256, and the cost stays flat (8-11 us from 10,000 to 100,000 keywords).
+    UTF-8 is self-synchronising, so a keyword's bytes only ever match whole characters.
+    """
+    return text.encode("utf-8").decode("latin-1")
+
+
+def char_index(haystack: str, byte_offset: int) -> int:
+    """The character offset in the original text of a byte offset into ``as_bytes``."""
+    return len(haystack[:byte_offset].encode("latin-1").decode("utf-8"))
 
 
 def _example_error(spec: RuleSpec, text: str, expected: bool, match: TextMatch | None) -> str:
