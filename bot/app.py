@@ -65,11 +65,10 @@ class Service:
         assert self.engine is not None, "rules are loaded before the server accepts pushes"
         return self.engine.evaluate(event)
 
-    async def record(self, event: Event, decision: Decision, *, keep_content: bool = True
-                     ) -> Recorded:
-        """Commit one push (the webhook's Recorder)."""
+    async def record(self, event: Event, decision: Decision) -> Recorded:
+        """Commit one push (the webhook's Recorder); in dry-run its actions are would-be."""
         assert self.store is not None, "the store opens before the server accepts pushes"
-        return await self.store.record(event, decision, keep_content=keep_content)
+        return await self.store.record(event, decision, dry_run=self.config.dry_run)
 
     def wake(self) -> None:
         """New actions were committed: let the batcher send a full batch now."""

@@ -178,16 +178,16 @@ class Recorded:
 
 
 def insert_event(db: Database, event: Event, decision: Decision, now: int,
-                 *, keep_content: bool = True) -> Recorded:
+                 *, dry_run: bool = False) -> Recorded:
     """Insert one event with its decision rows and outbox actions (caller holds the txn)."""
     cur = db.conn.execute(
         f"INSERT OR IGNORE INTO events ({_EVENT_COLUMNS}) VALUES ({_EVENT_VALUES})",
-        event_row(event, now, keep_content),
+        event_row(event, now),
     )
     if cur.rowcount == 0:
         return Recorded(None, True)
     event_id = cur.lastrowid
-    insert_decision(db, event.openid, decision, now, event_id=event_id)
+    insert_decision(db, event.openid, decision, now, event_id=event_id, dry_run=dry_run)
     return Recorded(event_id, False)
 
 
@@ -196,13 +196,13 @@ _EVENT_COLUMNS = ("dedup_key, openid, account, msg_type, event, msg_id, create_t
 _EVENT_VALUES = ",".join("?" * 10)
 
 
-def event_row(event: Event, now: int, keep_content: bool = True) -> tuple[Any, ...]:
+def event_row(event: Event, now: int) -> tuple[Any, ...]:
     """The ``events`` row of an event, in ``_EVENT_COLUMNS`` order."""
     return (
         event.dedup_key, event.openid, event.account, event.msg_type, event.event,
         event.msg_id, event.create_time, now,
-        json.dumps(dict(event.texts), ensure_ascii=False) if keep_content else None,
-        _extra_fields(event) if keep_content else None,
+        json.dumps(dict(event.texts), ensure_ascii=False),
+        _extra_fields(event),
     )
 
 
@@ -245,7 +245,8 @@ def _extra_fields(event: Event) -> str | None:
 
 
 def insert_decision(db: Database, openid: str, decision: Decision, now: int,
-                    *, event_id: int | None = None, source: str = "rule") -> None:
+                    *, event_id: int | None = None, source: str = "rule",
+                    dry_run: bool = False) -> None:
     """Store every hit of a decision and queue its actions."""
     if decision.hits:
         db.conn.executemany(
@@ -258,62 +259,71 @@ def insert_decision(db: Database, openid: str, decision: Decision, now: int,
             ],
         )
     for action in decision.actions:
-        enqueue_action(db, action, now, event_id=event_id, source=source)
+        enqueue_action(db, action, now, event_id=event_id, source=source, dry_run=dry_run)
+
+
+# A permanent blacklist (NULL expiry) outranks every timed one; two timed ones keep
+# the later end.
+_LATER_EXPIRY = "CASE WHEN expires_at IS NULL THEN NULL ELSE MAX(expires_at, ?) END"
 
 
 def enqueue_action(db: Database, action: Action, now: int, *, event_id: int | None = None,
-                   source: str = "rule") -> int | None:
-    """Queue one API action, collapsing it against what is already pending or applied.
+                   source: str = "rule", dry_run: bool = False) -> int | None:
+    """Queue one API action, collapsing it against what is already queued or applied.
 
-    A pending action of the same kind for the same follower absorbs it; an opposite
-    pending action is cancelled by it (an unblacklist cancels a queued blacklist, and
-    the reverse); a follower already in the asked state through us is not sent again.
+    A queued action of the same kind for the same follower absorbs it; an opposite
+    queued action is cancelled by it (an unblacklist cancels a queued blacklist, and
+    the reverse); a follower already in the asked state through us is not sent again,
+    unless an admin asked for it from the CLI (``source="cli"``). In dry-run the row is
+    written as ``dry_run``: recorded as a would-be action, never claimed, never sent.
     Returns the new outbox row id, or None when nothing needed queueing.
     """
     kind = ActionKind(action.kind)
     if not is_valid_openid(action.openid):
         log.warning("not queueing %s for malformed OpenID %r", kind, action.openid[:64])
         return None
-    opposite = ActionKind.UNBLACKLIST if kind is ActionKind.BLACKLIST else ActionKind.BLACKLIST
-    pending = db.execute(
-        "SELECT id, kind FROM actions WHERE openid = ? AND status = 'pending'", [action.openid]
-    ).fetchall()
-    if any(k == kind for _, k in pending):
+    status = "dry_run" if dry_run else "pending"
+    queued = db.execute("SELECT id, kind FROM actions WHERE openid = ? AND status = ?",
+                        [action.openid, status]).fetchall()
+    if any(k == kind for _, k in queued):
         if action.expires_at is not None and kind is ActionKind.BLACKLIST:
-            db.execute(
-                "UPDATE actions SET expires_at = MAX(COALESCE(expires_at, 0), ?), updated_at = ?"
-                " WHERE openid = ? AND status = 'pending' AND kind = ?",
-                [action.expires_at, now, action.openid, str(kind)],
-            )
+            db.execute(f"UPDATE actions SET expires_at = {_LATER_EXPIRY}, updated_at = ?"
+                       " WHERE openid = ? AND status = ? AND kind = ?",
+                       [action.expires_at, now, action.openid, status, str(kind)])
         return None
-    cancelled = [row_id for row_id, k in pending if k == opposite]
+    cancelled = [row_id for row_id, k in queued if k != kind]
     if cancelled:
-        db.execute(
-            f"UPDATE actions SET status = 'cancelled', updated_at = ?, errmsg = ?"
-            f" WHERE id IN ({','.join('?' * len(cancelled))})",
-            [now, f"superseded by {kind}", *cancelled],
-        )
-    state = db.execute("SELECT status FROM blacklist WHERE openid = ?", [action.openid]).fetchone()
-    in_flight = db.execute(
-        "SELECT 1 FROM actions WHERE openid = ? AND status = 'sending'", [action.openid]
-    ).fetchone()
-    already = state is not None and (
-        (kind is ActionKind.BLACKLIST and state[0] == "blacklisted")
-        or (kind is ActionKind.UNBLACKLIST and state[0] == "removed")
-    )
-    # An admin's explicit command is always sent: the platform may differ from our view.
-    if (already or (cancelled and state is None)) and not in_flight and source != "cli":
-        if already and kind is ActionKind.BLACKLIST and action.expires_at is not None:
-            db.execute("UPDATE blacklist SET expires_at = ?, updated_at = ? WHERE openid = ?",
-                       [action.expires_at, now, action.openid])
+        db.execute(f"UPDATE actions SET status = 'cancelled', updated_at = ?, errmsg = ?"
+                   f" WHERE id IN ({','.join('?' * len(cancelled))})",
+                   [now, f"superseded by {kind}", *cancelled])
+    if not dry_run and source != "cli" and _needless(db, action, kind, now, bool(cancelled)):
         return None
     cur = db.execute(
         "INSERT INTO actions (openid, kind, rule_id, reason, source, event_id, status,"
-        " created_at, updated_at, expires_at) VALUES (?,?,?,?,?,?,'pending',?,?,?)",
-        [action.openid, str(kind), action.rule_id, action.reason, source, event_id,
+        " created_at, updated_at, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        [action.openid, str(kind), action.rule_id, action.reason, source, event_id, status,
          now, now, action.expires_at],
     )
     return cur.lastrowid
+
+
+def _needless(db: Database, action: Action, kind: ActionKind, now: int,
+              cancelled_one: bool) -> bool:
+    """True when the follower is already in the asked state through us (or never left it)."""
+    if db.execute("SELECT 1 FROM actions WHERE openid = ? AND status = 'sending'",
+                  [action.openid]).fetchone():
+        return False  # the call in flight may fail: queue this one behind it
+    state = db.execute("SELECT status FROM blacklist WHERE openid = ?",
+                       [action.openid]).fetchone()
+    if state is None:
+        return cancelled_one  # its opposite was cancelled before it was ever sent
+    wanted = "blacklisted" if kind is ActionKind.BLACKLIST else "removed"
+    if state[0] != wanted:
+        return False
+    if kind is ActionKind.BLACKLIST and action.expires_at is not None:
+        db.execute(f"UPDATE blacklist SET expires_at = {_LATER_EXPIRY}, updated_at = ?"
+                   " WHERE openid = ?", [action.expires_at, now, action.openid])
+    return True
 
 
 def row_to_event(row: sqlite3.Row | tuple[Any, ...], columns: Sequence[str]) -> Event:
@@ -412,16 +422,14 @@ class Store:
         jobs, self._outgoing = self._outgoing, []
         self._queue.put(jobs)
 
-    async def record(self, event: Event, decision: Decision, *, keep_content: bool = True
+    async def record(self, event: Event, decision: Decision, *, dry_run: bool = False
                      ) -> Recorded:
         """Commit a push with its decision and actions; a WeChat retry comes back duplicate."""
         now = int(time.time())
         if not decision.hits:
-            row = event_row(event, now, keep_content)
+            row = event_row(event, now)
             return await self._submit(lambda db: insert_plain_events(db, [row])[0], row)
-        return await self.call(
-            lambda db: insert_event(db, event, decision, now, keep_content=keep_content)
-        )
+        return await self.call(lambda db: insert_event(db, event, decision, now, dry_run=dry_run))
 
     async def close(self) -> None:
         """Finish queued calls, then close the connection and stop the thread."""

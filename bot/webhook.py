@@ -35,8 +35,7 @@ class Engine(Protocol):
 class Recorder(Protocol):
     """Commits an event with its decision and actions (the store)."""
 
-    async def record(self, event: Event, decision: Decision, *, keep_content: bool = True
-                     ) -> Recorded: ...
+    async def record(self, event: Event, decision: Decision) -> Recorded: ...
 
 
 class RecentPushes(Protocol):

@@ -86,9 +86,30 @@ def test_already_blacklisted_is_not_sent_again(db) -> None:  # type: ignore[no-u
                " VALUES (?, 'blacklisted', 1, 1)", [OPENID])
     assert enqueue_action(db, blacklist(expires_at=99), 2) is None
     assert actions(db) == []
-    assert db.execute("SELECT expires_at FROM blacklist").fetchone() == (99,)
+    assert db.execute("SELECT expires_at FROM blacklist").fetchone() == (None,), \
+        "a permanent blacklist must not become a timed one"
     assert enqueue_action(db, unblacklist(), 3) is not None
     assert actions(db) == [("unblacklist", "pending")]
+
+
+def test_timed_blacklists_keep_the_later_end(db) -> None:  # type: ignore[no-untyped-def]
+    enqueue_action(db, blacklist(expires_at=500), 1)
+    enqueue_action(db, blacklist(expires_at=300), 2)
+    assert db.execute("SELECT expires_at FROM actions").fetchall() == [(500,)]
+    enqueue_action(db, blacklist(expires_at=900), 3)
+    assert db.execute("SELECT expires_at FROM actions").fetchall() == [(900,)]
+    enqueue_action(db, blacklist(), 4)  # permanent: nothing to extend, stays timed
+    db.execute("UPDATE actions SET expires_at = NULL")
+    enqueue_action(db, blacklist(expires_at=1000), 5)
+    assert db.execute("SELECT expires_at FROM actions").fetchall() == [(None,)]
+
+
+def test_dry_run_actions_are_recorded_never_pending(db) -> None:  # type: ignore[no-untyped-def]
+    assert enqueue_action(db, blacklist(), 1, dry_run=True) is not None
+    assert enqueue_action(db, blacklist(), 2, dry_run=True) is None
+    assert actions(db) == [("blacklist", "dry_run")]
+    enqueue_action(db, blacklist("oOtherFollower0000000000001"), 3)
+    assert actions(db) == [("blacklist", "dry_run"), ("blacklist", "pending")]
 
 
 def test_admin_remove_is_always_sent(db) -> None:  # type: ignore[no-untyped-def]

@@ -216,7 +216,7 @@ async def test_concurrent_retries_are_processed_once(client: Client, config: Con
     assert [r.status for r in responses] == [200] * 4
     assert db_rows(config, "SELECT count(*) FROM events") == [(1,)]
     assert db_rows(config, "SELECT count(*) FROM decisions WHERE rule_id='contact-spam'") == [(1,)]
-    assert db_rows(config, "SELECT kind, status FROM actions") == [("blacklist", "pending")]
+    assert db_rows(config, "SELECT kind, status FROM actions") == [("blacklist", "dry_run")]
 
 
 async def test_event_retries_use_sender_and_time(client: Client, config: Config) -> None:
@@ -244,11 +244,13 @@ async def test_restart_keeps_events_and_still_drops_retries(
     assert contents == [('{"content": "before restart"}',), ('{"content": "after restart"}',)]
 
 
-async def test_healthz_and_metrics(client: Client) -> None:
+async def test_healthz_and_metrics(client: Client, config: Config) -> None:
     await post(client, text_xml(OPENID, "加微信", 8001))
     health = await (await client.get("/healthz")).json()
     assert health["status"] == "ok" and health["rules"] == 2
-    assert health["pending_actions"] == 1 and health["dry_run"] is True
+    assert health["pending_actions"] == 0 and health["dry_run"] is True
+    assert db_rows(config, "SELECT status FROM actions") == [("dry_run",)], \
+        "dry-run records the would-be action, never queues it"
     metrics = await (await client.get("/metrics")).text()
     assert 'bot_pushes_total{msg_type="text",outcome="ok"} 1.0' in metrics
     assert 'bot_rule_hits_total{action="blacklist",rule_id="contact-spam"} 1.0' in metrics
