@@ -116,9 +116,11 @@ def load_initial_rules(config: Config, metrics: Metrics) -> tuple[RuleSet, str |
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     service = app[SERVICE]
-    service.store = Store(service.config.storage.path)
+    service.store = Store(service.config.storage.path,
+                          synchronous=service.config.storage.synchronous)
     await service.store.start()
-    log.info("database: %s (WAL)", service.config.storage.path)
+    log.info("database: %s (WAL, synchronous=%s)", service.config.storage.path,
+             service.config.storage.synchronous)
     yield
     await service.store.close()
     log.info("database closed")

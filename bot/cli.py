@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import sqlite3
 import sys
 from collections.abc import Sequence
 
@@ -66,6 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     except BotError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except sqlite3.OperationalError as exc:  # e.g. the database stayed locked too long
+        print(f"database error: {exc} ({getattr(args, 'config', None) or 'config.yaml'})",
+              file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130

@@ -19,6 +19,7 @@ ENV_OVERRIDES = {
     "WECHAT_SECRET": ("wechat", "secret"),
     "WECHAT_TOKEN": ("wechat", "token"),
     "WECHAT_ENCODING_AES_KEY": ("wechat", "encoding_aes_key"),
+    "WECHAT_PREVIOUS_ENCODING_AES_KEY": ("wechat", "previous_encoding_aes_key"),
     "WECHAT_API_BASE": ("wechat", "api_base"),
 }
 
@@ -55,6 +56,7 @@ class StorageConfig:
 
     path: str = "data/bot.db"
     retention_days: int = 30
+    synchronous: str = "full"
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,8 @@ def load_config(path: str | None = None, env: dict[str, str] | None = None) -> C
     raw = _read_yaml(source)
     for var, (section, key) in ENV_OVERRIDES.items():
         if env.get(var):
-            raw.setdefault(section, {})
+            if raw.get(section) is None:  # absent, or present but empty (`wechat:`)
+                raw[section] = {}
             if isinstance(raw[section], dict):
                 raw[section][key] = env[var]
     return build_config(raw, source)
@@ -225,6 +228,8 @@ def _check_values(config: Config, source: str) -> None:
         (config.server.timestamp_tolerance_seconds >= 1, "server.timestamp_tolerance_seconds",
          "must be at least 1"),
         (config.storage.retention_days >= 1, "storage.retention_days", "must be at least 1 (days)"),
+        (config.storage.synchronous in {"full", "normal"}, "storage.synchronous",
+         "must be full (a commit survives a power cut) or normal (a process crash only)"),
         (config.rules.reload_seconds > 0, "rules.reload_seconds", "must be greater than 0"),
         (1 <= config.actions.batch_size <= 20, "actions.batch_size",
          f"must be between 1 and 20 (WeChat's limit), got {config.actions.batch_size}"),

@@ -76,10 +76,10 @@ class Webhook:
         msg_type = "unparsed"
         try:
             body = await self._read_body(request)
-            plain, encrypted = self.codec.open(request.query, body)
+            plain, key_index = self.codec.open(request.query, body)
             event = parse_event(plain)
             msg_type = event.msg_type if event.msg_type in _KNOWN_TYPES else "other"
-            text, content_type, outcome = await self._handle(event, encrypted, request)
+            text, content_type, outcome = await self._handle(event, key_index, request)
         except PushError as exc:
             outcome = _OUTCOMES.get(exc.status, "error")
             log.warning("push refused (%s) from %s: %s", exc.status, request.remote, exc.reason)
@@ -90,16 +90,18 @@ class Webhook:
         return web.Response(text=text, content_type=content_type)
 
     async def _read_body(self, request: web.Request) -> bytes:
+        """The whole body, however many packets it came in; 413 past the cap."""
         if request.content_length is not None and request.content_length > self.max_body:
             raise PushError(413, f"body larger than {self.max_body} bytes")
-        body = await request.content.read(self.max_body + 1)
-        if len(body) > self.max_body:
-            raise PushError(413, f"body larger than {self.max_body} bytes")
+        try:
+            body = await request.read()  # reads to the end, bounded by client_max_size
+        except web.HTTPRequestEntityTooLarge:
+            raise PushError(413, f"body larger than {self.max_body} bytes") from None
         if not body:
             raise PushError(400, "empty body")
         return body
 
-    async def _handle(self, event: Event, encrypted: bool, request: web.Request
+    async def _handle(self, event: Event, key_index: int | None, request: web.Request
                       ) -> tuple[str, str, str]:
         key = event.dedup_key
         earlier = self.recent.claim(key)
@@ -124,7 +126,7 @@ class Webhook:
         text, content_type = SUCCESS, TEXT
         if decision.reply:
             nonce = request.query.get("nonce", "")
-            text, content_type = self.codec.reply(event, decision.reply, encrypted, nonce), XML
+            text, content_type = self.codec.reply(event, decision.reply, key_index, nonce), XML
         self.recent.finish(key, text, content_type)
         return text, content_type, "ok"
 

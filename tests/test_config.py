@@ -28,12 +28,13 @@ from bot.errors import ConfigError
         ({"wechat": {"api_base": "https://api.weixin.qq.com/cgi-bin"}}, "'wechat.api_base'"),
         ({"server": {"path": "wechat"}}, "'server.path' must start with '/'"),
         ({"storage": {"retention_days": 0}}, "'storage.retention_days'"),
+        ({"storage": {"synchronous": "off"}}, "'storage.synchronous' must be full"),
         ({"server": "8080"}, "'server' must be a mapping"),
     ],
     ids=["unknown-key", "unknown-section", "wrong-type", "bool-not-int", "bool", "aes-appid",
          "aes-length",
          "batch-too-big", "batch-zero", "cron-fields", "cron-value", "timezone", "api-base-path",
-         "path-slash", "retention", "section-type"],
+         "path-slash", "retention", "synchronous", "section-type"],
 )
 def test_bad_values_name_the_key(raw: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -71,6 +72,17 @@ def test_env_overrides_file(tmp_path: Path) -> None:
     assert config.wechat.api_base == "http://127.0.0.1:9999"
     assert not config.dry_run
     assert "envsecret" not in repr(config)
+
+
+def test_env_overrides_an_empty_section(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("wechat:\nserver:\n  port: 9000\n", encoding="utf-8")
+    env = {"WECHAT_APPID": "wxenv", "WECHAT_SECRET": "s", "WECHAT_TOKEN": "t",
+           "WECHAT_ENCODING_AES_KEY": "a" * 43, "WECHAT_PREVIOUS_ENCODING_AES_KEY": "b" * 43}
+    config = load_config(str(path), env=env)
+    assert config.wechat.appid == "wxenv" and config.wechat.token == "t"
+    assert config.wechat.previous_encoding_aes_key == "b" * 43
+    assert not config.dry_run
 
 
 def test_config_path_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

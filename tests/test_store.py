@@ -133,3 +133,31 @@ def test_purge_drops_content_keeps_metadata(db) -> None:  # type: ignore[no-unty
     assert rows == [("1", None, 1), ("2", '{"content": "hi"}', 0)]
     replayed = [event.texts for _, event in iter_events(db)]
     assert replayed == [{}, {"content": "hi"}]
+
+
+def test_cli_transaction_waits_for_the_service_lock(tmp_path: Path) -> None:
+    import threading
+
+    from bot.store import run_sync
+
+    path = tmp_path / "bot.db"
+    open_db(path).close()
+    locked = threading.Event()
+
+    def service_commit() -> None:  # another writer holding the lock for a moment
+        conn = sqlite3.connect(path)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO kv (key, value, updated_at) VALUES ('k', 'v', 1)")
+        locked.set()
+        threading.Event().wait(0.3)
+        conn.execute("COMMIT")
+        conn.close()
+
+    writer = threading.Thread(target=service_commit)
+    writer.start()
+    locked.wait()
+    try:
+        row_id = run_sync(path, lambda db: enqueue_action(db, blacklist(), 1, source="cli"))
+    finally:
+        writer.join()
+    assert row_id is not None

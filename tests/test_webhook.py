@@ -309,3 +309,48 @@ async def test_broken_rule_edit_keeps_rules_and_shows_in_health(client: Client,
     assert db_rows(config, "SELECT rule_id FROM decisions") == [("contact-spam",)]
     metrics = await (await client.get("/metrics")).text()
     assert "bot_rule_reload_errors_total 1.0" in metrics
+
+
+async def raw_post(client: Client, head_extra: str, parts: list[bytes]) -> bytes:
+    """POST over a raw socket, sending the body in separate packets."""
+    from urllib.parse import urlencode
+
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(f"POST /wechat?{urlencode(signed_query())} HTTP/1.1\r\n"
+                 f"Host: x\r\nConnection: close\r\n{head_extra}\r\n".encode())
+    for part in parts:
+        writer.write(part)
+        await writer.drain()
+        await asyncio.sleep(0.05)  # let the server see each packet on its own
+    response = await reader.read()
+    writer.close()
+    return response
+
+
+async def test_body_split_across_packets_is_read_whole(client: Client, config: Config) -> None:
+    body = text_xml(OPENID, "分两次到达的消息 " * 20, 9960).encode()
+    response = await raw_post(client, f"Content-Length: {len(body)}\r\n",
+                              [body[:100], body[100:]])
+    assert response.startswith(b"HTTP/1.1 200") and response.endswith(b"success")
+    assert db_rows(config, "SELECT count(*) FROM events") == [(1,)]
+
+
+async def test_chunked_body_over_the_cap_gets_413(client: Client, config: Config) -> None:
+    chunk = b"x" * 8192
+    chunks = [f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+              for _ in range(config.server.max_body_bytes // len(chunk) + 2)]
+    response = await raw_post(client, "Transfer-Encoding: chunked\r\n", [*chunks, b"0\r\n\r\n"])
+    assert response.startswith(b"HTTP/1.1 413")
+
+
+async def test_reply_uses_the_key_the_push_came_in(client: Client) -> None:
+    query, body = encrypted(text_xml(OPENID, "你好机器人", 9970), key=OLD_AES_KEY)
+    reply = await (await post(client, body, query)).text()
+    assert "您好，已收到" in decrypt_reply(reply, key=OLD_AES_KEY)
+
+
+async def test_deeply_nested_xml_gets_400(client: Client) -> None:
+    deep = "<a>" * 5000 + "x" + "</a>" * 5000
+    body = (f"<xml><FromUserName>{OPENID}</FromUserName><CreateTime>1</CreateTime>"
+            f"<MsgType>event</MsgType><Event>x</Event>{deep}</xml>")
+    assert (await post(client, body)).status == 400

@@ -76,20 +76,20 @@ class PushCodec:
             raise PushError(403, "timestamp too far from now (replayed or clock skew)")
 
     def open(self, query: Mapping[str, str], body: bytes, now: float | None = None
-             ) -> tuple[bytes, bool]:
-        """Verify a push and return its plaintext XML and whether it came encrypted."""
+             ) -> tuple[bytes, int | None]:
+        """Verify a push; return its plaintext XML and which key decrypted it (None: plain)."""
         if query.get("encrypt_type", "raw").lower() != "aes":
             self.check_signature(query, now=now)
-            return body, False
+            return body, None
         if not self._ciphers:
             raise PushError(400, "encrypted push but wechat.encoding_aes_key is not configured")
         encrypted = _text_field(parse_xml(body), "Encrypt")
         if not encrypted:
             raise PushError(400, "encrypted push without an Encrypt element")
         self.check_signature(query, encrypted, name="msg_signature", now=now)
-        return self._decrypt(encrypted), True
+        return self._decrypt(encrypted)
 
-    def _decrypt(self, encrypted: str) -> bytes:
+    def _decrypt(self, encrypted: str) -> tuple[bytes, int]:
         for index, cipher in enumerate(self._ciphers):
             try:
                 plain = PrpCrypto(cipher.key).decrypt(encrypted, self.appid)
@@ -97,15 +97,16 @@ class PushCodec:
                 continue
             if index:
                 log.info("push decrypted with wechat.previous_encoding_aes_key")
-            return plain if isinstance(plain, bytes) else str(plain).encode("utf-8")
+            return (plain if isinstance(plain, bytes) else str(plain).encode("utf-8")), index
         raise PushError(400, "encrypted push does not decrypt with the configured key(s)")
 
-    def reply(self, event: Event, content: str, encrypted: bool, nonce: str) -> str:
-        """A passive text reply to ``event``, encrypted when the push was."""
+    def reply(self, event: Event, content: str, key_index: int | None, nonce: str) -> str:
+        """A passive text reply to ``event``, encrypted under the key its push came in."""
         xml = TextReply(source=event.account, target=event.openid, content=content).render()
-        if not encrypted:
+        if key_index is None:
             return str(xml)
-        return str(self._ciphers[0].encrypt_message(xml, nonce, str(int(time.time()))))
+        cipher = self._ciphers[key_index]
+        return str(cipher.encrypt_message(xml, nonce, str(int(time.time()))))
 
 
 def parse_xml(body: bytes) -> ET.Element:
@@ -126,24 +127,30 @@ def _text_field(root: ET.Element, name: str) -> str:
     return (node.text or "").strip() if node is not None else ""
 
 
+# Documented pushes nest three levels at most (CopyrightCheckResult.ResultList.item).
+MAX_DEPTH = 6
+
+
 def flatten(root: ET.Element) -> dict[str, str]:
     """Every field of a push as ``Name`` or ``Parent.Child`` (``item[1]`` for repeats)."""
     out: dict[str, str] = {}
     for child in root:  # the hot path: pushes are flat but for a few event kinds
         if len(child):
-            _walk(child, child.tag + ".", out)
+            _walk(child, child.tag + ".", out, 2)
         else:
             out[child.tag] = child.text or ""
     return out
 
 
-def _walk(node: ET.Element, prefix: str, out: dict[str, str]) -> None:
+def _walk(node: ET.Element, prefix: str, out: dict[str, str], depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise PushError(400, f"XML nested deeper than {MAX_DEPTH} levels")
     seen: dict[str, int] = {}
     for child in node:
         count = seen[child.tag] = seen.get(child.tag, -1) + 1
         key = prefix + child.tag + (f"[{count}]" if count else "")
         if len(child):
-            _walk(child, key + ".", out)
+            _walk(child, key + ".", out, depth + 1)
         else:
             out[key] = child.text or ""
 
