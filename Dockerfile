@@ -26,7 +26,10 @@ USER bot
 VOLUME ["/data"]
 EXPOSE 8080
 
+# Reads the port from the same config the service serves (BOT_CONFIG).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-    CMD python -c "import sys, urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4); sys.exit(0)" || exit 1
+    CMD python -c "import urllib.request; from bot.config import load_config; \
+port = load_config(None).server.port; \
+urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=4)" || exit 1
 
 CMD ["python", "-m", "bot", "serve"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
@@ -30,6 +31,7 @@ from bot.wechat.push import PushCodec
 log = logging.getLogger(__name__)
 
 PURGE_INTERVAL_SECONDS = 3600.0
+PURGE_CHUNK = 5000
 API_TIMEOUT_SECONDS = 10.0
 
 
@@ -89,6 +91,8 @@ class Service:
             state["pending_actions"] = await self.store.call(pending_count)
         except Exception as exc:  # reported, not raised: health must answer
             state.update(status="down", error=f"database: {exc.__class__.__name__}")
+        if self.scheduler is not None and self.scheduler.last_error:
+            state["export_error"] = self.scheduler.last_error
         if self.batcher is not None:
             actions = self.batcher.status.as_dict()
             if actions["paused_reason"]:
@@ -187,14 +191,30 @@ async def _purge_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _purge_loop(service: Service) -> None:
+    """Purge old message content in small transactions, hourly; never die of an error."""
     days = service.config.storage.retention_days
     while True:
-        assert service.store is not None
-        before = int(time.time()) - days * 86400
-        purged = await service.store.call(functools.partial(purge_content, before=before))
-        if purged:
-            log.info("purged message content of %d events older than %d days", purged, days)
+        try:
+            purged = await purge_old_content(service, int(time.time()) - days * 86400)
+        except sqlite3.Error as exc:
+            log.error("purging message content failed, retrying next hour: %s", exc)
+        else:
+            if purged:
+                log.info("purged message content of %d events older than %d days", purged,
+                         days)
         await asyncio.sleep(PURGE_INTERVAL_SECONDS)
+
+
+async def purge_old_content(service: Service, before: int) -> int:
+    """Purge in chunks so pushes keep committing in between; return rows purged."""
+    assert service.store is not None
+    total = 0
+    while True:
+        purged = await service.store.call(
+            functools.partial(purge_content, before=before, limit=PURGE_CHUNK))
+        total += purged
+        if purged < PURGE_CHUNK:
+            return total
 
 
 def _webhook(service: Service) -> Webhook:

@@ -15,7 +15,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -346,12 +346,16 @@ def iter_events(db: Database, since: int = 0) -> Iterator[tuple[int, Event]]:
         yield row[0], row_to_event(row, columns)
 
 
-def purge_content(db: Database, before: int) -> int:
-    """Drop followers' message content received before ``before``; return rows purged."""
+def purge_content(db: Database, before: int, limit: int = 5000) -> int:
+    """Drop followers' message content received before ``before``, at most ``limit`` rows.
+
+    Bounded so that one call never holds the writer (and so every push) for long;
+    call it again while it returns ``limit``.
+    """
     cur = db.execute(
-        "UPDATE events SET texts = NULL, fields = NULL, purged = 1"
-        " WHERE received_at < ? AND purged = 0",
-        [before],
+        "UPDATE events SET texts = NULL, fields = NULL, purged = 1 WHERE id IN ("
+        " SELECT id FROM events WHERE received_at < ? AND purged = 0 LIMIT ?)",
+        [before, limit],
     )
     return cur.rowcount
 

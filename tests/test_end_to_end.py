@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bot.app import SERVICE, build_app
+from bot.app import build_app
 from bot.config import build_config
 from tests.fake_wechat import FakeWeChat
 from tests.pushes import TOKEN, signed_query, text_xml
@@ -69,7 +69,6 @@ async def test_spam_pushes_become_batched_blacklist_calls(
                         ).fetchone() == (5,)
     metrics = await (await client.get("/metrics")).text()
     assert 'bot_api_calls_total{endpoint="batchblacklist",outcome="ok"}' in metrics
-    assert client.app[SERVICE].config.dry_run is False
 
 
 async def test_api_down_then_restart_loses_nothing(

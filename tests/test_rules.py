@@ -48,6 +48,8 @@ SCHEMA_ERRORS = [
      "r.yaml:5: rule 'a': unknown key 'colour'"),
     ("rules:\n  - id: a\n    action: log\n", "r.yaml:2: rule 'a': a rule needs at least one "
                                               "condition"),
+    ("rules:\n  - id: a\n    keywords: []\n    action: blacklist\n",
+     "r.yaml:3: rule 'a': 'keywords' is an empty list"),
     ("rules:\n  - id: a\n    regex: ['(a)\\1']\n    action: log\n",
      "r.yaml:3: rule 'a': regex '(a)\\\\1' is not valid RE2 syntax"),
     ("rules:\n  - id: a\n    regex: ['(?=x)y']\n    action: log\n", "no backreferences or "

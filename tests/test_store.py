@@ -112,6 +112,14 @@ def test_dry_run_actions_are_recorded_never_pending(db) -> None:  # type: ignore
     assert actions(db) == [("blacklist", "dry_run"), ("blacklist", "pending")]
 
 
+def test_purge_works_in_bounded_chunks(db) -> None:  # type: ignore[no-untyped-def]
+    from bot.store import insert_event
+
+    for index in range(7):
+        insert_event(db, text_event(index), Decision(), now=100)
+    assert [purge_content(db, before=150, limit=3) for _ in range(4)] == [3, 3, 1, 0]
+
+
 def test_admin_remove_is_always_sent(db) -> None:  # type: ignore[no-untyped-def]
     enqueue_action(db, blacklist(), 1)
     assert enqueue_action(db, unblacklist(), 2, source="cli") is not None
@@ -129,6 +137,7 @@ def test_purge_drops_content_keeps_metadata(db) -> None:  # type: ignore[no-unty
     insert_event(db, text_event(1, content="secret phone 13800000000"), Decision(), now=100)
     insert_event(db, text_event(2), Decision(), now=200)
     assert purge_content(db, before=150) == 1
+    assert purge_content(db, before=150) == 0
     rows = db.execute("SELECT msg_id, texts, purged FROM events ORDER BY id").fetchall()
     assert rows == [("1", None, 1), ("2", '{"content": "hi"}', 0)]
     replayed = [event.texts for _, event in iter_events(db)]

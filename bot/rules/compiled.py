@@ -203,8 +203,11 @@ class RuleSet:
                         matches: dict[int, TextMatch]) -> None:
         scan = _Scan()
         haystack = as_bytes(folded.dense)
+        offsets: list[int] | None = None  # built on the first hit only: most texts have none
         for end, (length, kw_rules, ex_rules, word) in self._automaton.iter(haystack):
-            start, stop = char_index(haystack, end - length + 1), char_index(haystack, end + 1)
+            if offsets is None:
+                offsets = char_offsets(folded.dense)
+            start, stop = offsets[end - length + 1], offsets[end + 1]
             for index in kw_rules:
                 if index in active:
                     scan.keyword_hits.setdefault(index, []).append((start, stop, word))
@@ -277,14 +280,22 @@ def as_bytes(text: str) -> str:
     pyahocorasick walks a node's children one by one; over CJK a node can have
     thousands (measured: 29 us a message at 10,000 keywords). Over bytes no node has
     more than 256, and the cost stays flat (8-11 us from 10,000 to 100,000 keywords).
-    UTF-8 is self-synchronising, so a keyword's bytes only ever match whole characters.
+    UTF-8 is self-synchronising, so a keyword's bytes only ever match whole characters
+    (``char_offsets`` maps their byte offsets back).
     """
     return text.encode("utf-8").decode("latin-1")
 
 
-def char_index(haystack: str, byte_offset: int) -> int:
-    """The character offset in the original text of a byte offset into ``as_bytes``."""
-    return len(haystack[:byte_offset].encode("latin-1").decode("utf-8"))
+def char_offsets(text: str) -> list[int]:
+    """For each byte offset into ``as_bytes(text)``, the character offset in ``text``.
+
+    Built once per text with hits, so any number of hits costs linear time.
+    """
+    offsets: list[int] = []
+    for index, char in enumerate(text):
+        offsets.extend([index] * len(char.encode("utf-8")))
+    offsets.append(len(text))
+    return offsets
 
 
 def _example_error(spec: RuleSpec, text: str, expected: bool, match: TextMatch | None) -> str:

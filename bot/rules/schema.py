@@ -223,7 +223,11 @@ class _FileChecker:
             if key not in RULE_KEYS:
                 self.error(raw.key_lines[key], f"{label}: unknown key '{key}' "
                            f"(expected one of: {', '.join(RULE_KEYS)})")
-        if not any(raw.get(key) is not None for key in CONDITION_KEYS):
+        for key in CONDITION_KEYS:  # an empty list is no condition: it would match all
+            if isinstance(raw.get(key), list) and not raw[key]:
+                self.error(raw.key_lines[key], f"{label}: '{key}' is an empty list; "
+                           f"list at least one entry or remove the key")
+        if not any(raw.get(key) for key in CONDITION_KEYS):
             self.error(line, f"{label}: a rule needs at least one condition "
                        f"({', '.join(CONDITION_KEYS)})")
         fields = _RuleFields(self, raw, label)
