@@ -292,8 +292,7 @@ class Exporter:
     async def run(self) -> ExportResult:
         """Export now: lock, page, swap the day's snapshot, write files, prune."""
         started = self.clock()
-        holder = await self.store.call(
-            lambda db: snap.acquire_lock(db, self.owner, started, LOCK_TTL))
+        holder = await self._lock(started)
         if holder is not None:
             raise ExportSkipped(f"another export is running ({holder}); try again later")
         try:
@@ -336,10 +335,13 @@ class Exporter:
             await notify(self.config.notify_url, summary_text(data))
         return ExportResult(day, progress.kept, paths, progress, data, notes)
 
-    async def _keep_lock(self) -> None:
-        now = self.clock()
-        holder = await self.store.call(
+    async def _lock(self, now: float) -> str | None:
+        """Take or refresh the export lock; the other holder's name when it is taken."""
+        return await self.store.call(
             lambda db: snap.acquire_lock(db, self.owner, now, LOCK_TTL))
+
+    async def _keep_lock(self) -> None:
+        holder = await self._lock(self.clock())
         if holder is not None:
             raise ExportError(f"lost the export lock to {holder}")
 
@@ -351,10 +353,16 @@ def _consistency_notes(progress: Progress) -> list[str]:
     return []
 
 
-async def _drop_snapshot(store: StoreLike, snapshot_id: int) -> None:
-    """Delete a snapshot's entries chunk by chunk, then its row."""
-    while await store.call(lambda db: snap.delete_entries_chunk(db, snapshot_id, CHUNK)):
+async def _drop_entries(store: StoreLike, snapshot_id: int) -> None:
+    """Delete a snapshot's entries chunk by chunk, so pushes commit in between."""
+    while await store.call(partial(snap.delete_entries_chunk, snapshot_id=snapshot_id,
+                                   limit=CHUNK)):
         pass
+
+
+async def _drop_snapshot(store: StoreLike, snapshot_id: int) -> None:
+    """Delete a snapshot's entries, then its row."""
+    await _drop_entries(store, snapshot_id)
     await store.call(lambda db: snap.delete_snapshot_row(db, snapshot_id))
 
 
@@ -373,9 +381,7 @@ async def prune(store: StoreLike, config: ExportConfig, now: float) -> list[Path
     cutoff = day_of(now - config.retention_days * 86400, config.timezone)
     removed = await asyncio.to_thread(remove_old_files, Path(config.dir), cutoff)
     for sid in await store.call(lambda db: snap.prunable(db, cutoff)):
-        while await store.call(partial(snap.delete_entries_chunk, snapshot_id=sid,
-                                       limit=CHUNK)):
-            pass
+        await _drop_entries(store, sid)
     if removed:
         log.info("export retention: removed %d files older than %s", len(removed), cutoff)
     return removed
