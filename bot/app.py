@@ -82,6 +82,8 @@ class Service:
         state: dict[str, Any] = {"status": "ok", "dry_run": self.config.dry_run}
         ruleset = self.engine.ruleset if self.engine else None
         state["rules"] = len(ruleset) if ruleset is not None else 0
+        if self.watcher is not None and self.watcher.loaded_at:
+            state["rules_loaded_at"] = int(self.watcher.loaded_at)
         rules_error = self.watcher.last_error if self.watcher else None
         if rules_error:
             state["status"] = "degraded"

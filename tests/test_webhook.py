@@ -248,6 +248,7 @@ async def test_healthz_and_metrics(client: Client, config: Config) -> None:
     await post(client, text_xml(OPENID, "加微信", 8001))
     health = await (await client.get("/healthz")).json()
     assert health["status"] == "ok" and health["rules"] == 2
+    assert abs(health["rules_loaded_at"] - time.time()) < 60
     assert health["pending_actions"] == 0 and health["dry_run"] is True
     assert db_rows(config, "SELECT status FROM actions") == [("dry_run",)], \
         "dry-run records the would-be action, never queues it"
