@@ -125,7 +125,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
-    parser.add_argument("--openids", type=int, default=5000)
+    parser.add_argument("--openids", type=int, default=50_000)
     parser.add_argument("--msgid-base", type=int, default=0)
     args = parser.parse_args()
     try:
