@@ -67,12 +67,12 @@ def run_server(cmd: list[str], port: int, args: argparse.Namespace, token: str
             proc.kill()
 
 
-def write_config(workdir: Path, port: int) -> Path:
+def write_config(workdir: Path, port: int, synchronous: str = "full") -> Path:
     config = workdir / "config.yaml"
     config.write_text(
         f"wechat:\n  token: {TOKEN}\n"
         f"server:\n  host: 127.0.0.1\n  port: {port}\n"
-        f"storage:\n  path: {workdir / 'bench.db'}\n"
+        f"storage:\n  path: {workdir / 'bench.db'}\n  synchronous: {synchronous}\n"
         f"rules:\n  dir: {ROOT / 'rules'}\n"
         f"actions:\n  dry_run: true\n"
         f"export:\n  dir: {workdir / 'exports'}\n"
@@ -88,11 +88,12 @@ def bench_webhook(args: argparse.Namespace) -> None:
                       bare_port, args, "")
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
-        config = write_config(Path(tmp), port)
+        config = write_config(Path(tmp), port, args.synchronous)
         real = run_server([sys.executable, "-m", "bot", "serve", "--config", str(config)],
                           port, args, TOKEN)
     print(f"\nwebhook bench: {args.concurrency} connections, {args.seconds:.0f} s after "
-          f"{args.warmup:.0f} s warm-up, signed plain-mode text pushes, default rules")
+          f"{args.warmup:.0f} s warm-up, signed plain-mode text pushes, default rules, "
+          f"storage.synchronous={args.synchronous}")
     print(f"{'server':<28}{'msgs/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
     for name, result in (("bare aiohttp (ceiling)", bare), ("bot webhook", real)):
         print(f"{name:<28}{result['rps']:>10.0f}{result['p50_ms']:>10.2f}"
@@ -107,6 +108,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--only", choices=["webhook", "engine", "export"], default=None)
+    parser.add_argument("--synchronous", choices=["full", "normal"], default="full",
+                        help="storage.synchronous of the served config")
     args = parser.parse_args()
     if args.only in (None, "webhook"):
         bench_webhook(args)
