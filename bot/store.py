@@ -181,20 +181,16 @@ class Recorded:
 def insert_event(db: Database, event: Event, decision: Decision, now: int,
                  *, dry_run: bool = False) -> Recorded:
     """Insert one event with its decision rows and outbox actions (caller holds the txn)."""
-    cur = db.conn.execute(
-        f"INSERT OR IGNORE INTO events ({_EVENT_COLUMNS}) VALUES ({_EVENT_VALUES})",
-        event_row(event, now),
-    )
-    if cur.rowcount == 0:
-        return Recorded(None, True)
-    event_id = cur.lastrowid
-    insert_decision(db, event.openid, decision, now, event_id=event_id, dry_run=dry_run)
-    return Recorded(event_id, False)
+    return record_pushes(db, [Push(event_row(event, now), event.openid, decision, dry_run)],
+                         now)[0]
 
 
 _EVENT_COLUMNS = ("dedup_key, openid, account, msg_type, event, msg_id, create_time,"
                   " received_at, texts, fields")
-_EVENT_VALUES = ",".join("?" * 10)
+_DECISION_COLUMNS = ("event_id, openid, rule_id, action, evidence, field, span_start,"
+                     " span_end, created_at")
+# Rows per multi-row INSERT: 1000 x 10 columns stays far below SQLite's 32766 variables.
+_ROWS_PER_INSERT = 1000
 
 
 def event_row(event: Event, now: int) -> tuple[Any, ...]:
@@ -207,32 +203,87 @@ def event_row(event: Event, now: int) -> tuple[Any, ...]:
     )
 
 
-def insert_plain_events(db: Database, rows: list[tuple[Any, ...]]) -> list[Recorded]:
-    """Insert many decision-less events in a constant number of statements.
+@dataclass(frozen=True, slots=True)
+class Push:
+    """A push to record: its ``events`` row, the decision about it, and the mode."""
 
-    Under load most pushes fire no rule; one SELECT finds retries already stored and
-    one multi-row INSERT stores the rest, so the writer thread needs the GIL a few
-    times per batch instead of once per push. Their ``event_id`` is not looked up.
+    row: tuple[Any, ...]
+    openid: str
+    decision: Decision
+    dry_run: bool = False
+
+
+def record_pushes(db: Database, pushes: list[Push], now: int) -> list[Recorded]:
+    """Record many pushes, their decisions and actions, in a few statements.
+
+    One SELECT finds retries already stored, one multi-row INSERT stores the events
+    and one the decisions; only actions (rare) cost statements of their own. The
+    writer thread needs the GIL back after every statement, so under load this is
+    what keeps it from queueing behind the event loop once per push.
     """
-    keys = [row[0] for row in rows]
-    found = db.conn.execute(
-        "SELECT group_concat(dedup_key, char(31)) FROM events WHERE dedup_key IN"
-        f" ({','.join('?' * len(keys))})", keys,
-    ).fetchone()[0]
-    seen = set(found.split("\x1f")) if found else set()
-    results, fresh = [], []
-    for row in rows:
-        results.append(Recorded(None, row[0] in seen))
-        if row[0] not in seen:
-            seen.add(row[0])
-            fresh.append(row)
-    if fresh:
-        db.conn.execute(
-            f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES "
-            + ",".join([f"({_EVENT_VALUES})"] * len(fresh)),
-            [value for row in fresh for value in row],
-        )
-    return results
+    seen = _stored_keys(db, [push.row[0] for push in pushes])
+    results: list[Recorded] = []
+    fresh: list[Push] = []
+    for push in pushes:
+        duplicate = push.row[0] in seen
+        seen.add(push.row[0])
+        results.append(Recorded(None, duplicate))
+        if not duplicate:
+            fresh.append(push)
+    ids = _insert_many(db, "events", _EVENT_COLUMNS, [push.row for push in fresh])
+    decided = [(event_id, push) for event_id, push in zip(ids, fresh, strict=True)
+               if push.decision.hits]
+    _insert_many(db, "decisions", _DECISION_COLUMNS, [
+        (event_id, push.openid, h.rule_id, str(h.action), h.evidence, h.field,
+         h.span[0] if h.span else None, h.span[1] if h.span else None, now)
+        for event_id, push in decided for h in push.decision.hits
+    ])
+    for event_id, push in decided:
+        for action in push.decision.actions:
+            enqueue_action(db, action, now, event_id=event_id, dry_run=push.dry_run)
+    by_id = iter(ids)
+    return [result if result.duplicate else Recorded(next(by_id), False) for result in results]
+
+
+def insert_decision(db: Database, openid: str, decision: Decision, now: int,
+                    *, source: str = "rule", dry_run: bool = False) -> None:
+    """Store a decision that no push carried (an admin's) and queue its actions."""
+    _insert_many(db, "decisions", _DECISION_COLUMNS, [
+        (None, openid, h.rule_id, str(h.action), h.evidence, h.field,
+         h.span[0] if h.span else None, h.span[1] if h.span else None, now)
+        for h in decision.hits
+    ])
+    for action in decision.actions:
+        enqueue_action(db, action, now, source=source, dry_run=dry_run)
+
+
+def _stored_keys(db: Database, keys: list[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(keys), _ROWS_PER_INSERT):
+        chunk = keys[start:start + _ROWS_PER_INSERT]
+        joined = db.conn.execute(
+            "SELECT group_concat(dedup_key, char(31)) FROM events WHERE dedup_key IN"
+            f" ({','.join('?' * len(chunk))})", chunk,
+        ).fetchone()[0]
+        if joined:
+            found.update(joined.split("\x1f"))
+    return found
+
+
+def _insert_many(db: Database, table: str, columns: str, rows: list[tuple[Any, ...]]
+                 ) -> list[int]:
+    """Multi-row INSERT; the new rowids, in order (one statement holds the write lock,
+    and SQLite gives each row the table's largest rowid plus one: they are consecutive)."""
+    ids: list[int] = []
+    width = columns.count(",") + 1
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[start:start + _ROWS_PER_INSERT]
+        placeholders = ",".join([f"({','.join('?' * width)})"] * len(chunk))
+        cur = db.conn.execute(f"INSERT INTO {table} ({columns}) VALUES {placeholders}",
+                              [value for row in chunk for value in row])
+        last = int(cur.lastrowid or 0)
+        ids.extend(range(last - len(chunk) + 1, last + 1))
+    return ids
 
 
 def _extra_fields(event: Event) -> str | None:
@@ -243,24 +294,6 @@ def _extra_fields(event: Event) -> str | None:
     if event.msg_type in MESSAGE_TYPES:
         return None
     return json.dumps(dict(event.fields), ensure_ascii=False)
-
-
-def insert_decision(db: Database, openid: str, decision: Decision, now: int,
-                    *, event_id: int | None = None, source: str = "rule",
-                    dry_run: bool = False) -> None:
-    """Store every hit of a decision and queue its actions."""
-    if decision.hits:
-        db.conn.executemany(
-            "INSERT INTO decisions (event_id, openid, rule_id, action, evidence, field,"
-            " span_start, span_end, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
-            [
-                (event_id, openid, h.rule_id, str(h.action), h.evidence, h.field,
-                 h.span[0] if h.span else None, h.span[1] if h.span else None, now)
-                for h in decision.hits
-            ],
-        )
-    for action in decision.actions:
-        enqueue_action(db, action, now, event_id=event_id, source=source, dry_run=dry_run)
 
 
 # A permanent blacklist (NULL expiry) outranks every timed one; two timed ones keep
@@ -375,8 +408,8 @@ def pending_count(db: Database) -> int:
 class _Job:
     fn: Callable[[Database], Any]
     future: asyncio.Future[Any]
-    # A decision-less push: its events row, stored in bulk with the batch's others.
-    plain_row: tuple[Any, ...] | None = None
+    # A push to record: stored in bulk with the other pushes of the batch.
+    push: Push | None = None
 
 
 class Store:
@@ -413,15 +446,14 @@ class Store:
         """Run ``fn(db)`` on the owning thread inside a transaction; return after COMMIT."""
         return await self._submit(fn)
 
-    async def _submit(self, fn: Callable[[Database], T],
-                      plain_row: tuple[Any, ...] | None = None) -> T:
+    async def _submit(self, fn: Callable[[Database], T], push: Push | None = None) -> T:
         if self._thread is None or not self._thread.is_alive():
             raise RuntimeError("store is not running")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         if not self._outgoing:
             loop.call_soon(self._send_outgoing)
-        self._outgoing.append(_Job(fn, future, plain_row))
+        self._outgoing.append(_Job(fn, future, push))
         return await future
 
     def _send_outgoing(self) -> None:
@@ -432,10 +464,8 @@ class Store:
                      ) -> Recorded:
         """Commit a push with its decision and actions; a WeChat retry comes back duplicate."""
         now = int(time.time())
-        if not decision.hits:
-            row = event_row(event, now)
-            return await self._submit(lambda db: insert_plain_events(db, [row])[0], row)
-        return await self.call(lambda db: insert_event(db, event, decision, now, dry_run=dry_run))
+        push = Push(event_row(event, now), event.openid, decision, dry_run)
+        return await self._submit(lambda db: record_pushes(db, [push], now)[0], push)
 
     async def close(self) -> None:
         """Finish queued calls, then close the connection and stop the thread."""
@@ -484,14 +514,12 @@ class Store:
         outcomes: list[tuple[_Job, bool, Any]] = []
         try:
             db.conn.execute("BEGIN IMMEDIATE")
-            plain = [job for job in jobs if job.plain_row is not None]
-            if plain:
-                recorded = insert_plain_events(db, [job.plain_row for job in plain])  # type: ignore[misc]
-                outcomes.extend((job, True, result) for job, result in zip(plain, recorded,
-                                                                             strict=True))
-            for job in jobs:
-                if job.plain_row is None:
-                    outcomes.append(self._run_job(db, job))
+            pushes = [job for job in jobs if job.push is not None]
+            if pushes:
+                recorded = record_pushes(db, [job.push for job in pushes if job.push],
+                                         int(time.time()))
+                outcomes.extend(zip(pushes, [True] * len(pushes), recorded, strict=True))
+            outcomes.extend(self._run_job(db, job) for job in jobs if job.push is None)
             db.conn.execute("COMMIT")
             self.commits += 1
             self.committed_calls += len(jobs)

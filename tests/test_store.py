@@ -170,3 +170,27 @@ def test_cli_transaction_waits_for_the_service_lock(tmp_path: Path) -> None:
     finally:
         writer.join()
     assert row_id is not None
+
+
+def test_bulk_record_maps_each_decision_to_its_event(db) -> None:  # type: ignore[no-untyped-def]
+    from bot.store import Push, event_row, record_pushes
+
+    hit = RuleHit("spam", ActionKind.BLACKLIST, "kw")
+    pushes = []
+    for index in range(1, 8):
+        event = text_event(index, openid=f"oBulkFollower{index:014d}", content=f"m{index}")
+        decision = Decision(hits=(hit,), actions=(blacklist(event.openid),)) \
+            if index % 3 == 0 else Decision()
+        pushes.append(Push(event_row(event, 100), event.openid, decision))
+    pushes.append(pushes[2])  # a retry inside the same batch
+    results = record_pushes(db, pushes, 100)
+    assert [r.duplicate for r in results] == [False] * 7 + [True]
+    rows = db.execute("SELECT e.id, e.texts, d.openid FROM decisions d"
+                      " JOIN events e ON e.id = d.event_id ORDER BY e.id").fetchall()
+    assert [(texts, openid) for _, texts, openid in rows] == [
+        ('{"content": "m3"}', "oBulkFollower00000000000003"),
+        ('{"content": "m6"}', "oBulkFollower00000000000006")]
+    assert results[2].event_id == rows[0][0] and results[5].event_id == rows[1][0]
+    assert db.execute("SELECT openid, event_id FROM actions ORDER BY id").fetchall() == [
+        ("oBulkFollower00000000000003", rows[0][0]), ("oBulkFollower00000000000006", rows[1][0])]
+    assert record_pushes(db, pushes[:1], 101)[0].duplicate, "a later retry is caught too"
