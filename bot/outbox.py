@@ -136,8 +136,17 @@ class ActionQueue(Protocol):
     async def finish(self, ids: Sequence[int], now: float, status: str, *,
                      errcode: int | None = None, errmsg: str = "") -> None: ...
     async def set_pause(self, until: float, reason: str, now: float) -> None: ...
-    async def queue_expired(self, now: float) -> int: ...
+    async def queue_expired(self, now: float, *, dry_run: bool = False) -> int: ...
     async def count_active(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class GroupOutcome:
+    """What sending a group of rows (halves included) came to, for its sibling half."""
+
+    all_done: bool  # every row went through
+    found_bad: bool  # a bad OpenID was isolated (failed) among them
+    pause: Settlement | None = None  # sending paused: nothing more may be sent now
 
 
 class BlacklistAPI(Protocol):
@@ -167,7 +176,12 @@ class BatcherStatus:
 
 class Batcher:
     """Sends queued actions: one call in flight per kind, claims shared safely across
-    processes, stale claims of dead processes reclaimed, timed blacklists expired."""
+    processes, stale claims of dead processes reclaimed, timed blacklists expired.
+
+    In dry-run it never claims, reclaims or settles a row: the database may be shared
+    with a live service (a CLI run without secrets), whose queue is not ours to touch.
+    It only heartbeats and records expiries as ``dry_run`` would-be unblacklists.
+    """
 
     def __init__(self, store: Any, client: BlacklistAPI | None, config: ActionsConfig,
                  metrics: Metrics, *, dry_run: bool, owner: str = "",
@@ -199,15 +213,18 @@ class Batcher:
         """Announce this owner, recover claims of dead processes, start the loops."""
         now = self._clock()
         await self._queue.heartbeat(self.owner, now)
-        recovered = await self._queue.reclaim_stale(now, self._stale_after)
-        if recovered:
-            log.warning("recovered %d actions left in flight by a stopped process", recovered)
-        await self._queue.queue_expired(now)
+        if not self._dry_run:
+            recovered = await self._queue.reclaim_stale(now, self._stale_after)
+            if recovered:
+                log.warning("recovered %d actions left in flight by a stopped process",
+                            recovered)
+        await self._queue.queue_expired(now, dry_run=self._dry_run)
         self._pending = await self._queue.count_active()
         self._stopping = False
         self._stop_event.clear()
-        for kind in KINDS:
-            self._spawn(self._worker(kind), f"batcher-{kind}")
+        if not self._dry_run:
+            for kind in KINDS:
+                self._spawn(self._worker(kind), f"batcher-{kind}")
         self._spawn(self._housekeeping_loop(), "batcher-housekeeping")
         mode = "dry-run: no API calls" if self._dry_run else "live"
         log.info("batcher started (%s), %d actions queued", mode, self._pending)
@@ -234,7 +251,9 @@ class Batcher:
 
     async def drain(self, timeout: float) -> bool:
         """Send everything queued now, partial batches included; True when nothing is left
-        pending (False on timeout or when sending is paused)."""
+        pending (False on timeout, when sending is paused, or in dry-run: nothing is sent)."""
+        if self._dry_run:
+            return False
         self._flush = True
         self.wake()
         deadline = time.monotonic() + timeout
@@ -319,11 +338,12 @@ class Batcher:
     async def housekeep(self, now: float) -> None:
         """Heartbeat, recover dead claims, queue expired timed blacklists (every ~10 s)."""
         await self._queue.heartbeat(self.owner, now)
-        if await self._queue.reclaim_stale(now, self._stale_after):
+        if not self._dry_run and await self._queue.reclaim_stale(now, self._stale_after):
             self.wake()
-        expired = await self._queue.queue_expired(now)
+        expired = await self._queue.queue_expired(now, dry_run=self._dry_run)
         if expired:
-            log.info("%d timed blacklists expired: unblacklist queued", expired)
+            log.info("%d timed blacklists expired: unblacklist %s", expired,
+                     "recorded (dry-run, not sent)" if self._dry_run else "queued")
             self.wake()
         self._pending = await self._queue.count_active()
         self._metrics.pending_actions.set(self._pending)
@@ -331,32 +351,43 @@ class Batcher:
     # ------------------------------------------------------------ sending
 
     async def _process(self, kind: ActionKind, rows: list[Claimed]) -> None:
-        if self._dry_run:
-            await self._queue.finish([r.id for r in rows], self._clock(), "dry_run")
-            self._metrics.actions.labels(str(kind), "dry_run").inc(len(rows))
-            log.info("dry-run: would %s %d followers", kind, len(rows))
-            return
         await self._send_group(kind, rows, None)
         self._pending = await self._queue.count_active()
         self._metrics.pending_actions.set(self._pending)
 
     async def _send_group(self, kind: ActionKind, rows: list[Claimed],
-                          known_bad: WeChatAPIError | None) -> bool:
-        """Send ``rows`` and settle; returns True when a bad OpenID was isolated in them.
+                          known_bad: WeChatAPIError | None) -> GroupOutcome:
+        """Send ``rows`` and settle them, halving on 40032 and on 40003/49003.
 
-        ``known_bad`` is the 40003/49003 of a parent batch whose other half went through:
-        these rows must hold the bad OpenID, so they are halved without being sent whole.
+        ``known_bad`` is the 40003/49003 of a parent batch whose other half all went
+        through: these rows must hold the bad OpenID, so they are halved unsent.
         """
         error = known_bad if known_bad is not None else await self._attempt(kind, rows)
         s = settle(error, size=len(rows), attempts=max(r.attempts for r in rows),
                    now=self._clock(), backoff=self._backoff, rng=self._rng)
-        if s.verdict in (Verdict.SPLIT, Verdict.BISECT):
-            left, right = rows[: len(rows) // 2], rows[len(rows) // 2:]
-            left_bad = await self._send_group(kind, left, None)
-            inherit = error if s.verdict is Verdict.BISECT and not left_bad else None
-            return await self._send_group(kind, right, inherit) or left_bad
-        await self._apply(kind, rows, s)
-        return s.verdict is Verdict.FAIL and isinstance(error, InvalidOpenIDError)
+        if s.verdict not in (Verdict.SPLIT, Verdict.BISECT):
+            await self._apply(kind, rows, s)
+            return GroupOutcome(
+                all_done=s.verdict is Verdict.DONE,
+                found_bad=s.verdict is Verdict.FAIL and isinstance(error, InvalidOpenIDError),
+                pause=s if s.verdict is Verdict.PAUSE else None)
+        left, right = rows[: len(rows) // 2], rows[len(rows) // 2:]
+        first = await self._send_group(kind, left, None)
+        if first.pause is not None:  # e.g. 45009: every further call would fail alike
+            await self._hold(right, first.pause)
+            return GroupOutcome(False, first.found_bad, first.pause)
+        # The bad OpenID is surely in the right half only when the left half all went
+        # through; a left half retried (-1) or with its own bad one proves nothing.
+        inherit = error if s.verdict is Verdict.BISECT and first.all_done else None
+        second = await self._send_group(kind, right, inherit)
+        return GroupOutcome(first.all_done and second.all_done,
+                            first.found_bad or second.found_bad, second.pause)
+
+    async def _hold(self, rows: list[Claimed], pause: Settlement) -> None:
+        """Back to pending unsent (no attempt counted): sending paused before their turn."""
+        await self._queue.release([r.id for r in rows], self._clock(), not_before=0,
+                                  errcode=pause.errcode, errmsg=pause.errmsg,
+                                  count_attempt=False)
 
     async def _attempt(self, kind: ActionKind, rows: list[Claimed]) -> WeChatAPIError | None:
         assert self._client is not None

@@ -12,7 +12,7 @@ from typing import Any, Protocol, TypeVar
 from sqlite_utils import Database
 
 from bot.models import Action, ActionKind
-from bot.store import enqueue_action
+from bot.store import enqueue_action, pending_count
 
 T = TypeVar("T")
 HEARTBEAT_PREFIX = "outbox.owner."
@@ -188,27 +188,36 @@ def read_pause(db: Database) -> tuple[float, str]:
     return float(data.get("until", 0)), str(data.get("reason", ""))
 
 
-def queue_expired(db: Database, now: float) -> int:
+def queue_expired(db: Database, now: float, *, dry_run: bool = False) -> int:
     """Queue an unblacklist (source 'expiry') for every timed blacklist that has run out.
 
     The row's ``expires_at`` is cleared in the same transaction, so the outbox row is
     the durable record of the removal and a failed one is not re-queued every minute.
+    In dry-run the unblacklist is recorded as ``dry_run`` (once per expiry) and the
+    blacklist row is left as it is: nothing was lifted, so a live run must still lift it.
     """
-    due = db.execute("SELECT openid, rule_id FROM blacklist WHERE status = 'blacklisted'"
-                     " AND expires_at IS NOT NULL AND expires_at <= ?", [now]).fetchall()
+    due = db.execute("SELECT openid, rule_id, expires_at FROM blacklist WHERE status ="
+                     " 'blacklisted' AND expires_at IS NOT NULL AND expires_at <= ?",
+                     [now]).fetchall()
     queued = 0
-    for openid, rule_id in due:
+    for openid, rule_id, expires_at in due:
+        if dry_run and _expiry_recorded(db, openid, expires_at):
+            continue
         action = Action(ActionKind.UNBLACKLIST, openid, rule_id, reason="timed blacklist expired")
-        if enqueue_action(db, action, int(now), source="expiry") is not None:
+        if enqueue_action(db, action, int(now), source="expiry", dry_run=dry_run) is not None:
             queued += 1
-        db.execute("UPDATE blacklist SET expires_at = NULL, updated_at = ? WHERE openid = ?",
-                   [int(now), openid])
+        if not dry_run:
+            db.execute("UPDATE blacklist SET expires_at = NULL, updated_at = ? WHERE openid = ?",
+                       [int(now), openid])
     return queued
 
 
-def count_active(db: Database) -> int:
-    """Pending plus in-flight actions."""
-    return int(db.execute(f"SELECT COUNT(*) FROM actions WHERE status IN {_ACTIVE}").fetchone()[0])
+def _expiry_recorded(db: Database, openid: str, expires_at: int) -> bool:
+    """Whether a dry run already recorded this expiry (cancelled since by a later one too)."""
+    return db.execute(
+        "SELECT 1 FROM actions WHERE openid = ? AND kind = 'unblacklist' AND source = 'expiry'"
+        " AND status IN ('dry_run', 'cancelled') AND created_at >= ?",
+        [openid, expires_at]).fetchone() is not None
 
 
 def _marks(ids: Sequence[Any]) -> str:
@@ -270,10 +279,10 @@ class SqliteActionQueue:
         """See :func:`set_pause`."""
         await self._store.call(lambda db: set_pause(db, until, reason, now))
 
-    async def queue_expired(self, now: float) -> int:
+    async def queue_expired(self, now: float, *, dry_run: bool = False) -> int:
         """See :func:`queue_expired`."""
-        return await self._store.call(lambda db: queue_expired(db, now))
+        return await self._store.call(lambda db: queue_expired(db, now, dry_run=dry_run))
 
     async def count_active(self) -> int:
-        """See :func:`count_active`."""
-        return await self._store.call(count_active)
+        """Pending plus in-flight actions (:func:`bot.store.pending_count`)."""
+        return await self._store.call(pending_count)

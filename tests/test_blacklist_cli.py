@@ -9,23 +9,30 @@ import sqlite3
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from bot.cli import main
-from bot.commands.blacklist import collect_openids, parse_duration
+from bot.commands.blacklist import collect_openids, duration_seconds
 from bot.errors import BotError
+from bot.models import Action, ActionKind
+from bot.rules.schema import parse_duration
+from bot.store import enqueue_action, run_sync
 from tests.fake_wechat import FakeWeChat, delay, errcode, flatten, make_openids
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def write_config(tmp_path: Path, fake: FakeWeChat, **actions: object) -> Path:
-    """A real config file: credentials and api_base of the fake, the DB in tmp_path."""
+def write_config(tmp_path: Path, fake: FakeWeChat, *, secrets: bool = True,
+                 **actions: object) -> Path:
+    """A real config file: credentials (unless not ``secrets``: dry-run) and api_base of the
+    fake, the DB in tmp_path."""
     path = tmp_path / "config.yaml"
+    creds = {"appid": fake.appid, "secret": fake.secret} if secrets else {}
     path.write_text(yaml.safe_dump({
-        "wechat": {"appid": fake.appid, "secret": fake.secret, "api_base": fake.base_url},
+        "wechat": {**creds, "api_base": fake.base_url},
         "storage": {"path": str(tmp_path / "bot.db")},
         "actions": {"max_delay_seconds": 0.5, **actions},
     }))
@@ -47,16 +54,19 @@ async def cli(config: Path, *args: str) -> tuple[int, str]:
     return proc.returncode, out.decode() + err.decode()
 
 
-def rows(tmp_path: Path, sql: str) -> list[tuple[object, ...]]:
+def rows(tmp_path: Path, sql: str) -> list[tuple[Any, ...]]:
     with sqlite3.connect(tmp_path / "bot.db") as conn:
         return conn.execute(sql).fetchall()
 
 
-def test_parse_duration() -> None:
-    assert [parse_duration(t) for t in ("90s", "30m", "12h", "7d")] == [90, 1800, 43200, 604800]
-    for bad in ("7", "0d", "1w", "-1d", "d"):
-        with pytest.raises(BotError):
-            parse_duration(bad)
+def test_for_accepts_exactly_what_a_rule_duration_accepts() -> None:
+    assert [duration_seconds(t) for t in ("90s", "30m", "12h", "7d")] == [90, 1800, 43200,
+                                                                          604800]
+    assert duration_seconds("7 d") == parse_duration("7 d") == 604800
+    for bad in ("7", "0d", "1w", "-1d", "d", "7dd"):
+        assert parse_duration(bad) is None
+        with pytest.raises(BotError, match="--for"):
+            duration_seconds(bad)
 
 
 def test_collect_openids_validates_all(tmp_path: Path) -> None:
@@ -114,7 +124,36 @@ async def test_dry_run_says_so_and_calls_nothing(tmp_path: Path,
     config = write_config(tmp_path, fake_wechat, dry_run=True)
     code, out = await cli(config, "add", *make_openids(2))
     assert code == 0, out
-    assert "DRY-RUN" in out and out.count(": dry_run") == 2
+    assert "DRY-RUN" in out and "nothing is sent" in out and out.count(": dry_run") == 2
+    assert rows(tmp_path, "SELECT status, source FROM actions") == [("dry_run", "cli")] * 2
+    assert fake_wechat.calls == []
+
+
+async def test_dry_run_cli_leaves_the_service_queue_alone(tmp_path: Path,
+                                                          fake_wechat: FakeWeChat) -> None:
+    """A CLI run without secrets next to a live service: the service's pending row must
+    stay pending (not be settled as dry_run), and send/retry refuse and change nothing."""
+    config = write_config(tmp_path, fake_wechat, secrets=False)
+    queued, new = make_openids(2)
+    failed = make_openids(1, prefix="f")[0]
+
+    def service_rows(db: Any) -> None:
+        enqueue_action(db, Action(ActionKind.BLACKLIST, queued, "r1"), 100)
+        enqueue_action(db, Action(ActionKind.BLACKLIST, failed, "r1"), 100)
+        db.execute("UPDATE actions SET status = 'failed', errcode = -1 WHERE openid = ?",
+                   [failed])
+
+    run_sync(tmp_path / "bot.db", service_rows)
+    code, out = await cli(config, "remove", new)
+    assert code == 0, out
+    assert "DRY-RUN" in out and "not configured" in out
+    for action in ("send", "retry"):
+        code, out = await cli(config, action)
+        assert code == 1, out
+        assert "DRY-RUN" in out and "nothing can be sent" in out
+    assert rows(tmp_path, "SELECT openid, kind, status, attempts FROM actions ORDER BY id") == [
+        (queued, "blacklist", "pending", 0), (failed, "blacklist", "failed", 0),
+        (new, "unblacklist", "dry_run", 0)]
     assert fake_wechat.calls == []
 
 

@@ -308,6 +308,35 @@ async def test_one_invalid_openid_among_20(env: Env) -> None:
     assert len(flatten(c for c in env.batch_calls() if c.answer["errcode"] == 0)) == 19
 
 
+async def test_bisect_right_half_sent_when_left_half_was_only_retried(env: Env) -> None:
+    """[A(bad), B] gets 40003; [A] alone gets -1: that says nothing about B, which must be
+    sent on its own (not failed with 40003 unsent), and A retried until it fails for good."""
+    bad, good = make_openids(2)
+    env.fake.invalid.add(bad)
+    env.fake.script("batchblacklist", errcode(40003), errcode(-1))
+    await env.enqueue([bad, good])
+    b = await env.batcher(batch_size=2, clock=time.time)
+    assert await b.drain(5)
+    rows = {r["openid"]: (r["status"], r["errcode"]) for r in await env.rows()}
+    assert rows == {good: ("done", None), bad: ("failed", 40003)}
+    assert [c.openids for c in env.batch_calls()] == [[bad, good], [bad], [good], [bad]]
+    assert env.fake.blacklist == {good}
+
+
+async def test_bisect_stops_at_a_pause(env: Env) -> None:
+    """45009 on the left half: the right half is neither sent nor failed, just kept."""
+    ids = make_openids(4)
+    env.fake.invalid.add(ids[0])
+    env.fake.script("batchblacklist", errcode(40003), errcode(45009))
+    await env.enqueue(ids)
+    b = await env.batcher(batch_size=4, idle_seconds=0.02)
+    assert not await b.drain(5)
+    assert [c.openids for c in env.batch_calls()] == [ids, ids[:2]]
+    rows = await env.rows()
+    assert {(r["status"], r["attempts"]) for r in rows} == {("pending", 0)}
+    assert "quota" in b.status.paused_reason
+
+
 async def test_40032_splits(env: Env) -> None:
     env.fake.script("batchblacklist", errcode(40032))
     await env.enqueue(make_openids(20))
@@ -345,13 +374,37 @@ async def test_48001_final_with_explanation(env: Env, caplog: pytest.LogCaptureF
     assert "verified" in caplog.text
 
 
-async def test_dry_run_makes_no_call(env: Env) -> None:
-    await env.enqueue(make_openids(3))
-    b = await env.batcher(dry_run=True)
-    assert await b.drain(5)
-    assert set((await env.statuses()).values()) == {"dry_run"}
+async def test_dry_run_batcher_never_touches_the_queue(env: Env) -> None:
+    """A dry-run process (e.g. a CLI without secrets) sharing a live service's database must
+    leave the service's pending rows alone: no claim, no settlement, no call."""
+    ids = make_openids(3)
+    await env.enqueue(ids)
+    b = await env.batcher(dry_run=True, idle_seconds=0.02)
+    b.wake()
+    assert not await b.drain(0.2)  # nothing can be sent in dry-run
+    await b.housekeep(env.clock() + 1)
+    rows = await env.rows()
+    assert {(r["status"], r["attempts"], r["claimed_by"]) for r in rows} == {
+        ("pending", 0, None)}
     assert env.fake.calls == []
-    assert b.status.dry_run
+    assert b.status.dry_run and b.status.pending == 3
+
+
+async def test_dry_run_expiry_is_recorded_not_applied(env: Env) -> None:
+    ids = make_openids(1)
+    expires = int(env.clock()) + 3600
+    await env.enqueue(ids, expires_at=expires)
+    assert await (await env.batcher()).drain(5)  # blacklisted for real by a live run
+    dry = await env.batcher(dry_run=True)
+    await dry.housekeep(expires)
+    await dry.housekeep(expires + 60)  # recorded once, not every round
+    rows = [(r["kind"], r["source"], r["status"]) for r in await env.rows()]
+    assert rows == [("blacklist", "rule", "done"), ("unblacklist", "expiry", "dry_run")]
+    # The real state is left for a live run to act on: the expiry still stands.
+    state = await env.store.call(lambda db: db.execute(
+        "SELECT status, expires_at FROM blacklist").fetchall())
+    assert state == [("blacklisted", expires)]
+    assert env.fake.blacklist == set(ids)
 
 
 async def test_timed_blacklist_expires_through_housekeeping(env: Env) -> None:

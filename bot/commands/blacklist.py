@@ -4,16 +4,21 @@ Adds and removes are queued in the outbox (source ``cli``) and then sent by this
 through the same Batcher the service runs. When a service shares the database, both
 claim rows atomically, so an action is sent by exactly one of them; the command reports
 whatever is settled when it finishes (an action the service claimed shows as sending).
+
+In dry-run (``actions.dry_run``, or no appid/secret in this process's configuration)
+adds and removes are only recorded as ``dry_run`` rows and no Batcher runs: the queue
+may belong to a live service that has the secrets this process lacks. ``send`` and
+``retry`` refuse (exit 1) and change nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from sqlite_utils import Database
@@ -25,11 +30,10 @@ from bot.metrics import Metrics
 from bot.models import Action, ActionKind, is_valid_openid
 from bot.outbox import Batcher
 from bot.outbox_queue import make_owner, read_pause
+from bot.rules.schema import parse_duration
 from bot.store import Store, enqueue_action, open_db, run_sync
 from bot.wechat.api import SqliteTokenCache, WeChatClient, explain
 
-DURATION_RE = re.compile(r"^(\d+)([smhd])$")
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 SEND_TIMEOUT = 120.0
 
 
@@ -41,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     for name, kind, text in [("add", ActionKind.BLACKLIST, "blacklist followers"),
                              ("remove", ActionKind.UNBLACKLIST, "remove followers from it")]:
         p = group.add_parser(name, help=text, description=f"{text.capitalize()} (queued, "
-                             "then sent in batches of up to 20).")
+                             "then sent in batches of up to 20). In dry-run they are only "
+                             "recorded as dry_run and nothing is sent.")
         p.add_argument("openids", nargs="*", metavar="OPENID", help="followers' OpenIDs")
         p.add_argument("--file", help="a file with one OpenID a line (# comments allowed)")
         p.add_argument("--reason", default="", help="why, recorded with the action")
@@ -49,7 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                        help="only queue; leave sending to the running service")
         if kind is ActionKind.BLACKLIST:
             p.add_argument("--for", dest="duration", metavar="DURATION",
-                           help="timed blacklist, e.g. 30m, 12h, 7d: removed when it ends")
+                           help="timed blacklist, e.g. 30m, 12h, 7d (as a rule's duration:):"
+                                " removed when it ends")
         add_config_option(p)
         p.set_defaults(handler=run_change, kind=kind)
     p = group.add_parser("status", help="show queued, failed and recent actions",
@@ -60,13 +66,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(handler=run_status)
     p = group.add_parser("retry", help="queue failed actions again, then send them",
                          description="Failed actions (not superseded by a later one for the "
-                                     "same follower) go back to pending and are sent.")
+                                     "same follower) go back to pending and are sent. In "
+                                     "dry-run nothing can be sent: exits 1, changes nothing.")
     p.add_argument("openids", nargs="*", metavar="OPENID", help="only these followers")
     p.add_argument("--queue-only", action="store_true", help="only queue them again")
     add_config_option(p)
     p.set_defaults(handler=run_retry)
     p = group.add_parser("send", help="send everything queued now (no service running)",
-                         description="Send every pending action, partial batches included.")
+                         description="Send every pending action, partial batches included. "
+                                     "In dry-run nothing can be sent: exits 1.")
     add_config_option(p)
     p.set_defaults(handler=run_send)
 
@@ -74,13 +82,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 # ---------------------------------------------------------------- pure helpers
 
 
-def parse_duration(text: str) -> int:
-    """``30m`` / ``12h`` / ``7d`` / ``90s`` -> seconds; BotError otherwise."""
-    match = DURATION_RE.match(text.strip())
-    if not match or int(match[1]) == 0:
+def duration_seconds(text: str) -> int:
+    """``--for`` in seconds: exactly what a rule's ``duration:`` accepts; BotError otherwise."""
+    seconds = parse_duration(text)
+    if seconds is None:
         raise BotError(f"--for {text!r}: expected a positive number and a unit s/m/h/d, "
                        "e.g. 7d")
-    return int(match[1]) * UNITS[match[2]]
+    return seconds
 
 
 def collect_openids(args: Sequence[str], file: str | None) -> list[str]:
@@ -106,18 +114,27 @@ def collect_openids(args: Sequence[str], file: str | None) -> list[str]:
 
 
 def run_change(args: argparse.Namespace, config: Config) -> int:
-    """Queue adds/removes, then send them unless --queue-only; print what happened."""
+    """Queue adds/removes, then send them unless --queue-only; print what happened.
+
+    In dry-run they are recorded as ``dry_run`` rows and nothing else happens.
+    """
     openids = collect_openids(args.openids, args.file)
     now = int(time.time())
     duration = getattr(args, "duration", None)
-    expires = now + parse_duration(duration) if duration else None
+    expires = now + duration_seconds(duration) if duration else None
     actions = [Action(args.kind, o, "cli", args.reason, expires) for o in openids]
+    dry = config.dry_run
 
     def queue(db: Database) -> list[int | None]:
-        return [enqueue_action(db, a, now, source="cli") for a in actions]
+        return [enqueue_action(db, a, now, source="cli", dry_run=dry) for a in actions]
 
     queued = run_sync(config.storage.path, queue)
     ids = [i for i in queued if i is not None]
+    if dry:
+        print(f"DRY-RUN ({config.dry_run_reason}): nothing is sent to WeChat. {args.kind}: "
+              f"{len(ids)} recorded as dry_run, {len(openids) - len(ids)} already recorded")
+        _print_rows(config, ids)
+        return 0
     print(f"{args.kind}: {len(ids)} queued, {len(openids) - len(ids)} already in that state "
           "or merged with a queued action")
     if args.queue_only or not ids:
@@ -127,6 +144,7 @@ def run_change(args: argparse.Namespace, config: Config) -> int:
 
 def run_retry(args: argparse.Namespace, config: Config) -> int:
     """Failed actions back to pending (unless superseded), then send them."""
+    _refuse_in_dry_run(config)
     now = int(time.time())
     ids = run_sync(config.storage.path, lambda db: requeue_failed(db, args.openids, now))
     print(f"{len(ids)} failed actions queued again")
@@ -137,7 +155,15 @@ def run_retry(args: argparse.Namespace, config: Config) -> int:
 
 def run_send(args: argparse.Namespace, config: Config) -> int:
     """Send everything pending now."""
+    _refuse_in_dry_run(config)
     return _send_and_report(config, None)
+
+
+def _refuse_in_dry_run(config: Config) -> None:
+    # A dry-run process must not touch a queue that a live service may be working on.
+    if config.dry_run:
+        raise BotError(f"DRY-RUN ({config.dry_run_reason}): nothing can be sent, so nothing "
+                       "was changed; queued actions are left to a service with credentials")
 
 
 def requeue_failed(db: Database, openids: Sequence[str], now: int) -> list[int]:
@@ -201,9 +227,18 @@ def _when(ts: float) -> str:
 
 def _send_and_report(config: Config, ids: list[int] | None) -> int:
     """Send through a Batcher in this process; exit 1 if any of ``ids`` failed."""
-    if config.dry_run:
-        print(f"DRY-RUN ({config.dry_run_reason}): actions are recorded, no API call is made")
     drained = asyncio.run(_drain(config))
+    rows = _print_rows(config, ids)
+    if not drained:
+        print("not everything was sent (paused, or claimed by a running service): "
+              "see `blacklist status`")
+    return 1 if any(r[2] == "failed" for r in rows) else 0
+
+
+def _print_rows(config: Config, ids: list[int] | None) -> list[tuple[Any, ...]]:
+    """Print the rows ``ids`` (None: every queued one) with their status; return them."""
+    if ids == []:
+        return []
     db = open_db(config.storage.path)
     try:
         where = f"id IN ({','.join('?' * len(ids))})" if ids else "status IN ('pending','sending')"
@@ -214,10 +249,7 @@ def _send_and_report(config: Config, ids: list[int] | None) -> int:
     for openid, kind, status, code, msg in rows:
         extra = f" errcode {code}: {msg or ''}. {explain(code)}" if code is not None else ""
         print(f"  {kind} {openid}: {status}{extra}".rstrip())
-    if not drained:
-        print("not everything was sent (paused, or claimed by a running service): "
-              "see `blacklist status`")
-    return 1 if any(r[2] == "failed" for r in rows) else 0
+    return rows
 
 
 async def _drain(config: Config) -> bool:
@@ -226,9 +258,8 @@ async def _drain(config: Config) -> bool:
     metrics = Metrics()
     try:
         async with aiohttp.ClientSession() as session:
-            client = None if config.dry_run else WeChatClient(
-                config.wechat, session, SqliteTokenCache(store), metrics)
-            batcher = Batcher(store, client, config.actions, metrics, dry_run=config.dry_run,
+            client = WeChatClient(config.wechat, session, SqliteTokenCache(store), metrics)
+            batcher = Batcher(store, client, config.actions, metrics, dry_run=False,
                               owner=make_owner("cli"))
             await batcher.start()
             try:
