@@ -298,7 +298,7 @@ async def start_fake(fake: FakeWeChat) -> web.AppRunner:
     await site.start()
     server = site._server
     assert server is not None
-    port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr, attr-defined]
     fake.base_url = f"http://127.0.0.1:{port}"
     return runner
 

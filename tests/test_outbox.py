@@ -19,15 +19,7 @@ import pytest
 from bot.config import ActionsConfig, WeChatConfig
 from bot.metrics import Metrics
 from bot.models import Action, ActionKind
-from bot.outbox import (
-    Backoff,
-    Batcher,
-    Verdict,
-    daily_pause_until,
-    next_minute,
-    settle,
-    wait_before_send,
-)
+from bot.outbox import Batcher
 from bot.outbox_queue import (
     QueueState,
     claim,
@@ -35,6 +27,14 @@ from bot.outbox_queue import (
     heartbeat,
     queue_expired,
     reclaim_stale,
+)
+from bot.settle import (
+    Backoff,
+    Verdict,
+    daily_pause_until,
+    next_minute,
+    settle,
+    wait_before_send,
 )
 from bot.store import Store, enqueue_action, open_db
 from bot.wechat.api import (
