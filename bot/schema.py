@@ -1,0 +1,146 @@
+"""The SQLite schema (sqlite-utils migrations) and opening the database file."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+core = Migrations("bot-core")
+
+
+@core(name="0001_initial")
+def _initial(db: Database) -> None:
+    db.execute(
+        """CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            dedup_key TEXT NOT NULL UNIQUE,
+            openid TEXT NOT NULL,
+            account TEXT NOT NULL DEFAULT '',
+            msg_type TEXT NOT NULL,
+            event TEXT,
+            msg_id TEXT,
+            create_time INTEGER NOT NULL,
+            received_at INTEGER NOT NULL,
+            texts TEXT,
+            fields TEXT,
+            purged INTEGER NOT NULL DEFAULT 0
+        )"""
+    )
+    # No index on openid: every insert pays for each index, and per-follower questions
+    # ("why") are answered from decisions and actions, which are indexed by openid.
+    db.execute("CREATE INDEX events_received ON events (received_at)")
+    db.execute(
+        """CREATE TABLE decisions (
+            id INTEGER PRIMARY KEY,
+            event_id INTEGER REFERENCES events(id),
+            openid TEXT NOT NULL,
+            rule_id TEXT NOT NULL,
+            action TEXT NOT NULL,
+            evidence TEXT NOT NULL DEFAULT '',
+            field TEXT,
+            span_start INTEGER,
+            span_end INTEGER,
+            created_at INTEGER NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX decisions_openid ON decisions (openid, created_at)")
+    db.execute("CREATE INDEX decisions_created ON decisions (created_at)")
+    # The outbox: one row per decided API action. status: pending -> sending -> done |
+    # failed; cancelled (superseded), skipped (already in that state), dry_run.
+    db.execute(
+        """CREATE TABLE actions (
+            id INTEGER PRIMARY KEY,
+            openid TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            rule_id TEXT NOT NULL DEFAULT '',
+            reason TEXT NOT NULL DEFAULT '',
+            source TEXT NOT NULL DEFAULT 'rule',
+            event_id INTEGER REFERENCES events(id),
+            status TEXT NOT NULL DEFAULT 'pending',
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL,
+            not_before INTEGER NOT NULL DEFAULT 0,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            claimed_by TEXT,
+            claimed_at INTEGER,
+            errcode INTEGER,
+            errmsg TEXT,
+            expires_at INTEGER
+        )"""
+    )
+    db.execute("CREATE INDEX actions_status ON actions (status, kind, id)")
+    db.execute("CREATE INDEX actions_openid ON actions (openid, status)")
+    # Our view of who is blacklisted through us (and when a timed blacklist ends).
+    db.execute(
+        """CREATE TABLE blacklist (
+            openid TEXT PRIMARY KEY,
+            status TEXT NOT NULL,
+            rule_id TEXT NOT NULL DEFAULT '',
+            reason TEXT NOT NULL DEFAULT '',
+            since INTEGER NOT NULL,
+            expires_at INTEGER,
+            updated_at INTEGER NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX blacklist_expiry ON blacklist (status, expires_at)")
+    db.execute(
+        """CREATE TABLE kv (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL,
+            updated_at INTEGER NOT NULL
+        )"""
+    )
+
+
+@core(name="0002_snapshots")
+def _snapshots(db: Database) -> None:
+    # One snapshot per export day (a second export that day replaces it).
+    db.execute(
+        """CREATE TABLE snapshots (
+            id INTEGER PRIMARY KEY,
+            day TEXT NOT NULL UNIQUE,
+            taken_at INTEGER NOT NULL,
+            total INTEGER NOT NULL DEFAULT 0,
+            complete INTEGER NOT NULL DEFAULT 0,
+            csv_path TEXT,
+            report_path TEXT
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE snapshot_entries (
+            snapshot_id INTEGER NOT NULL REFERENCES snapshots(id) ON DELETE CASCADE,
+            openid TEXT NOT NULL,
+            PRIMARY KEY (snapshot_id, openid)
+        ) WITHOUT ROWID"""
+    )
+
+
+# Schema changes go here as new named migrations (never edit an applied one).
+MIGRATION_SETS: list[Migrations] = [core]
+
+
+def open_db(path: str | Path, *, migrate: bool = True, synchronous: str = "full") -> Database:
+    """Open (creating if needed) the SQLite file in WAL mode and apply migrations.
+
+    The connection belongs to the calling thread; the CLI uses this directly and
+    :class:`Store` calls it on its own thread.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), timeout=10.0, isolation_level=None)
+    db = Database(conn)
+    # WAL: readers (the CLI) never block the writer. FULL (default): each COMMIT fsyncs
+    # the WAL, so an answered push survives a power cut too; group commit (Store) spreads
+    # that one fsync over every push that arrived meanwhile. NORMAL skips it: still safe
+    # against a process crash (kill -9), not against the machine losing power.
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(f"PRAGMA synchronous={'NORMAL' if synchronous == 'normal' else 'FULL'}")
+    db.execute("PRAGMA busy_timeout=10000")
+    db.execute("PRAGMA foreign_keys=ON")
+    if migrate:
+        for migrations in MIGRATION_SETS:
+            migrations.apply(db)
+    return db
