@@ -125,7 +125,7 @@ def _cards(data: ReportData) -> str:
     change = data.change
     cls = "" if not change else (" up" if change > 0 else " down")
     shown = "n/a" if change is None else f"{change:+d}"
-    since = f"since {escape(data.previous_day)}" if data.previous_day else "first export"
+    since = f"since {escape(data.previous_day)}" if data.previous_day else "(first export)"
     added = "n/a" if data.added is None else str(data.added[0])
     removed = "n/a" if data.removed is None else str(data.removed[0])
     return (

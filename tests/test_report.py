@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from datetime import datetime
 from html.parser import HTMLParser
 from pathlib import Path
 from zoneinfo import ZoneInfo
+
+import pytest
 
 from bot.export import build_report, write_report
 from bot.report import Finding, ReportData, render_html, summary_json, summary_text
@@ -167,3 +171,24 @@ async def test_report_built_from_the_database(tmp_path: Path) -> None:
     page = parse(paths["html"].read_text())
     assert page.bars[23] == 2 and page.by_id["total"] == "0"
     assert json.loads(paths["json"].read_text())["rule_hits"][0]["count"] == 2
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no headless Chromium on this machine")
+def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
+    page_file = tmp_path / "report.html"
+    page_file.write_text(render_html(sample_data()), encoding="utf-8")
+    assert CHROMIUM is not None
+    result = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+         page_file.as_uri()],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    page = parse(result.stdout)  # the DOM as the browser built it, scripts none
+    assert page.by_id["total"] == "1970" and page.by_id["change"] == "-30"
+    assert page.bars == sample_data().hourly
+    assert "<script>alert(1)</script>" not in result.stdout
