@@ -308,8 +308,11 @@ class WeChatClient:
 
     def _record(self, endpoint: str, outcome: str, started: float) -> None:
         self._metrics.api_calls.labels(endpoint, outcome).inc()
-        log.info("wechat api %s -> %s (%.0f ms)", endpoint, outcome,
-                 (time.monotonic() - started) * 1000)
+        # A successful export page is routine (up to 1,000 a night): DEBUG; everything
+        # else, blacklist calls and every failure, at INFO.
+        level = logging.DEBUG if endpoint == "getblacklist" and outcome == "ok" else logging.INFO
+        log.log(level, "wechat api %s -> %s (%.0f ms)", endpoint, outcome,
+                (time.monotonic() - started) * 1000)
 
 
 def _checked(openids: list[str]) -> list[str]:
