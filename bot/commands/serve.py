@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sys
 
 from aiohttp import web
 
@@ -52,6 +53,10 @@ def run(args: argparse.Namespace, config: Config) -> int:
         pass
     else:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    # The store's writer thread needs the GIL back after every SQLite statement; at the
+    # default 5 ms switch interval it waits behind the busy event loop. 1 ms measured
+    # +9% pushes/s and a lower p99 in `make bench`.
+    sys.setswitchinterval(0.001)
     announce(config)
     web.run_app(
         build_app(config), host=config.server.host, port=config.server.port,
