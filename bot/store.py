@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -167,10 +166,10 @@ class Store:
             db.conn.execute("COMMIT")
             self.commits += 1
             self.committed_calls += len(jobs)
-        except sqlite3.Error as exc:
-            log.error("database transaction failed: %s", exc)
+        except Exception as exc:  # every caller hears of it; the writer thread lives on
+            log.error("database transaction failed, %d calls rolled back: %r", len(jobs), exc)
             if db.conn.in_transaction:
-                db.execute("ROLLBACK")
+                db.conn.execute("ROLLBACK")
             outcomes = [(job, False, exc) for job in jobs]
         # One wake-up of each event loop per batch, not one per call.
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, bool, Any]]] = {}

@@ -69,6 +69,20 @@ async def test_a_failing_call_does_not_sink_the_batch(tmp_path: Path) -> None:
     await store.close()
 
 
+async def test_a_failing_push_batch_fails_its_callers_and_the_writer_lives(
+        tmp_path: Path) -> None:
+    store = Store(tmp_path / "bot.db")
+    await store.start()
+    bad = Decision(hits=(RuleHit("spam", ActionKind.BLACKLIST, "kw"),),
+                   actions=(Action("ban", OPENID, "spam"),))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="ban"):
+        await store.record(text_event(1), bad)
+    assert not (await store.record(text_event(2), Decision())).duplicate
+    assert await store.call(lambda db: db.execute("SELECT count(*) FROM events").fetchone()[0]) \
+        == 1, "the failed batch was rolled back whole, the next one committed"
+    await store.close()
+
+
 def test_duplicate_pending_actions_collapse(db) -> None:  # type: ignore[no-untyped-def]
     assert enqueue_action(db, blacklist(), 1) is not None
     assert enqueue_action(db, blacklist(), 2) is None
