@@ -85,6 +85,9 @@ class Webhook:
             log.warning("push refused (%s) from %s: %s", exc.status, request.remote, exc.reason)
             self._pushes(msg_type, outcome).inc()
             return web.Response(status=exc.status, text=exc.reason)
+        except Exception:  # answered 500 by aiohttp, so WeChat retries; counted here
+            self._pushes(msg_type, "error").inc()
+            raise
         self._pushes(msg_type, outcome).inc()
         self.metrics.push_latency.observe(time.perf_counter() - started)
         return web.Response(text=text, content_type=content_type)
