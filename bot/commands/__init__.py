@@ -1,1 +1,13 @@
 """CLI command groups: each module exposes ``register(subparsers)``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+
+def when(ts: float | None, timezone: str) -> str:
+    """A unix time as the operators read it: in ``export.timezone``, to the second."""
+    if not ts:
+        return "-"
+    return datetime.fromtimestamp(ts, ZoneInfo(timezone)).strftime("%Y-%m-%d %H:%M:%S")

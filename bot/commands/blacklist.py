@@ -24,6 +24,7 @@ import aiohttp
 from sqlite_utils import Database
 
 from bot.cli import add_config_option
+from bot.commands import when
 from bot.config import Config
 from bot.errors import BotError
 from bot.metrics import Metrics
@@ -184,14 +185,16 @@ def run_status(args: argparse.Namespace, config: Config) -> int:
     """Print pending, failed (with explanations) and recent actions."""
     db = open_db(config.storage.path)
     try:
-        for line in status_lines(db, args.limit, dry_run=config.dry_run):
+        for line in status_lines(db, args.limit, dry_run=config.dry_run,
+                                 timezone=config.export.timezone):
             print(line)
     finally:
         db.close()
     return 0
 
 
-def status_lines(db: Database, limit: int, *, dry_run: bool) -> list[str]:
+def status_lines(db: Database, limit: int, *, dry_run: bool,
+                 timezone: str = "Asia/Shanghai") -> list[str]:
     """The ``status`` report as lines."""
     counts = db.execute("SELECT status, COUNT(*) FROM actions GROUP BY status").fetchall()
     lines = ["actions: " + (", ".join(f"{s} {n}" for s, n in sorted(counts)) or "none")]
@@ -199,7 +202,7 @@ def status_lines(db: Database, limit: int, *, dry_run: bool) -> list[str]:
         lines.append("DRY-RUN: actions are recorded, no API call is made")
     until, reason = read_pause(db)
     if until > time.time():
-        lines.append(f"SENDING PAUSED until {_when(until)}: {reason}")
+        lines.append(f"SENDING PAUSED until {when(until, timezone)}: {reason}")
     sections = [("pending", "status IN ('pending', 'sending') ORDER BY id"),
                 ("failed", "status = 'failed' ORDER BY id DESC"),
                 ("recent", "status IN ('done', 'dry_run', 'skipped') ORDER BY updated_at DESC,"
@@ -210,16 +213,12 @@ def status_lines(db: Database, limit: int, *, dry_run: bool) -> list[str]:
                           [limit]).fetchall()
         lines.append(f"{title} ({len(rows)} shown):")
         for i, openid, kind, status, source, updated, attempts, code, msg in rows:
-            line = (f"  #{i} {_when(updated)} {kind:<11} {openid} {status} via {source}"
+            line = (f"  #{i} {when(updated, timezone)} {kind:<11} {openid} {status} via {source}"
                     f" attempts {attempts}")
             if code is not None:
                 line += f"\n      errcode {code}: {msg or ''}. {explain(code)}".rstrip()
             lines.append(line)
     return lines
-
-
-def _when(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
 # ---------------------------------------------------------------- sending

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from datetime import datetime
-from zoneinfo import ZoneInfo
 
 from sqlite_utils import Database
 
+from bot.commands import when
 from bot.config import Config
 from bot.store import open_db
 
@@ -25,19 +24,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.set_defaults(handler=run)
 
 
-def explain(db: Database, openid: str, tz: ZoneInfo, limit: int = 50) -> list[str]:
+def explain(db: Database, openid: str, timezone: str, limit: int = 50) -> list[str]:
     """Human-readable lines: blacklist state, then decisions and actions, newest first."""
-    def when(ts: int | None) -> str:
-        return datetime.fromtimestamp(ts, tz).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
-
     lines = []
     state = db.execute("SELECT status, rule_id, reason, since, expires_at FROM blacklist"
                        " WHERE openid = ?", [openid]).fetchone()
     if state:
         status, rule_id, reason, since, expires = state
-        lines.append(f"state: {status} since {when(since)} by {rule_id or '-'}"
+        lines.append(f"state: {status} since {when(since, timezone)} by {rule_id or '-'}"
                      f"{f' ({reason})' if reason else ''}"
-                     f"{f', expires {when(expires)}' if expires else ''}")
+                     f"{f', expires {when(expires, timezone)}' if expires else ''}")
     else:
         lines.append("state: never blacklisted through this service")
     rows = db.execute(
@@ -47,14 +43,16 @@ def explain(db: Database, openid: str, tz: ZoneInfo, limit: int = 50) -> list[st
     lines.append(f"decisions ({len(rows)} shown):")
     for created, rule_id, action, evidence, msg_type, event in rows:
         kind = f"{msg_type}/{event}" if event else (msg_type or "cli")
-        lines.append(f"  {when(created)}  {action:<11} {rule_id:<20} [{kind}] {evidence}")
+        stamp = when(created, timezone)
+        lines.append(f"  {stamp}  {action:<11} {rule_id:<20} [{kind}] {evidence}")
     actions = db.execute(
         "SELECT created_at, kind, status, source, rule_id, errcode, errmsg FROM actions"
         " WHERE openid = ? ORDER BY id DESC LIMIT ?", [openid, limit]).fetchall()
     lines.append(f"actions ({len(actions)} shown):")
     for created, kind, status, source, rule_id, errcode, errmsg in actions:
         error = f" errcode {errcode}: {errmsg}" if errcode is not None else ""
-        lines.append(f"  {when(created)}  {kind:<11} {status:<9} via {source} {rule_id}{error}")
+        stamp = when(created, timezone)
+        lines.append(f"  {stamp}  {kind:<11} {status:<9} via {source} {rule_id}{error}")
     return lines
 
 
@@ -62,7 +60,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     """Print the explanation; exit 0 (1 when nothing at all is known about the follower)."""
     db = open_db(config.storage.path)
     try:
-        lines = explain(db, args.openid, ZoneInfo(config.export.timezone), args.limit)
+        lines = explain(db, args.openid, config.export.timezone, args.limit)
         known = db.execute(
             "SELECT 1 FROM decisions WHERE openid = ? UNION ALL"
             " SELECT 1 FROM actions WHERE openid = ? LIMIT 1", [args.openid, args.openid],
