@@ -105,11 +105,15 @@ class ContactDetector:
         return found
 
 
-# Cheap necessary conditions that skip most searches: QQ and phone numbers need five
-# digits in a row, a URL needs a dot.
+# Cheap necessary conditions that skip most searches: every WeChat-ID pattern holds 加,
+# 信, vx or wx (on the contact form) or a disguise with 信, 芯, ❤, 薇x or vx (on the
+# dense form); QQ and phone numbers need five digits in a row; a URL needs a dot.
+_WECHAT_HINT = re.compile(r"[加信]|vx|wx")
+_DISGUISE_HINT = re.compile(r"[信芯❤]|薇x|vx")
 _FIVE_DIGITS = re.compile(r"[0-9]{5}")
 _PREFILTERS = {
-    "wechat_id": lambda folded: True,
+    "wechat_id": lambda folded: (_WECHAT_HINT.search(folded.contact) is not None
+                                 or _DISGUISE_HINT.search(folded.dense) is not None),
     "qq": lambda folded: _FIVE_DIGITS.search(folded.contact) is not None,
     "phone": lambda folded: _FIVE_DIGITS.search(folded.contact) is not None,
     "url": lambda folded: "." in folded.light,
