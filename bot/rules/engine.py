@@ -79,31 +79,36 @@ class RuleEngine:
     def _count_flood(self, ruleset: RuleSet, event: Event, rules: tuple[Rule, ...]
                      ) -> dict[str, int]:
         """Record this push in each flood group that sees it; messages per rule id."""
-        recorded: set[str] = set()
+        keys: dict[str, str] = {}
+        windows: dict[tuple[str, int], int] = {}
         counts: dict[str, int] = {}
         for rule in rules:
             if rule.flood is None:  # plan.flood_rules holds only flood rules
                 continue
-            key = f"{rule.flood_group}|{event.openid}"
-            if rule.flood_group not in recorded:
-                horizon, keep = ruleset.flood_groups[rule.flood_group]
+            group = rule.flood_group
+            key = keys.get(group)
+            if key is None:
+                key = keys[group] = f"{group}|{event.openid}"
+                horizon, keep = ruleset.flood_groups[group]
                 self.flood.add(key, event.create_time, horizon, keep)
-                recorded.add(rule.flood_group)
-            counts[rule.id] = self.flood.count(key, event.create_time, rule.flood.seconds)
+            window = (group, rule.flood.seconds)  # rules sharing a window count once
+            if window not in windows:
+                windows[window] = self.flood.count(key, event.create_time, rule.flood.seconds)
+            counts[rule.id] = windows[window]
         return counts
 
     def _fire(self, rule: Rule, event: Event, match: TextMatch | None,
               counts: dict[str, int], allowlisted: bool) -> RuleHit | None:
+        flood = rule.flood
+        count = counts.get(rule.id, 0) if flood is not None else 0
+        if flood is not None and count < flood.messages:
+            return None  # the common case for flood rules: decided before any text work
         if not rule.text_conditions_hold(match):
             return None
         evidence = [e for e in (match.keywords, match.regex, match.contact) if e] if match \
             else []
         parts = [e.describe() for e in evidence]
-        flood = rule.flood
         if flood is not None:
-            count = counts.get(rule.id, 0)
-            if count < flood.messages:
-                return None
             parts.append(f"flood: {count} messages within {flood.seconds}s "
                          f"(limit {flood.messages})")
         action = rule.spec.action
