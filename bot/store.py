@@ -49,10 +49,9 @@ T = TypeVar("T")
 
 @dataclass(slots=True)
 class _Job:
-    fn: Callable[[Database], Any]
+    # A call to run, or a push to record in bulk with the batch's other pushes.
+    work: Callable[[Database], Any] | Push
     future: asyncio.Future[Any]
-    # A push to record: stored in bulk with the other pushes of the batch.
-    push: Push | None = None
 
 
 class Store:
@@ -87,16 +86,17 @@ class Store:
 
     async def call(self, fn: Callable[[Database], T]) -> T:
         """Run ``fn(db)`` on the owning thread inside a transaction; return after COMMIT."""
-        return await self._submit(fn)
+        result: T = await self._submit(fn)
+        return result
 
-    async def _submit(self, fn: Callable[[Database], T], push: Push | None = None) -> T:
+    async def _submit(self, work: Callable[[Database], Any] | Push) -> Any:
         if self._thread is None or not self._thread.is_alive():
             raise RuntimeError("store is not running")
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
+        future: asyncio.Future[Any] = loop.create_future()
         if not self._outgoing:
             loop.call_soon(self._send_outgoing)
-        self._outgoing.append(_Job(fn, future, push))
+        self._outgoing.append(_Job(work, future))
         return await future
 
     def _send_outgoing(self) -> None:
@@ -108,7 +108,8 @@ class Store:
         """Commit a push with its decision and actions; a WeChat retry comes back duplicate."""
         now = int(time.time())
         push = Push(event_row(event, now), event.openid, decision, dry_run)
-        return await self._submit(lambda db: record_pushes(db, [push], now)[0], push)
+        recorded: Recorded = await self._submit(push)
+        return recorded
 
     async def close(self) -> None:
         """Finish queued calls, then close the connection and stop the thread."""
@@ -157,12 +158,13 @@ class Store:
         outcomes: list[tuple[_Job, bool, Any]] = []
         try:
             db.conn.execute("BEGIN IMMEDIATE")
-            pushes = [job for job in jobs if job.push is not None]
+            pushes = [(job, job.work) for job in jobs if isinstance(job.work, Push)]
             if pushes:
-                recorded = record_pushes(db, [job.push for job in pushes if job.push],
-                                         int(time.time()))
-                outcomes.extend(zip(pushes, [True] * len(pushes), recorded, strict=True))
-            outcomes.extend(self._run_job(db, job) for job in jobs if job.push is None)
+                recorded = record_pushes(db, [push for _, push in pushes], int(time.time()))
+                outcomes.extend((job, True, result)
+                                for (job, _), result in zip(pushes, recorded, strict=True))
+            outcomes.extend(self._run_job(db, job) for job in jobs
+                            if not isinstance(job.work, Push))
             db.conn.execute("COMMIT")
             self.commits += 1
             self.committed_calls += len(jobs)
@@ -184,7 +186,8 @@ class Store:
         savepoint = "job"
         db.execute(f"SAVEPOINT {savepoint}")
         try:
-            result = job.fn(db)
+            assert callable(job.work)
+            result = job.work(db)
         except Exception as exc:  # the caller gets it; the batch goes on
             db.execute(f"ROLLBACK TO SAVEPOINT {savepoint}")
             db.execute(f"RELEASE SAVEPOINT {savepoint}")
