@@ -246,17 +246,10 @@ def build_app(config: Config, *, extra_contexts: tuple[Callable[..., Any], ...] 
         return await healthz(service.health)
 
     async def metrics_handler(_request: web.Request) -> web.Response:
-        return await _metrics(service)
+        return metrics_response(service.metrics)  # the batcher keeps pending_actions current
 
     app.router.add_get("/healthz", health_handler)
     app.router.add_get("/metrics", metrics_handler)
     app.cleanup_ctx.extend([_store_ctx, _rules_ctx, _actions_ctx, _scheduler_ctx, _purge_ctx,
                             *extra_contexts])
     return app
-
-
-async def _metrics(service: Service) -> web.Response:
-    if service.store is not None:
-        with suppress(Exception):
-            service.metrics.pending_actions.set(await service.store.call(pending_count))
-    return metrics_response(service.metrics)

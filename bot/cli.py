@@ -22,7 +22,7 @@ COMMAND_MODULES = (
     "bot.commands.export",
 )
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+EXIT_FAILED, EXIT_CONFIG = 1, 2
 
 
 def build_parser() -> argparse.ArgumentParser:

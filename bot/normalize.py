@@ -131,7 +131,7 @@ class Folded:
     @cached_property
     def contact(self) -> str:
         """The dense form with digits and contact look-alikes folded (positions unchanged)."""
-        return self.dense.translate(CONTACT_TABLE)
+        return contact_form(self.dense)
 
     @cached_property
     def light(self) -> str:

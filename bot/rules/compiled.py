@@ -13,8 +13,6 @@ from bot.normalize import Folded, fold
 from bot.rules.contact import _OPTIONS, DETECTOR, compile_re2
 from bot.rules.schema import FloodSpec, RuleSpec
 
-TEXT_CONDITIONS = ("keywords", "regex", "contact")
-
 
 @dataclass(frozen=True, slots=True)
 class Evidence:

@@ -53,11 +53,6 @@ class PushCodec:
         self.tolerance = tolerance
         self._ciphers = [WeChatCrypto(token, key, appid) for key in aes_keys if key]
 
-    @property
-    def safe_mode(self) -> bool:
-        """True when an EncodingAESKey is configured, so encrypted pushes are accepted."""
-        return bool(self._ciphers)
-
     def check_signature(self, query: Mapping[str, str], *extra: str, name: str = "signature",
                         now: float | None = None) -> None:
         """Raise PushError(403) unless ``query[name]`` signs token+timestamp+nonce(+extra)."""
