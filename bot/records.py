@@ -36,6 +36,8 @@ _EVENT_COLUMNS = ("dedup_key, openid, account, msg_type, event, msg_id, create_t
                   " received_at, texts, fields")
 _DECISION_COLUMNS = ("event_id, openid, rule_id, action, evidence, field, span_start,"
                      " span_end, created_at")
+# One encoder for every row: json.dumps with a keyword builds a new encoder per call.
+_JSON = json.JSONEncoder(ensure_ascii=False)
 # Rows per multi-row INSERT: 1000 x 10 columns stays far below SQLite's 32766 variables.
 _ROWS_PER_INSERT = 1000
 
@@ -45,7 +47,7 @@ def event_row(event: Event, now: int) -> tuple[Any, ...]:
     return (
         event.dedup_key, event.openid, event.account, event.msg_type, event.event,
         event.msg_id, event.create_time, now,
-        json.dumps(dict(event.texts), ensure_ascii=False),
+        _JSON.encode(dict(event.texts)),
         _extra_fields(event),
     )
 
@@ -140,7 +142,7 @@ def _extra_fields(event: Event) -> str | None:
     """
     if event.msg_type in MESSAGE_TYPES:
         return None
-    return json.dumps(dict(event.fields), ensure_ascii=False)
+    return _JSON.encode(dict(event.fields))
 
 
 # A permanent blacklist (NULL expiry) outranks every timed one; two timed ones keep

@@ -71,6 +71,9 @@ class Store:
         # wake-up of the thread per turn rather than per push.
         self._outgoing: list[_Job] = []
         self._thread: threading.Thread | None = None
+        # True while the writer thread serves; read on every call (Thread.is_alive()
+        # takes a lock and costs a Python call per push).
+        self._serving = False
         self._ready = threading.Event()
         self._open_error: BaseException | None = None
         self.commits = 0
@@ -86,18 +89,19 @@ class Store:
 
     async def call(self, fn: Callable[[Database], T]) -> T:
         """Run ``fn(db)`` on the owning thread inside a transaction; return after COMMIT."""
-        result: T = await self._submit(fn)
+        result: T = await self._enqueue(fn)
         return result
 
-    async def _submit(self, work: Callable[[Database], Any] | Push) -> Any:
-        if self._thread is None or not self._thread.is_alive():
+    def _enqueue(self, work: Callable[[Database], Any] | Push) -> asyncio.Future[Any]:
+        """Queue ``work`` for the writer thread; the future resolves after its COMMIT."""
+        if not self._serving:
             raise RuntimeError("store is not running")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if not self._outgoing:
             loop.call_soon(self._send_outgoing)
         self._outgoing.append(_Job(work, future))
-        return await future
+        return future
 
     def _send_outgoing(self) -> None:
         jobs, self._outgoing = self._outgoing, []
@@ -108,13 +112,14 @@ class Store:
         """Commit a push with its decision and actions; a WeChat retry comes back duplicate."""
         now = int(time.time())
         push = Push(event_row(event, now), event.openid, decision, dry_run)
-        recorded: Recorded = await self._submit(push)
+        recorded: Recorded = await self._enqueue(push)
         return recorded
 
     async def close(self) -> None:
         """Finish queued calls, then close the connection and stop the thread."""
         if self._thread is None:
             return
+        self._serving = False  # a call from now on raises rather than waits forever
         if self._outgoing:
             self._send_outgoing()
         self._queue.put(None)
@@ -128,10 +133,12 @@ class Store:
             self._open_error = exc
             self._ready.set()
             return
+        self._serving = True
         self._ready.set()
         try:
             self._serve(db)
         finally:
+            self._serving = False
             db.close()
 
     def _serve(self, db: Database) -> None:
