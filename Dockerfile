@@ -16,12 +16,11 @@ RUN pip install --no-cache-dir '.[fast]'
 COPY rules ./rules
 COPY config.yaml /config/config.yaml
 
-# The database and exports live on /data; point storage.path and export.dir there
-# (the image's default config does, via the sed below).
-RUN sed -i -e 's#path: data/bot.db#path: /data/bot.db#' \
-           -e 's#dir: data/exports#dir: /data/exports#' /config/config.yaml \
-    && useradd --system --uid 10001 --home-dir /data bot \
-    && mkdir -p /data && chown bot /data
+# The database and exports live on the /data volume. /app/data points there, so the
+# shipped config's relative paths (data/bot.db, data/exports) land on the volume, and
+# so does a mounted config that keeps them; absolute /data/... paths work as well.
+RUN useradd --system --uid 10001 --home-dir /data bot \
+    && mkdir -p /data && chown bot /data && ln -s /data /app/data
 USER bot
 VOLUME ["/data"]
 EXPOSE 8080
