@@ -33,7 +33,7 @@ def with_openid(xml: str, openid: str) -> str:
     return xml
 
 
-def text_xml(openid: str, content: str, msg_id: int, create_time: int | None = None) -> str:
+def text_xml(openid: str, content: str, msg_id: int, create_time: int | str | None = None) -> str:
     """A plain text message push body."""
     return (
         "<xml><ToUserName><![CDATA[gh_test]]></ToUserName>"

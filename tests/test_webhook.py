@@ -200,6 +200,40 @@ async def test_malformed_pushes_get_400(client: Client, config: Config, body: st
     assert db_rows(config, "SELECT count(*) FROM events") == [(0,)]
 
 
+ENTITY_PUSH = ('<!DOCTYPE xml [<!ENTITY e "expanded-entity">]><xml><ToUserName>gh</ToUserName>'
+               f"<FromUserName>{OPENID}</FromUserName><CreateTime>1700000000</CreateTime>"
+               "<MsgType>text</MsgType><Content>&e;</Content><MsgId>77</MsgId></xml>")
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
+async def test_doctype_in_another_encoding_is_refused(client: Client, config: Config,
+                                                      encoding: str) -> None:
+    # The parser would honour the byte order of these bodies; the byte-level DOCTYPE
+    # check cannot read them, so they must not reach it.
+    response = await post(client, ENTITY_PUSH.encode(encoding))
+    assert response.status == 400
+    assert db_rows(config, "SELECT count(*) FROM events") == [(0,)]
+
+
+@pytest.mark.parametrize("declared", ["gbk", "utf-7", "no-such-codec"])
+async def test_declared_encoding_is_not_a_server_error(client: Client, config: Config,
+                                                       declared: str) -> None:
+    # Read before the msg_signature check in safe mode: anyone can send these.
+    body = f'<?xml version="1.0" encoding="{declared}"?><xml><Encrypt>x</Encrypt></xml>'
+    query = {"encrypt_type": "aes", "msg_signature": "0" * 40, "timestamp": "1", "nonce": "n"}
+    assert (await post(client, body, query)).status in (400, 403)
+    plain = text_xml(OPENID, "hi", 91).replace("<xml>", f'<?xml version="1.0" encoding='
+                                                         f'"{declared}"?><xml>', 1)
+    assert (await post(client, plain)).status == 200  # WeChat's UTF-8, whatever it declares
+
+
+@pytest.mark.parametrize("create_time", ["\u00b2", "9" * 5000, "1" * 11, "-1", " "])
+async def test_odd_create_time_gets_400(client: Client, config: Config, create_time: str) -> None:
+    response = await post(client, text_xml(OPENID, "hi", 88, create_time=create_time))
+    assert response.status == 400
+    assert db_rows(config, "SELECT count(*) FROM events") == [(0,)]
+
+
 async def test_encrypted_doctype_is_refused(client: Client) -> None:
     query, body = encrypted(XXE)
     assert (await post(client, body, query)).status == 400

@@ -40,6 +40,12 @@ def sign(*parts: str) -> str:
     return str(signer.signature)
 
 
+def _is_timestamp(text: str) -> bool:
+    # ASCII digits only ('²'.isdigit() holds), and at most 10 of them: Unix seconds
+    # until 2286, and always an SQLite integer.
+    return 0 < len(text) <= 10 and text.isascii() and text.isdigit()
+
+
 class PushCodec:
     """Verifies, decrypts and seals pushes for one Official Account.
 
@@ -61,7 +67,7 @@ class PushCodec:
         given = query.get(name, "")
         timestamp = query.get("timestamp", "")
         nonce = query.get("nonce", "")
-        if not given or not timestamp.isdigit() or not nonce:
+        if not given or not _is_timestamp(timestamp) or not nonce:
             raise PushError(403, f"missing or malformed {name}/timestamp/nonce")
         expected = sign(self.token, timestamp, nonce, *extra)
         if not hmac.compare_digest(expected.encode(), given.encode()):
@@ -105,12 +111,22 @@ class PushCodec:
 
 
 def parse_xml(body: bytes) -> ET.Element:
-    """Parse a push body, refusing DOCTYPE/entities before the parser sees them."""
+    """Parse a push body, refusing DOCTYPE/entities before the parser sees them.
+
+    WeChat sends UTF-8. The parser is told so, which overrides any encoding the
+    document declares; a NUL byte (which no UTF-8 XML holds, and every UTF-16 or
+    UTF-32 body does) is refused first, because the parser would honour such a
+    body's byte order and read a DOCTYPE the byte-level check cannot see.
+    """
+    if b"\x00" in body:
+        raise PushError(400, "XML must be UTF-8 (the body holds NUL bytes)")
     if _FORBIDDEN_XML.search(body):
         raise PushError(400, "XML with a DOCTYPE or entity declaration is refused")
+    parser = ET.XMLParser(encoding="utf-8")
     try:
-        root = ET.fromstring(body)
-    except ET.ParseError as exc:
+        parser.feed(body)
+        root = parser.close()
+    except (ET.ParseError, ValueError, LookupError) as exc:
         raise PushError(400, f"malformed XML: {exc}") from None
     if root.tag != "xml":
         raise PushError(400, f"unexpected root element <{root.tag}>")
@@ -156,7 +172,7 @@ def parse_event(plain_xml: bytes) -> Event:
     openid = fields.get("FromUserName", "").strip()
     msg_type = fields.get("MsgType", "").strip().lower()
     create_time = fields.get("CreateTime", "").strip()
-    if not openid or not msg_type or not create_time.isdigit():
+    if not openid or not msg_type or not _is_timestamp(create_time):
         raise PushError(400, "push lacks FromUserName, MsgType or a numeric CreateTime")
     is_event = msg_type == "event" or msg_type.startswith("device_")
     texts = {name: fields[tag] for tag, name in TEXT_FIELDS.get(msg_type, ()) if fields.get(tag)}
