@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -81,6 +82,8 @@ class Store:
 
     async def start(self) -> None:
         """Open the database on the owning thread and apply migrations."""
+        self._ready.clear()
+        self._open_error = None
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
         self._thread.start()
         await asyncio.get_running_loop().run_in_executor(None, self._ready.wait)
@@ -162,24 +165,21 @@ class Store:
                 return
 
     def _run_batch(self, db: Database, jobs: list[_Job]) -> None:
-        outcomes: list[tuple[_Job, bool, Any]] = []
         try:
-            db.conn.execute("BEGIN IMMEDIATE")
-            pushes = [(job, job.work) for job in jobs if isinstance(job.work, Push)]
-            if pushes:
-                recorded = record_pushes(db, [push for _, push in pushes], int(time.time()))
-                outcomes.extend((job, True, result)
-                                for (job, _), result in zip(pushes, recorded, strict=True))
-            outcomes.extend(self._run_job(db, job) for job in jobs
-                            if not isinstance(job.work, Push))
-            db.conn.execute("COMMIT")
-            self.commits += 1
-            self.committed_calls += len(jobs)
+            outcomes = self._commit(db, jobs)
         except Exception as exc:  # every caller hears of it; the writer thread lives on
-            log.error("database transaction failed, %d calls rolled back: %r", len(jobs), exc)
-            if db.conn.in_transaction:
-                db.conn.execute("ROLLBACK")
-            outcomes = [(job, False, exc) for job in jobs]
+            _rollback(db)
+            if len(jobs) > 1 and not isinstance(exc, sqlite3.OperationalError):
+                # One bad call must not fail the pushes that shared its transaction (each
+                # would come back as a retry); a locked, full or broken database fails
+                # them all at once instead of once per call.
+                log.warning("database transaction of %d calls failed (%r): committing each"
+                            " on its own", len(jobs), exc)
+                outcomes = [self._commit_alone(db, job) for job in jobs]
+            else:
+                log.error("database transaction failed, %d calls rolled back: %r",
+                          len(jobs), exc)
+                outcomes = [(job, False, exc) for job in jobs]
         # One wake-up of each event loop per batch, not one per call.
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, bool, Any]]] = {}
         for outcome in outcomes:
@@ -187,6 +187,29 @@ class Store:
         for loop, settled in by_loop.items():
             if not loop.is_closed():
                 loop.call_soon_threadsafe(_settle_all, settled)
+
+    def _commit(self, db: Database, jobs: list[_Job]) -> list[tuple[_Job, bool, Any]]:
+        """Run ``jobs`` in one transaction; raises (uncommitted) if a push or COMMIT fails."""
+        outcomes: list[tuple[_Job, bool, Any]] = []
+        db.conn.execute("BEGIN IMMEDIATE")
+        pushes = [(job, job.work) for job in jobs if isinstance(job.work, Push)]
+        if pushes:
+            recorded = record_pushes(db, [push for _, push in pushes], int(time.time()))
+            outcomes.extend((job, True, result)
+                            for (job, _), result in zip(pushes, recorded, strict=True))
+        outcomes.extend(self._run_job(db, job) for job in jobs if not isinstance(job.work, Push))
+        db.conn.execute("COMMIT")
+        self.commits += 1
+        self.committed_calls += len(jobs)
+        return outcomes
+
+    def _commit_alone(self, db: Database, job: _Job) -> tuple[_Job, bool, Any]:
+        try:
+            return self._commit(db, [job])[0]
+        except Exception as exc:
+            _rollback(db)
+            log.error("database call failed and was rolled back: %r", exc)
+            return job, False, exc
 
     @staticmethod
     def _run_job(db: Database, job: _Job) -> tuple[_Job, bool, Any]:
@@ -201,6 +224,11 @@ class Store:
             return job, False, exc
         db.execute(f"RELEASE SAVEPOINT {savepoint}")
         return job, True, result
+
+
+def _rollback(db: Database) -> None:
+    if db.conn.in_transaction:
+        db.conn.execute("ROLLBACK")
 
 
 def _settle_all(outcomes: list[tuple[_Job, bool, Any]]) -> None:

@@ -83,6 +83,54 @@ async def test_a_failing_push_batch_fails_its_callers_and_the_writer_lives(
     await store.close()
 
 
+def add_failure_trigger(path: Path, msg_id: str, body: str) -> None:
+    """Make SQLite itself fail the insert of one push (no code of ours is replaced)."""
+    conn = sqlite3.connect(path)
+    conn.execute(f"CREATE TRIGGER inject BEFORE INSERT ON events WHEN NEW.msg_id = '{msg_id}'"
+                 f" BEGIN {body}; END")
+    conn.commit()
+    conn.close()
+
+
+async def test_one_bad_push_does_not_fail_the_pushes_sharing_its_commit(tmp_path: Path) -> None:
+    store = Store(tmp_path / "bot.db")
+    await store.start()
+    add_failure_trigger(tmp_path / "bot.db", "666", "SELECT RAISE(ABORT, 'injected')")
+    results = await asyncio.gather(  # queued in one loop turn: one transaction
+        store.record(text_event(1), Decision()), store.record(text_event(666), Decision()),
+        store.record(text_event(2), Decision()), return_exceptions=True)
+    assert isinstance(results[1], sqlite3.IntegrityError)
+    assert not isinstance(results[0], BaseException) and not isinstance(results[2], BaseException)
+    assert await store.call(lambda db: [r[0] for r in db.execute(
+        "SELECT msg_id FROM events ORDER BY id")]) == ["1", "2"]
+    await store.close()
+
+
+async def test_a_broken_database_fails_the_batch_at_once(tmp_path: Path) -> None:
+    store = Store(tmp_path / "bot.db")
+    await store.start()
+    # 'no such table' is an OperationalError, like a locked or full database
+    add_failure_trigger(tmp_path / "bot.db", "666", "SELECT * FROM no_such_table")
+    commits = store.commits
+    results = await asyncio.gather(
+        store.record(text_event(1), Decision()), store.record(text_event(666), Decision()),
+        return_exceptions=True)
+    assert all(isinstance(r, sqlite3.OperationalError) for r in results)
+    assert store.commits == commits, "not retried call by call"
+    await store.close()
+
+
+async def test_a_store_can_be_started_again(tmp_path: Path) -> None:
+    store = Store(tmp_path / "bot.db")
+    await store.start()
+    await store.close()
+    with pytest.raises(RuntimeError, match="not running"):
+        await store.record(text_event(1), Decision())
+    await store.start()
+    assert not (await store.record(text_event(1), Decision())).duplicate
+    await store.close()
+
+
 def test_duplicate_pending_actions_collapse(db) -> None:  # type: ignore[no-untyped-def]
     assert enqueue_action(db, blacklist(), 1) is not None
     assert enqueue_action(db, blacklist(), 2) is None
