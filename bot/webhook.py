@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -24,6 +25,8 @@ TEXT = "text/plain"
 XML = "application/xml"
 _KNOWN_TYPES = frozenset((*MESSAGE_TYPES, "event"))
 _OUTCOMES = {400: "malformed", 403: "forbidden", 413: "too_large", 503: "retry_later"}
+# Decisions whose commit failed, kept for WeChat's retry (it comes within seconds).
+UNCOMMITTED_KEEP = 10_000
 
 
 class Engine(Protocol):
@@ -60,6 +63,10 @@ class Webhook:
         self.max_body = max_body
         self.on_actions = on_actions
         self._counters: dict[tuple[str, str], Any] = {}
+        # A push decided but not committed (the database failed): its retry records
+        # this decision rather than running the rules again, which would count it a
+        # second time towards a flood or a warning ladder.
+        self._uncommitted: OrderedDict[str, Decision] = OrderedDict()
 
     async def verify_url(self, request: web.Request) -> web.Response:
         """GET: the platform's URL check; echo ``echostr`` when the signature holds."""
@@ -114,11 +121,15 @@ class Webhook:
             except asyncio.CancelledError:
                 raise PushError(503, "the first delivery of this push failed; retry") from None
             return text, content_type, "retry"
+        decision = self._uncommitted.pop(key, None)
         try:
-            decision = self.engine.evaluate(event)
+            if decision is None:
+                decision = self.engine.evaluate(event)
             recorded = await self.recorder.record(event, decision)
         except BaseException:
             self.recent.forget(key)
+            if decision is not None:
+                self._keep_uncommitted(key, decision)
             raise
         if recorded.duplicate:
             self.recent.finish(key, SUCCESS, TEXT)
@@ -132,6 +143,11 @@ class Webhook:
             text, content_type = self.codec.reply(event, decision.reply, key_index, nonce), XML
         self.recent.finish(key, text, content_type)
         return text, content_type, "ok"
+
+    def _keep_uncommitted(self, key: str, decision: Decision) -> None:
+        self._uncommitted[key] = decision
+        while len(self._uncommitted) > UNCOMMITTED_KEEP:
+            self._uncommitted.popitem(last=False)
 
     def _pushes(self, msg_type: str, outcome: str) -> Any:
         """The push counter for these labels (cached: labels() costs a lock and a lookup)."""

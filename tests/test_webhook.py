@@ -253,6 +253,38 @@ async def test_concurrent_retries_are_processed_once(client: Client, config: Con
     assert db_rows(config, "SELECT kind, status FROM actions") == [("blacklist", "dry_run")]
 
 
+WARN_RULES = """
+rules:
+  - id: ad-warn
+    keywords: [广告]
+    action: warn
+    warn_limit: 1
+"""
+
+
+async def test_retry_after_a_failed_commit_is_not_counted_twice(aiohttp_client: MakeClient,
+                                                                tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    (tmp_path / "rules" / "test.yaml").write_text(WARN_RULES, encoding="utf-8")
+    client = await aiohttp_client(build_app(config))
+    conn = sqlite3.connect(config.storage.path)  # SQLite itself refuses the first delivery
+    conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.msg_id = '501'"
+                 " BEGIN SELECT RAISE(ABORT, 'injected'); END")
+    conn.commit()
+    push = text_xml(OPENID, "这是广告吗", 501)
+    assert (await post(client, push)).status == 500
+    conn.execute("DROP TRIGGER refuse")
+    conn.commit()
+    conn.close()
+    assert (await post(client, push)).status == 200  # WeChat's retry
+    assert db_rows(config, "SELECT rule_id, action, evidence LIKE '%warning 1 of 1%'"
+                           " FROM decisions") == [("ad-warn", "warn", 1)]
+    assert db_rows(config, "SELECT count(*) FROM actions") == [(0,)]
+    # the ladder goes on from one warning, not two
+    assert (await post(client, text_xml(OPENID, "又是广告", 502))).status == 200
+    assert db_rows(config, "SELECT kind FROM actions") == [("blacklist",)]
+
+
 async def test_event_retries_use_sender_and_time(client: Client, config: Config) -> None:
     event = (
         "<xml><ToUserName>gh</ToUserName><FromUserName>oEventUser0000001</FromUserName>"
