@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -229,17 +230,41 @@ def iter_events(db: Database, since: int = 0) -> Iterator[tuple[int, Event]]:
 
 
 def purge_content(db: Database, before: int, limit: int = 5000) -> int:
-    """Drop followers' message content received before ``before``, at most ``limit`` rows.
+    """Drop followers' words from what is older than ``before``; return rows changed.
 
-    Bounded so that one call never holds the writer (and so every push) for long;
-    call it again while it returns ``limit``.
+    Message content goes, and so do the excerpts that rule evidence and action
+    reasons quote (``... at 3-8: "..."`` becomes ``... at 3-8: [purged]``); which
+    rule fired, where and why stays. At most ``limit`` rows of each table, so that
+    one call never holds the writer (and so every push) for long: call it again
+    while it returns ``limit`` or more.
     """
-    cur = db.execute(
+    changed = db.execute(
         "UPDATE events SET texts = NULL, fields = NULL, purged = 1 WHERE id IN ("
         " SELECT id FROM events WHERE received_at < ? AND purged = 0 LIMIT ?)",
         [before, limit],
-    )
-    return cur.rowcount
+    ).rowcount
+    for table, column in (("decisions", "evidence"), ("actions", "reason")):
+        rows = db.execute(f"SELECT id, {column} FROM {table} WHERE created_at < ?"
+                          f" AND purged = 0 LIMIT ?", [before, limit]).fetchall()
+        db.conn.executemany(f"UPDATE {table} SET {column} = ?, purged = 1 WHERE id = ?",
+                            [(redact_quotes(text), row_id) for row_id, text in rows])
+        changed += len(rows)
+    # Who is blacklisted now: a few rows, and a redacted reason no longer matches.
+    rows = db.execute("SELECT openid, reason FROM blacklist WHERE since < ? AND reason LIKE ?",
+                      [before, '%: "%']).fetchall()
+    db.conn.executemany("UPDATE blacklist SET reason = ? WHERE openid = ?",
+                        [(redact_quotes(reason), openid) for openid, reason in rows])
+    return changed + len(rows)
+
+
+# An excerpt as Evidence.describe() quotes it: JSON-escaped after "at START-END: ". A
+# reason cut at its length limit may end inside the quote.
+_QUOTED = re.compile(r'(at \d+-\d+: )"(?:[^"\\]|\\.)*(?:"|\\?$)')
+
+
+def redact_quotes(text: str) -> str:
+    """``text`` with every quoted excerpt of a follower's words replaced by [purged]."""
+    return _QUOTED.sub(r"\1[purged]", text)
 
 
 def pending_count(db: Database) -> int:

@@ -206,6 +206,44 @@ def test_purge_drops_content_keeps_metadata(db) -> None:  # type: ignore[no-unty
     assert replayed == [{}, {"content": "hi"}]
 
 
+PURGE_RULES = """
+rules:
+  - id: contact-spam
+    keywords: [加微信]
+    action: blacklist
+"""
+
+
+def test_purge_drops_quoted_words_from_evidence_and_reasons(db, tmp_path: Path  # type: ignore[no-untyped-def]
+                                                            ) -> None:
+    from bot.outbox_queue import claim, complete
+    from bot.rules import RuleEngine, load_ruleset
+    from bot.store import insert_event
+
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "r.yaml").write_text(PURGE_RULES, encoding="utf-8")
+    engine = RuleEngine(load_ruleset(tmp_path / "rules"))
+    words = '我住"幸福路"5号; 加 微 信 abc'  # quotes and a separator: the quoting must hold
+    old, new = text_event(1, content=words), text_event(2, content=words)
+    insert_event(db, old, engine.evaluate(old), now=100)
+    complete(db, claim(db, "blacklist", "test-owner", 110, 20), 110)
+    insert_event(db, new, engine.evaluate(new), now=200)
+
+    def quoting(sql: str) -> list[bool]:
+        return ["加 微 信" in row[0] for row in db.execute(sql)]
+
+    assert quoting("SELECT evidence FROM decisions ORDER BY id") == [True, True]
+    assert purge_content(db, before=150) == 4  # event, decision, action, blacklist row
+    assert quoting("SELECT evidence FROM decisions ORDER BY id") == [False, True]
+    assert quoting("SELECT reason FROM actions ORDER BY id") == [False]
+    assert quoting("SELECT reason FROM blacklist") == [False]
+    evidence, rule_id, span = db.execute(
+        "SELECT evidence, rule_id, span_start FROM decisions ORDER BY id").fetchone()
+    assert (rule_id, span) == ("contact-spam", 11)
+    assert evidence.endswith(": [purged]") and "幸福路" not in evidence
+    assert purge_content(db, before=150) == 0
+
+
 def test_cli_transaction_waits_for_the_service_lock(tmp_path: Path) -> None:
     import threading
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,9 @@ class Evidence:
     text: str
 
     def describe(self) -> str:
-        return f'{self.label} in {self.field} at {self.span[0]}-{self.span[1]}: "{self.text}"'
+        # JSON-quoted: the retention purge finds the follower's words by this quoting
+        quoted = json.dumps(self.text, ensure_ascii=False)
+        return f"{self.label} in {self.field} at {self.span[0]}-{self.span[1]}: {quoted}"
 
 
 @dataclass(slots=True)
