@@ -202,7 +202,7 @@ async def _purge_loop(service: Service) -> None:
             log.error("purging message content failed, retrying next hour: %s", exc)
         else:
             if purged:
-                log.info("purged message content of %d events older than %d days", purged,
+                log.info("purged followers' words from %d rows older than %d days", purged,
                          days)
         await asyncio.sleep(PURGE_INTERVAL_SECONDS)
 

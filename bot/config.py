@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, fields
@@ -204,6 +205,8 @@ def _build_section(name: str, cls: type, value: Any, source: str) -> Any:
 def _coerce(key: str, expected: type, value: Any, source: str) -> Any:
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if expected is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{source}: '{key}' must be a finite number, got {value!r}")
     if expected is str and value is None:
         return ""
     if isinstance(value, expected) and not (expected is int and isinstance(value, bool)):
@@ -218,10 +221,16 @@ def _fail(source: str, key: str, message: str) -> None:
     raise ConfigError(f"{source}: '{key}' {message}")
 
 
+# Routes of the service's own besides the push path.
+_OWN_PATHS = frozenset(("/healthz", "/metrics"))
+
+
 def _check_values(config: Config, source: str) -> None:
     _check_wechat(config.wechat, source)
     checks = [
         (config.server.path.startswith("/"), "server.path", "must start with '/'"),
+        (config.server.path not in _OWN_PATHS, "server.path",
+         f"must not be {' or '.join(sorted(_OWN_PATHS))}: the service serves those itself"),
         (1 <= config.server.port <= 65535, "server.port", "must be between 1 and 65535"),
         (1024 <= config.server.max_body_bytes <= 10 * 1024 * 1024, "server.max_body_bytes",
          "must be between 1024 and 10485760"),

@@ -30,11 +30,17 @@ from bot.errors import ConfigError
         ({"storage": {"retention_days": 0}}, "'storage.retention_days'"),
         ({"storage": {"synchronous": "off"}}, "'storage.synchronous' must be full"),
         ({"server": "8080"}, "'server' must be a mapping"),
+        ({"server": {"path": "/metrics"}}, "'server.path' must not be /healthz or /metrics"),
+        ({"server": {"path": "/healthz"}}, "'server.path' must not be /healthz or /metrics"),
+        ({"actions": {"max_delay_seconds": float("inf")}},
+         "'actions.max_delay_seconds' must be a finite number"),
+        ({"rules": {"reload_seconds": float("nan")}}, "'rules.reload_seconds' must be a finite"),
     ],
     ids=["unknown-key", "unknown-section", "wrong-type", "bool-not-int", "bool", "aes-appid",
          "aes-length",
          "batch-too-big", "batch-zero", "cron-fields", "cron-value", "timezone", "api-base-path",
-         "path-slash", "retention", "synchronous", "section-type"],
+         "path-slash", "retention", "synchronous", "section-type", "path-metrics", "path-healthz",
+         "delay-inf", "reload-nan"],
 )
 def test_bad_values_name_the_key(raw: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
