@@ -196,8 +196,12 @@ def queue_expired(db: Database, now: float, *, dry_run: bool = False) -> int:
     In dry-run the unblacklist is recorded as ``dry_run`` (once per expiry) and the
     blacklist row is left as it is: nothing was lifted, so a live run must still lift it.
     """
-    due = db.execute("SELECT openid, rule_id, expires_at FROM blacklist WHERE status ="
-                     " 'blacklisted' AND expires_at IS NOT NULL AND expires_at <= ?",
+    # A follower with a blacklist still queued or in flight is skipped: that newer
+    # blacklist (an admin's extension, say) sets the expiry when it completes.
+    due = db.execute("SELECT openid, rule_id, expires_at FROM blacklist b WHERE status ="
+                     " 'blacklisted' AND expires_at IS NOT NULL AND expires_at <= ? AND NOT"
+                     " EXISTS (SELECT 1 FROM actions a WHERE a.openid = b.openid AND"
+                     " a.kind = 'blacklist' AND a.status IN ('pending', 'sending'))",
                      [now]).fetchall()
     queued = 0
     for openid, rule_id, expires_at in due:

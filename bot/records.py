@@ -146,8 +146,9 @@ def _extra_fields(event: Event) -> str | None:
     return _JSON.encode(dict(event.fields))
 
 
-# A permanent blacklist (NULL expiry) outranks every timed one; two timed ones keep
-# the later end.
+# A permanent blacklist (NULL expiry) outranks every timed one, whether it is the one
+# stored or the one asked for (SQLite's MAX() of anything and NULL is NULL); two timed
+# ones keep the later end.
 _LATER_EXPIRY = "CASE WHEN expires_at IS NULL THEN NULL ELSE MAX(expires_at, ?) END"
 
 
@@ -155,32 +156,38 @@ def enqueue_action(db: Database, action: Action, now: int, *, event_id: int | No
                    source: str = "rule", dry_run: bool = False) -> int | None:
     """Queue one API action, collapsing it against what is already queued or applied.
 
-    A queued action of the same kind for the same follower absorbs it; an opposite
-    queued action is cancelled by it (an unblacklist cancels a queued blacklist, and
-    the reverse); a follower already in the asked state through us is not sent again,
-    unless an admin asked for it from the CLI (``source="cli"``). In dry-run the row is
-    written as ``dry_run``: recorded as a would-be action, never claimed, never sent.
-    Returns the new outbox row id, or None when nothing needed queueing.
+    Only the follower's latest queued action matters, since the last word wins:
+    one of the same kind still waiting absorbs the new one (a permanent blacklist
+    makes it permanent, a timed one keeps the later end); an opposite one that was
+    never sent is cancelled. One that was sent, or may have been (a timeout, a
+    crash mid-call), is never cancelled: the new action queues behind it, so
+    WeChat ends in the state decided last. With nothing queued, a follower already
+    in the asked state through us is not sent again, unless an admin asked from
+    the CLI (``source="cli"``). In dry-run the row is written as ``dry_run``: a
+    would-be action, never claimed, never sent. Returns the new outbox row id, or
+    None when nothing needed queueing.
     """
     kind = ActionKind(action.kind)
     if not is_valid_openid(action.openid):
         log.warning("not queueing %s for malformed OpenID %r", kind, action.openid[:64])
         return None
     status = "dry_run" if dry_run else "pending"
-    queued = db.execute("SELECT id, kind FROM actions WHERE openid = ? AND status = ?",
-                        [action.openid, status]).fetchall()
-    if any(k == kind for _, k in queued):
-        if action.expires_at is not None and kind is ActionKind.BLACKLIST:
+    active = db.execute(
+        "SELECT id, kind, status, attempts FROM actions WHERE openid = ? AND status IN (?, ?)"
+        " ORDER BY id", [action.openid, status, "dry_run" if dry_run else "sending"],
+    ).fetchall()
+    cancelled = False
+    while active and active[-1][1] != kind and active[-1][2] == status and active[-1][3] == 0:
+        db.execute("UPDATE actions SET status = 'cancelled', updated_at = ?, errmsg = ?"
+                   " WHERE id = ?", [now, f"superseded by {kind}", active.pop()[0]])
+        cancelled = True
+    if active and active[-1][1] == kind and active[-1][2] == status:
+        if kind is ActionKind.BLACKLIST:
             db.execute(f"UPDATE actions SET expires_at = {_LATER_EXPIRY}, updated_at = ?"
-                       " WHERE openid = ? AND status = ? AND kind = ?",
-                       [action.expires_at, now, action.openid, status, str(kind)])
+                       " WHERE id = ?", [action.expires_at, now, active[-1][0]])
         return None
-    cancelled = [row_id for row_id, k in queued if k != kind]
-    if cancelled:
-        db.execute(f"UPDATE actions SET status = 'cancelled', updated_at = ?, errmsg = ?"
-                   f" WHERE id IN ({','.join('?' * len(cancelled))})",
-                   [now, f"superseded by {kind}", *cancelled])
-    if not dry_run and source != "cli" and _needless(db, action, kind, now, bool(cancelled)):
+    if not active and not dry_run and source != "cli" and _needless(db, action, kind, now,
+                                                                    cancelled):
         return None
     cur = db.execute(
         "INSERT INTO actions (openid, kind, rule_id, reason, source, event_id, status,"
@@ -193,10 +200,10 @@ def enqueue_action(db: Database, action: Action, now: int, *, event_id: int | No
 
 def _needless(db: Database, action: Action, kind: ActionKind, now: int,
               cancelled_one: bool) -> bool:
-    """True when the follower is already in the asked state through us (or never left it)."""
-    if db.execute("SELECT 1 FROM actions WHERE openid = ? AND status = 'sending'",
-                  [action.openid]).fetchone():
-        return False  # the call in flight may fail: queue this one behind it
+    """True when the follower is already in the asked state through us (or never left it).
+
+    Called with nothing of the follower's queued or in flight.
+    """
     state = db.execute("SELECT status FROM blacklist WHERE openid = ?",
                        [action.openid]).fetchone()
     if state is None:
@@ -204,7 +211,7 @@ def _needless(db: Database, action: Action, kind: ActionKind, now: int,
     wanted = "blacklisted" if kind is ActionKind.BLACKLIST else "removed"
     if state[0] != wanted:
         return False
-    if kind is ActionKind.BLACKLIST and action.expires_at is not None:
+    if kind is ActionKind.BLACKLIST:  # a permanent one (None) makes it permanent
         db.execute(f"UPDATE blacklist SET expires_at = {_LATER_EXPIRY}, updated_at = ?"
                    " WHERE openid = ?", [action.expires_at, now, action.openid])
     return True

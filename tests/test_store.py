@@ -182,6 +182,78 @@ def test_purge_works_in_bounded_chunks(db) -> None:  # type: ignore[no-untyped-d
     assert [purge_content(db, before=150, limit=3) for _ in range(4)] == [3, 3, 1, 0]
 
 
+def drain(db, now: int) -> list[str]:  # type: ignore[no-untyped-def]
+    """Send everything queued, in the order the batcher may, all successfully."""
+    from bot.outbox_queue import claim, complete
+
+    sent: list[str] = []
+    while True:
+        got = [row for kind in ("blacklist", "unblacklist")
+               for row in claim(db, kind, "test-owner", now, 20)]
+        if not got:
+            return sent
+        complete(db, got, now)
+        sent += [row.kind for row in got]
+
+
+def follower_state(db) -> tuple[str, int | None]:  # type: ignore[no-untyped-def]
+    return tuple(db.execute("SELECT status, expires_at FROM blacklist WHERE openid = ?",
+                            [OPENID]).fetchone())
+
+
+def test_a_permanent_blacklist_outranks_a_timed_one_queued_or_applied(db) -> None:  # type: ignore[no-untyped-def]
+    from bot.outbox_queue import queue_expired
+
+    enqueue_action(db, blacklist(expires_at=5000), 100)
+    enqueue_action(db, blacklist(expires_at=None), 101)  # absorbed: makes the queued one permanent
+    drain(db, 110)
+    assert follower_state(db) == ("blacklisted", None)
+    enqueue_action(db, unblacklist(), 120, source="cli")
+    drain(db, 125)
+    enqueue_action(db, blacklist(expires_at=5000), 130)
+    drain(db, 140)
+    assert follower_state(db) == ("blacklisted", 5000)
+    assert enqueue_action(db, blacklist(expires_at=None), 150) is None  # already blacklisted
+    assert follower_state(db) == ("blacklisted", None)
+    assert queue_expired(db, 6000) == 0
+
+
+def test_the_last_decision_wins_after_a_failed_send(db) -> None:  # type: ignore[no-untyped-def]
+    from bot.outbox_queue import claim, release
+
+    enqueue_action(db, blacklist(), 100)
+    sending = claim(db, "blacklist", "test-owner", 100, 20)
+    enqueue_action(db, unblacklist(), 101)  # queued behind the call in flight
+    release(db, [r.id for r in sending], 102, not_before=0)  # the call failed (-1)
+    enqueue_action(db, blacklist(), 103)  # the last word
+    assert drain(db, 110)[-1] == "blacklist"
+    assert follower_state(db)[0] == "blacklisted"
+
+
+def test_an_action_that_may_have_reached_wechat_is_never_cancelled(db) -> None:  # type: ignore[no-untyped-def]
+    from bot.outbox_queue import claim, release
+
+    enqueue_action(db, blacklist(), 100)
+    sending = claim(db, "blacklist", "test-owner", 100, 20)
+    release(db, [r.id for r in sending], 101, not_before=0)  # timed out: applied or not?
+    enqueue_action(db, unblacklist(), 102)
+    assert actions(db) == [("blacklist", "pending"), ("unblacklist", "pending")]
+    assert drain(db, 110) == ["blacklist", "unblacklist"]
+    assert follower_state(db)[0] == "removed"
+
+
+def test_an_expiry_does_not_cancel_a_newer_queued_blacklist(db) -> None:  # type: ignore[no-untyped-def]
+    from bot.outbox_queue import queue_expired
+
+    enqueue_action(db, blacklist(expires_at=3600), 100)
+    drain(db, 100)
+    enqueue_action(db, blacklist(expires_at=7 * 86400), 160, source="cli")  # an extension
+    assert queue_expired(db, 3600) == 0
+    assert actions(db) == [("blacklist", "done"), ("blacklist", "pending")]
+    drain(db, 3700)
+    assert follower_state(db) == ("blacklisted", 7 * 86400)
+
+
 def test_admin_remove_is_always_sent(db) -> None:  # type: ignore[no-untyped-def]
     enqueue_action(db, blacklist(), 1)
     assert enqueue_action(db, unblacklist(), 2, source="cli") is not None
