@@ -328,7 +328,9 @@ class Batcher:
                                       errmsg=s.errmsg)
         elif s.verdict is Verdict.PAUSE:
             reason = f"WeChat error {s.errcode} ({s.errmsg}): {explain(s.errcode)}"
-            log.error("SENDING PAUSED until %s, %d+ actions kept queued. %s",
+            brief = s.not_before - now <= 60  # the per-minute limit: routine under load
+            log.log(logging.WARNING if brief else logging.ERROR,
+                    "SENDING PAUSED until %s, %d+ actions kept queued. %s",
                       time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.not_before)),
                       len(rows), reason)
             await self._queue.release(ids, now, not_before=0, errcode=s.errcode,

@@ -74,8 +74,8 @@ def settle(  # noqa: PLR0911 - one return per error class is the point: a flat t
         return Settlement(Verdict.DONE)
     code, msg = error.errcode, error.errmsg
     if isinstance(error, QuotaError):
-        if error.scope == "minute":
-            return Settlement(Verdict.RETRY, next_minute(now), code, msg)
+        if error.scope == "minute":  # the whole API, not this batch: every call would fail
+            return Settlement(Verdict.PAUSE, next_minute(now), code, msg)
         return Settlement(Verdict.PAUSE, daily_pause_until(now), code, msg)
     if isinstance(error, CredentialError):
         return Settlement(Verdict.PAUSE, now + 600.0, code, msg)

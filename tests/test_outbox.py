@@ -146,7 +146,7 @@ async def env(tmp_path: Path, fake_wechat: FakeWeChat) -> AsyncIterator[Env]:
         (RetryableError(-1, "busy"), 20, Verdict.RETRY),
         (RetryableError(None, "HTTP 502", http_status=502), 20, Verdict.RETRY),
         (TokenError(40001, "bad token"), 20, Verdict.RETRY),
-        (QuotaError(45011, "minute", scope="minute"), 20, Verdict.RETRY),
+        (QuotaError(45011, "minute", scope="minute"), 20, Verdict.PAUSE),
         (QuotaError(45009, "daily", scope="daily"), 20, Verdict.PAUSE),
         (CredentialError(40125, "bad secret"), 20, Verdict.PAUSE),
         (BatchTooLargeError(40032, "size"), 20, Verdict.SPLIT),
@@ -506,3 +506,15 @@ async def test_unblacklist_waits_for_earlier_blacklist(env: Env) -> None:
     calls = [c.endpoint for c in env.fake.calls if c.endpoint.startswith("batch")]
     assert calls == ["batchblacklist", "batchunblacklist"]
     assert env.fake.blacklist == set()
+
+
+async def test_minute_quota_pauses_every_batch_not_just_the_one(env: Env) -> None:
+    # 45011 limits the whole API for the minute: the other ready batches must wait too,
+    # or each one fires into the limit and they all come due again in the same second.
+    await env.enqueue(make_openids(200))
+    env.fake.script("batchblacklist", *[errcode(45011)] * 50)
+    b = await env.batcher(clock=time.time)
+    b.wake()
+    await asyncio.sleep(1.0)
+    assert len(env.batch_calls()) == 1
+    assert "45011" in b.status.paused_reason
