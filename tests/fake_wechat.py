@@ -193,7 +193,9 @@ class FakeWeChat:
         if isinstance(scripted, Fault):
             if scripted.kind == "http":
                 call.answer = scripted.status
-                return web.Response(status=scripted.status, text="<html>error</html>")
+                redirect = {"Location": "/elsewhere"} if 300 <= scripted.status < 400 else None
+                return web.Response(status=scripted.status, text="<html>error</html>",
+                                    headers=redirect)
             if scripted.kind == "drop":
                 call.answer = "drop"
                 assert request.transport is not None

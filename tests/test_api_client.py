@@ -156,9 +156,12 @@ async def test_token_renewed_before_expiry(fake_wechat: FakeWeChat, store: Store
         (errcode(48001), FatalAPIError, 48001),
         (errcode(40999, "something new"), FatalAPIError, 40999),
         (drop(), RetryableError, None),
+        (http_error(429), RetryableError, None),
+        (http_error(200), RetryableError, None),  # a proxy's HTML page
+        (http_error(404), FatalAPIError, None),
     ],
     ids=["busy", "http500", "daily", "minute", "invalid", "not-ours", "too-many",
-         "unauthorised", "unknown", "dropped"],
+         "unauthorised", "unknown", "dropped", "http429", "not-json", "http404"],
 )
 async def test_errors_map_to_classes(fake_wechat: FakeWeChat, make_client: ClientFactory,
                                      answer: object, error: type, code: int | None) -> None:
@@ -169,6 +172,27 @@ async def test_errors_map_to_classes(fake_wechat: FakeWeChat, make_client: Clien
         await client.batch_blacklist(make_openids(2))
     assert info.value.errcode == code
     assert fake_wechat.blacklist == set()
+
+
+async def test_redirects_are_not_followed(fake_wechat: FakeWeChat,
+                                          make_client: ClientFactory) -> None:
+    # Following one would send the access_token in the query to wherever it points.
+    client = make_client()
+    await client.access_token()
+    fake_wechat.script("batchblacklist", http_error(302))
+    with pytest.raises(FatalAPIError) as info:
+        await client.batch_blacklist(make_openids(1))
+    assert info.value.http_status == 302
+
+
+async def test_connection_errors_carry_no_url(fake_wechat: FakeWeChat,
+                                              make_client: ClientFactory) -> None:
+    client = make_client()
+    await client.access_token()
+    fake_wechat.script("batchblacklist", drop())
+    with pytest.raises(RetryableError) as info:
+        await client.batch_blacklist(make_openids(1))
+    assert info.value.__context__ is None and info.value.__cause__ is None
 
 
 async def test_timeout_is_retryable(fake_wechat: FakeWeChat,

@@ -93,7 +93,8 @@ class FatalAPIError(APIError):
 
 def check_response(status: int, data: Any) -> dict[str, Any]:
     """Map an HTTP status and JSON body to the data, or raise the matching error class."""
-    if status >= 500:
+    # 5xx, 408/429 and a 200 that is not JSON (a proxy's error page) are passing trouble
+    if status >= 500 or status in (408, 429) or (status == 200 and not isinstance(data, dict)):
         raise RetryableError(None, f"HTTP {status}", http_status=status)
     if status != 200 or not isinstance(data, dict):
         raise FatalAPIError(None, f"unexpected answer (HTTP {status})", http_status=status)
@@ -287,9 +288,11 @@ class WeChatClient:
             params["access_token"] = token
         endpoint = path.rsplit("/", 1)[-1]
         started = time.monotonic()
+        failure: RetryableError | None = None
         try:
+            # No redirects: a 3xx would carry the access_token to wherever it points.
             async with self._session.request(method, url, params=params, timeout=self._timeout,
-                                             **kwargs) as resp:
+                                             allow_redirects=False, **kwargs) as resp:
                 status = resp.status
                 try:
                     data = await resp.json(content_type=None)
@@ -302,7 +305,9 @@ class WeChatClient:
         except (TimeoutError, aiohttp.ClientError) as exc:
             kind = "timeout" if isinstance(exc, TimeoutError) else "connection"
             self._record(endpoint, kind, started)
-            raise RetryableError(None, f"{kind}: {type(exc).__name__}") from None
+            failure = RetryableError(None, f"{kind}: {type(exc).__name__}")
+        if failure is not None:  # raised out here: aiohttp's error (its text holds the
+            raise failure        # URL with the token) must not ride along as __context__
         self._record(endpoint, "ok", started)
         return result
 
