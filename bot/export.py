@@ -93,12 +93,14 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, RetryableError | TokenError)
 
 
-def next_begin(page: BlacklistPage, begin: str, seen: set[str], kept: int, new: int
+def next_begin(page: BlacklistPage, begin: str, seen: set[str], new: int
                ) -> tuple[str | None, str]:
     """Where the next page starts, or None and why paging ends.
 
-    ``seen`` holds every begin_openid used so far; ``kept`` the distinct OpenIDs kept,
-    this page included; ``new`` how many of them this page added.
+    ``seen`` holds every begin_openid used so far; ``new`` how many OpenIDs this page
+    added that earlier pages had not listed. ``total`` never ends paging: OpenIDs kept
+    from earlier pages may have been removed since, so reaching it says nothing about
+    the pages still ahead of the cursor.
     """
     if page.count == 0 or not page.openids:
         return None, "count 0"
@@ -106,8 +108,6 @@ def next_begin(page: BlacklistPage, begin: str, seen: set[str], kept: int, new: 
         return None, "empty next_openid"
     if page.next_openid in seen or page.next_openid == begin:
         return None, "repeated next_openid"
-    if page.total and kept >= page.total:
-        return None, "total reached"
     if new == 0:
         return None, "no new OpenIDs on a page (the API is looping)"
     return page.next_openid, ""
@@ -159,7 +159,7 @@ async def page_into(store: StoreLike, source: BlacklistSource, snapshot_id: int,
         progress.kept += new
         progress.total = page.total
         on_page(progress)
-        following, why = next_begin(page, begin, seen, progress.kept, new)
+        following, why = next_begin(page, begin, seen, new)
         if following is None:
             progress.end = why
             return progress
@@ -348,8 +348,10 @@ class Exporter:
 
 def _consistency_notes(progress: Progress) -> list[str]:
     if progress.total and progress.kept != progress.total:
-        return [f"WeChat reported total {progress.total} but {progress.kept} distinct OpenIDs "
-                f"were listed (the list changed during the export?)"]
+        note = (f"WeChat reported total {progress.total} but {progress.kept} distinct "
+                f"OpenIDs were listed (the list changed during the export?)")
+        log.warning("export: %s", note)
+        return [note]
     return []
 
 

@@ -114,9 +114,9 @@ async def test_exports_every_openid_exactly_once(
     assert csv_ids(result) == ids
     assert result.total == size
     pages = -(-size // page_size)
-    # The fake's last page still carries a next_openid: "total reached" saves a call.
-    assert len(fake_wechat.calls_to("getblacklist")) == max(pages, 1)
-    assert result.progress.end == ("count 0" if size == 0 else "total reached")
+    # The fake's last page still carries a next_openid: one more call answers count 0.
+    assert len(fake_wechat.calls_to("getblacklist")) == pages + 1
+    assert result.progress.end == "count 0"
     assert db_rows(tmp_path, "SELECT day, total, complete FROM snapshots") == [
         ("2024-05-01", size, 1)]
     assert db_rows(tmp_path, "SELECT COUNT(*) FROM snapshot_entries") == [(size,)]
@@ -126,8 +126,8 @@ async def test_exports_every_openid_exactly_once(
 
 @pytest.mark.parametrize(("page_end", "end", "calls"), [
     ("empty_next", "empty next_openid", 3),
-    ("repeat", "total reached", 3),
-    ("count0", "total reached", 3),
+    ("repeat", "count 0", 4),
+    ("count0", "count 0", 4),
 ])
 async def test_end_conditions_on_the_fake(page_end: str, end: str, calls: int,
                                           fake_wechat: FakeWeChat,
@@ -171,8 +171,9 @@ A, B, C, D = make_openids(4)
     # next_openid points back to an earlier page: stop, keep what was listed once.
     ({"": Page(9, 2, [A, B], B), B: Page(9, 2, [C, D], B)}, [A, B, C, D],
      "repeated next_openid"),
-    # overlapping pages: duplicates are kept once and total counts distinct OpenIDs.
-    ({"": Page(3, 2, [A, B], B), B: Page(3, 2, [B, C], C)}, [A, B, C], "total reached"),
+    # overlapping pages: duplicates are kept once; reaching total does not end paging.
+    ({"": Page(3, 2, [A, B], B), B: Page(3, 2, [B, C], C), C: Page(3, 0, [], "")},
+     [A, B, C], "count 0"),
     # a page that adds nothing new while claiming more: the API loops, stop.
     ({"": Page(9, 2, [A, B], B), B: Page(9, 2, [A, B], C)}, [A, B],
      "no new OpenIDs on a page (the API is looping)"),
@@ -189,11 +190,47 @@ async def test_end_conditions_unreliable_api(pages: dict[str, Page], expected: l
 
 def test_next_begin_table() -> None:
     seen = {"", A}
-    assert next_begin(Page(5, 0, [], ""), A, seen, 2, 0) == (None, "count 0")
-    assert next_begin(Page(5, 1, [B], ""), A, seen, 3, 1) == (None, "empty next_openid")
-    assert next_begin(Page(5, 1, [B], A), A, seen, 3, 1) == (None, "repeated next_openid")
-    assert next_begin(Page(3, 1, [B], B), A, seen, 3, 1) == (None, "total reached")
-    assert next_begin(Page(5, 1, [B], B), A, seen, 3, 1) == (B, "")
+    assert next_begin(Page(5, 0, [], ""), A, seen, 0) == (None, "count 0")
+    assert next_begin(Page(5, 1, [B], ""), A, seen, 1) == (None, "empty next_openid")
+    assert next_begin(Page(5, 1, [B], A), A, seen, 1) == (None, "repeated next_openid")
+    assert next_begin(Page(5, 1, [A], B), A, seen, 0) == (
+        None, "no new OpenIDs on a page (the API is looping)")
+    assert next_begin(Page(5, 1, [B], B), A, seen, 1) == (B, "")
+    # total is informational: a page at or past it still leads on.
+    assert next_begin(Page(1, 1, [B], B), A, seen, 1) == (B, "")
+
+
+class RemovesBehindTheCursor:
+    """The real client; once the first page is read, ``removed`` leave the blacklist.
+
+    That is what the expiry job unblacklisting during a long export looks like.
+    """
+
+    def __init__(self, inner: WeChatClient, fake: FakeWeChat, removed: list[str]):
+        self.inner, self.fake, self.removed, self.calls = inner, fake, removed, 0
+
+    async def get_blacklist_page(self, begin_openid: str) -> object:
+        page = await self.inner.get_blacklist_page(begin_openid)
+        self.calls += 1
+        if self.calls == 1:
+            self.fake.blacklist.difference_update(self.removed)
+        return page
+
+
+async def test_removals_behind_the_cursor_do_not_drop_the_tail(
+        fake_wechat: FakeWeChat, client: WeChatClient,
+        make_exporter: Callable[..., Exporter]) -> None:
+    ids = make_openids(2500)
+    fake_wechat.blacklist.update(ids)
+    fake_wechat.page_size = 1000
+    # After page 1, 600 of its OpenIDs go: WeChat's total drops to 1,900 while 2,000
+    # are already kept, yet 500 still-blacklisted OpenIDs lie ahead of the cursor.
+    result = await make_exporter(RemovesBehindTheCursor(client, fake_wechat, ids[:600])).run()
+    assert csv_ids(result) == ids  # the removed ones were listed when their page was read
+    assert result.progress.end == "count 0"
+    assert result.progress.total == 1900
+    assert result.notes == ["WeChat reported total 1900 but 2500 distinct OpenIDs were "
+                            "listed (the list changed during the export?)"]
 
 
 async def test_failing_pages_are_retried_with_backoff(
@@ -207,7 +244,7 @@ async def test_failing_pages_are_retried_with_backoff(
     assert csv_ids(result) == ids
     assert sleeps == [1.0, 2.0, 8.0]  # backoff, then 45011 waits the cap (a minute in prod)
     assert result.progress.retries == 3
-    assert len(fake_wechat.calls_to("getblacklist")) == 3 + 3
+    assert len(fake_wechat.calls_to("getblacklist")) == 3 + 4  # 3 failures, 3 pages, count 0
 
 
 async def test_persistent_failure_keeps_the_previous_export(
