@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -29,31 +29,53 @@ from bot.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-GRACE_SECONDS = 3600.0
 EXPORT_JOB = "export"
 IntervalJob = tuple[Callable[[], Awaitable[Any]], float]
+# previous_fire's search: its first window, and where it gives up (longer than the
+# period of any 5-field cron, even 29 February on a given weekday).
+FIRST_LOOKBACK = timedelta(minutes=1)
+MAX_LOOKBACK = timedelta(days=50 * 366)
+TICK = timedelta(microseconds=1)
 
 
-def previous_fire(trigger: BaseTrigger, now: datetime, lookback: timedelta) -> datetime | None:
-    """The trigger's last fire time at or before ``now`` within ``lookback`` (None if none).
-
-    APScheduler 3 triggers only look forward, so walk forward from ``now - lookback``.
-    """
+def _last_fire_between(trigger: BaseTrigger, start: datetime, end: datetime
+                       ) -> datetime | None:
     last = None
-    fire = trigger.get_next_fire_time(None, now - lookback)
-    while fire is not None and fire <= now:
+    fire = trigger.get_next_fire_time(None, start)
+    while fire is not None and fire <= end:
         last = fire
-        fire = trigger.get_next_fire_time(fire, fire + timedelta(microseconds=1))
+        fire = trigger.get_next_fire_time(fire, fire + TICK)
     return last
 
 
-def missed_run(trigger: BaseTrigger, last_run: float | None, now: float, tz: ZoneInfo,
-               grace: float) -> datetime | None:
-    """The scheduled time a run was missed at (no successful run since), within ``grace``."""
-    fire = previous_fire(trigger, datetime.fromtimestamp(now, tz), timedelta(seconds=grace))
-    if fire is None or (last_run is not None and last_run >= fire.timestamp()):
-        return None
-    return fire
+def previous_fire(trigger: BaseTrigger, now: datetime, after: datetime | None = None
+                  ) -> datetime | None:
+    """The trigger's latest fire time at or before ``now`` and later than ``after``.
+
+    APScheduler 3 triggers only look forward, so walk forward from ever earlier starts
+    (the lookback doubles) until a window holds a fire time, reaches ``after`` or passes
+    MAX_LOOKBACK; the doubling keeps each walk to the few fire times near the latest.
+    """
+    lookback = FIRST_LOOKBACK
+    while True:
+        start = now.astimezone(UTC) - lookback
+        if after is not None and start <= after:
+            start, lookback = after.astimezone(UTC) + TICK, MAX_LOOKBACK  # the last window
+        last = _last_fire_between(trigger, start, now)
+        if last is not None or lookback >= MAX_LOOKBACK:
+            return last
+        lookback *= 2
+
+
+def missed_run(trigger: BaseTrigger, last_run: float | None, now: float, tz: ZoneInfo
+               ) -> datetime | None:
+    """The latest scheduled time before ``now`` if no run succeeded since it, else None.
+
+    However long ago that fire time was (within one period of the cron by construction),
+    one run catches it up; earlier missed fire times are covered by that same run.
+    """
+    after = None if last_run is None else datetime.fromtimestamp(last_run, tz)
+    return previous_fire(trigger, datetime.fromtimestamp(now, tz), after)
 
 
 class ExportScheduler:
@@ -67,7 +89,7 @@ class ExportScheduler:
     def __init__(self, config: Config, store: StoreLike,
                  source_factory: Callable[[], BlacklistSource | None],
                  metrics: Metrics | None = None, *, interval_jobs: Sequence[IntervalJob] = (),
-                 grace: float = GRACE_SECONDS, clock: Callable[[], float] = time.time,
+                 clock: Callable[[], float] = time.time,
                  trigger: BaseTrigger | None = None,
                  exporter_factory: Callable[..., Exporter] = Exporter):
         self.config = config
@@ -77,7 +99,6 @@ class ExportScheduler:
         self._source_factory = source_factory
         self._metrics = metrics
         self._interval_jobs = list(interval_jobs)
-        self._grace = grace
         self._clock = clock
         self._exporter_factory = exporter_factory
         self._lock = asyncio.Lock()
@@ -89,8 +110,9 @@ class ExportScheduler:
     async def start(self) -> None:
         """Start the scheduler; if a run was missed while the service was down, run it now."""
         sched = AsyncIOScheduler(timezone=self.tz, event_loop=asyncio.get_running_loop())
+        # A fire missed while running (loop blocked, host suspended) still runs, once.
         sched.add_job(self._scheduled, self.trigger, id=EXPORT_JOB, coalesce=True,
-                      max_instances=1, misfire_grace_time=int(self._grace))
+                      max_instances=1, misfire_grace_time=None)
         for i, (fn, seconds) in enumerate(self._interval_jobs):
             sched.add_job(fn, IntervalTrigger(seconds=seconds, timezone=self.tz),
                           id=f"interval-{i}", coalesce=True, max_instances=1,
@@ -104,7 +126,7 @@ class ExportScheduler:
             log.warning("export: dry-run (%s): scheduled exports are skipped, the WeChat API "
                         "is not called", self.config.dry_run_reason or "no API client")
         last = await self.store.call(snap.read_last_run)
-        missed = missed_run(self.trigger, last, self._clock(), self.tz, self._grace)
+        missed = missed_run(self.trigger, last, self._clock(), self.tz)
         if missed is not None:
             log.warning("the export due at %s did not run (service down?): running it now",
                         missed.isoformat())

@@ -30,23 +30,40 @@ def at(day: int, hour: int, minute: int = 0) -> datetime:
     return datetime(2024, 5, day, hour, minute, tzinfo=TZ)
 
 
-@pytest.mark.parametrize(("now", "expected"), [
-    (at(2, 3, 30), at(2, 3)),
-    (at(2, 3, 0), at(2, 3)),
-    (at(2, 2, 59), None),  # within the lookback of an hour, no fire
-    (at(2, 5, 0), None),  # the 03:00 fire is two hours back: beyond the lookback
-])
-def test_previous_fire(now: datetime, expected: datetime | None) -> None:
-    assert previous_fire(NIGHTLY, now, timedelta(hours=1)) == expected
+MONTHLY = CronTrigger.from_crontab("0 3 1 * *", timezone=TZ)
+
+
+@pytest.mark.parametrize(("trigger", "now", "after", "expected"), [
+    (NIGHTLY, at(2, 3, 30), None, at(2, 3)),
+    (NIGHTLY, at(2, 3, 0), None, at(2, 3)),  # a fire time at now counts
+    (NIGHTLY, at(2, 2, 59), None, at(1, 3)),  # the day before's
+    (NIGHTLY, at(2, 5, 0), None, at(2, 3)),  # however long ago: no lookback limit
+    (NIGHTLY, at(2, 5, 0), at(1, 3, 1), at(2, 3)),
+    (NIGHTLY, at(2, 5, 0), at(2, 3, 1), None),  # nothing after ``after``
+    (NIGHTLY, at(2, 5, 0), at(2, 3, 0), None),  # ``after`` itself excluded
+    (NIGHTLY, at(4, 5, 0), at(1, 3, 1), at(4, 3)),  # several since: the latest
+    (MONTHLY, at(20, 12), None, at(1, 3)),  # 19 days back
+], ids=["after-fire", "at-fire", "day-before", "two-hours", "since-last", "ran",
+        "ran-at-fire", "latest-of-several", "monthly"])
+def test_previous_fire(trigger: CronTrigger, now: datetime, after: datetime | None,
+                       expected: datetime | None) -> None:
+    assert previous_fire(trigger, now, after) == expected
 
 
 def test_missed_run_decision() -> None:
     now = at(2, 3, 20).timestamp()
     fire = at(2, 3)
-    assert missed_run(NIGHTLY, None, now, TZ, 3600) == fire
-    assert missed_run(NIGHTLY, at(1, 3, 1).timestamp(), now, TZ, 3600) == fire
-    assert missed_run(NIGHTLY, at(2, 3, 1).timestamp(), now, TZ, 3600) is None  # it ran
-    assert missed_run(NIGHTLY, None, at(2, 6).timestamp(), TZ, 3600) is None  # too late
+    assert missed_run(NIGHTLY, None, now, TZ) == fire
+    assert missed_run(NIGHTLY, at(1, 3, 1).timestamp(), now, TZ) == fire
+    assert missed_run(NIGHTLY, at(2, 3, 1).timestamp(), now, TZ) is None  # it ran
+    # Catch-up is not limited to an hour (it was, on purpose, until downtime across the
+    # fire time plus an hour skipped the day's export): any fire since the last run counts.
+    assert missed_run(NIGHTLY, None, at(2, 6).timestamp(), TZ) == fire
+    # Down 02:30-04:05 with the day before's export done: that day's export is due.
+    assert missed_run(NIGHTLY, at(1, 3, 1).timestamp(), at(2, 4, 5).timestamp(), TZ) == fire
+    # Down all of the 2nd and restarted before the 3rd's fire: the 2nd's run is due.
+    assert missed_run(NIGHTLY, at(1, 3, 1).timestamp(), at(3, 2, 59).timestamp(), TZ) == fire
+    assert missed_run(NIGHTLY, at(2, 4, 5).timestamp(), at(3, 2, 59).timestamp(), TZ) is None
 
 
 
@@ -101,6 +118,37 @@ async def test_missed_run_runs_once_on_start(config: Config, store: Store,
         assert len(starts) == 1
     finally:
         await sched.stop()
+
+
+async def test_catch_up_after_downtime_longer_than_an_hour_runs_once(
+        config: Config, store: Store, client: WeChatClient, fake_wechat: FakeWeChat) -> None:
+    fake_wechat.blacklist.update(make_openids(3))
+    metrics = Metrics()
+    nightly = ExportConfig(cron="0 3 * * *", timezone="Asia/Shanghai", dir=config.export.dir)
+    cfg = Config(wechat=config.wechat, storage=config.storage, export=nightly)
+    await store.call(lambda db: snap.write_last_run(db, at(1, 3, 1).timestamp(), "2024-05-01"))
+    # Down 02:30-04:05 on the 2nd: its 03:00 export runs on start, an hour past its time.
+    sched = ExportScheduler(cfg, store, lambda: client, metrics,
+                            clock=lambda: at(2, 4, 5).timestamp())
+    await sched.start()
+    try:
+        await until(lambda: exports(metrics, "ok") == 1)
+        assert sched.last_result is not None and sched.last_result.day == "2024-05-02"
+        assert await store.call(snap.read_last_run) == at(2, 4, 5).timestamp()
+    finally:
+        await sched.stop()
+    # Restarted a minute later: caught up already, nothing runs again.
+    again = ExportScheduler(cfg, store, lambda: client, metrics,
+                            clock=lambda: at(2, 4, 6).timestamp())
+    await again.start()
+    try:
+        assert again._scheduler is not None
+        job = again._scheduler.get_job("export")
+        assert job is not None and job.next_run_time > datetime.now(TZ) + timedelta(minutes=1)
+        assert again.runs == 0
+    finally:
+        await again.stop()
+    assert exports(metrics, "ok") == 1
 
 
 async def test_no_catch_up_after_a_successful_run(config: Config, store: Store,
