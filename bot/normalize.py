@@ -18,6 +18,13 @@ LOOKALIKES = {
     "ⓥ": "v", "ⓧ": "x", "ⓦ": "w", "ⓠ": "q",
     "𝐯": "v", "𝐱": "x",
     "。": ".", "｡": ".", "．": ".", "﹒": ".",
+    # 加微❤ / 加微♥: read before symbols are dropped
+    "❤": "信", "♥": "信",
+    # Cyrillic and Greek letters that pass for Latin ones (加вх = 加vx)
+    "а": "a", "в": "v", "е": "e", "і": "i", "ј": "j", "к": "k", "м": "m", "н": "h",
+    "о": "o", "р": "p", "с": "c", "ѕ": "s", "т": "t", "у": "y", "х": "x", "ԁ": "d",
+    "ԛ": "q", "ԝ": "w", "α": "a", "ε": "e", "ι": "i", "κ": "k", "ν": "v", "ο": "o",
+    "ρ": "p", "τ": "t", "υ": "u", "χ": "x",
 }
 
 # Contact detection only: digits written every way a phone number or QQ number gets
@@ -30,7 +37,7 @@ _CONTACT_DIGITS = {
     "八": "8", "捌": "8", "九": "9", "玖": "9",
 }
 _CONTACT_WORDS = {"薇": "微", "威": "微", "徽": "微", "嶶": "微", "溦": "微", "+": "加",
-                  "伽": "加", "芯": "信", "❤": "信"}
+                  "伽": "加", "芯": "信"}
 for _digit in range(10):  # dingbat negative circled ➊..➓ and sans-serif ➀.. survive NFKC
     for _base in (0x2776, 0x2780, 0x278A):
         if _digit:
@@ -39,14 +46,17 @@ CONTACT_TABLE = str.maketrans({**_CONTACT_DIGITS, **_CONTACT_WORDS})
 
 # Unicode categories that never carry meaning between two characters: format chars
 # (zero-width joiners, BOM, bidi marks), combining marks (strike-through overlays),
-# controls, spaces and every kind of punctuation and pictographic symbol.
+# controls, spaces and every kind of punctuation and symbol (math ~|=<>+, currency,
+# modifiers, pictographs).
 _DROP_CATEGORIES = frozenset({"Cf", "Cc", "Cs", "Co", "Cn", "Mn", "Me", "Zs", "Zl", "Zp",
-                              "Pc", "Pd", "Ps", "Pe", "Pi", "Pf", "Po", "Sk", "So"})
+                              "Pc", "Pd", "Ps", "Pe", "Pi", "Pf", "Po", "Sm", "Sc", "Sk",
+                              "So"})
 _INVISIBLE = frozenset({"Cf", "Cc", "Cs", "Co", "Cn", "Mn", "Me"})
-_KEEP_SYMBOLS = frozenset("+")  # a contact sign (加), folded in the contact table
+# Hangul fillers: letters (Lo) by category, blank on screen, used to split words.
+_FILLERS = frozenset("\u115f\u1160\u3164\uffa0")
 
 
-def _fold_char(char: str, *, light: bool) -> str:
+def _fold_char(char: str, *, light: bool, keep: frozenset[str] = frozenset()) -> str:
     """What one original character becomes; '' when it is ignored for matching."""
     out = []
     for piece in unicodedata.normalize("NFKC", char):
@@ -54,7 +64,7 @@ def _fold_char(char: str, *, light: bool) -> str:
             ch = LOOKALIKES.get(lower, lower)
             if ord(ch) >= 0x2E80:  # CJK range: only there can zhconv change anything
                 ch = _simplified().get(ch, ch)
-            if _dropped(ch, light):
+            if ch not in keep and _dropped(ch, light):
                 continue
             out.append(ch)
     return "".join(out)
@@ -69,8 +79,8 @@ def _simplified() -> dict[str, str]:
 
 
 def _dropped(ch: str, light: bool) -> bool:
-    if ch in _KEEP_SYMBOLS:
-        return False
+    if ch in _FILLERS:
+        return True
     category = unicodedata.category(ch)
     if light:  # only invisible characters go; spaces and punctuation delimit URLs
         return category in _INVISIBLE and not ch.isspace()
@@ -80,20 +90,23 @@ def _dropped(ch: str, light: bool) -> bool:
 class _FoldTable(dict[int, str]):
     """A ``str.translate`` table filled on first sight of each character (C-speed after)."""
 
-    def __init__(self, light: bool):
+    def __init__(self, light: bool, keep: str = ""):
         super().__init__()
         self.light = light
+        self.keep = frozenset(keep)
         for code in range(128):
-            self[code] = _fold_char(chr(code), light=light)
+            self[code] = _fold_char(chr(code), light=light, keep=self.keep)
 
     def __missing__(self, code: int) -> str:
-        folded = _fold_char(chr(code), light=self.light)
+        folded = _fold_char(chr(code), light=self.light, keep=self.keep)
         self[code] = folded
         return folded
 
 
 DENSE = _FoldTable(light=False)
 LIGHT = _FoldTable(light=True)
+# The dense form keeping "+", which reads as 加 in contact details (+V abc12345)
+SIGNED = _FoldTable(light=False, keep="+")
 
 
 def fold(text: str) -> str:
@@ -101,9 +114,10 @@ def fold(text: str) -> str:
     return text.translate(DENSE)
 
 
-def contact_form(folded: str) -> str:
-    """``fold(text)`` with disguised digits and contact homophones resolved (same length)."""
-    return folded.translate(CONTACT_TABLE)
+def contact_form(text: str) -> str:
+    """The contact form of an original text: its dense form keeping "+", with disguised
+    digits and contact homophones resolved (one character to one)."""
+    return text.translate(SIGNED).translate(CONTACT_TABLE)
 
 
 def _offsets(text: str, table: _FoldTable) -> list[int]:
@@ -130,8 +144,13 @@ class Folded:
 
     @cached_property
     def contact(self) -> str:
-        """The dense form with digits and contact look-alikes folded (positions unchanged)."""
-        return contact_form(self.dense)
+        """The dense form keeping "+", digits and contact look-alikes folded."""
+        return contact_form(self.original)
+
+    @cached_property
+    def contact_plain(self) -> str:
+        """The contact form without "+": in 加+微+信 the signs only split the word."""
+        return self.dense.translate(CONTACT_TABLE)
 
     @cached_property
     def light(self) -> str:
@@ -146,14 +165,27 @@ class Folded:
     def _light_starts(self) -> list[int]:
         return _offsets(self.original, LIGHT)
 
-    def span(self, start: int, end: int, *, light: bool = False) -> tuple[int, int]:
-        """The original span a folded span ``[start, end)`` came from."""
-        starts = self._light_starts if light else self._dense_starts
+    @cached_property
+    def _contact_starts(self) -> list[int]:
+        return _offsets(self.original, SIGNED)
+
+    def span(self, start: int, end: int, *, form: str = "dense") -> tuple[int, int]:
+        """The original span a span ``[start, end)`` of ``form`` (dense, light, contact)
+        came from."""
+        starts = (self._light_starts if form == "light" else
+                  self._contact_starts if form == "contact" else self._dense_starts)
         if not starts or end <= start:
             return (0, 0)
         return starts[start], starts[end - 1] + 1
 
-    def excerpt(self, start: int, end: int, *, light: bool = False) -> tuple[tuple[int, int], str]:
+    def excerpt(self, start: int, end: int, *, form: str = "dense"
+                ) -> tuple[tuple[int, int], str]:
         """The original span and its text, for evidence."""
-        span = self.span(start, end, light=light)
+        span = self.span(start, end, form=form)
         return span, self.original[span[0]:span[1]]
+
+    def contiguous(self, start: int, end: int) -> bool:
+        """Whether the follower wrote dense span ``[start, end)`` with nothing between its
+        characters (no space, punctuation or symbol that folding dropped)."""
+        first, stop = self.span(start, end)
+        return all(DENSE[ord(char)] for char in self.original[first:stop])

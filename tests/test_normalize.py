@@ -21,19 +21,25 @@ from bot.normalize import Folded, contact_form, fold
     ("➕vx", "加vx"),
     ("①③⑧", "138"),                          # NFKC already gives circled digits
     ("９９", "99"),
+    ("时~时~彩", "时时彩"),
+    ("约|炮 加=微=信 加+微+信 ¥$", "约炮加微信加微信"),  # math and currency symbols
+    ("加\u3164微\uffa0信", "加微信"),          # Hangul fillers
+    ("加微❤", "加微信"),
+    ("加вх", "加vx"),                          # Cyrillic look-alikes
 ], ids=["spaces", "zero-width", "format-chars", "punctuation", "emoji", "combining",
         "full-width", "case", "traditional", "traditional-word", "heavy-plus", "circled",
-        "full-width-digits"])
+        "full-width-digits", "tilde", "math-currency", "hangul-filler", "heart", "cyrillic"])
 def test_fold(text: str, expected: str) -> None:
     assert fold(text) == expected
 
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("一三八", "138"), ("壹贰叁", "123"), ("➊➋➌", "123"), ("薇信", "微信"), ("威信", "微信"),
-    ("+v", "加v"),
-], ids=["numerals", "financial-numerals", "negative-circled", "wei-lookalike", "wei-2", "plus"])
+    ("+v", "加v"), ("+ V: abc", "加vabc"),
+], ids=["numerals", "financial-numerals", "negative-circled", "wei-lookalike", "wei-2", "plus",
+        "plus-spaced"])
 def test_contact_form_folds_digits_and_lookalikes(text: str, expected: str) -> None:
-    assert contact_form(fold(text)) == expected
+    assert contact_form(text) == expected
 
 
 def test_contact_folding_does_not_touch_the_keyword_form() -> None:
@@ -64,4 +70,4 @@ def test_light_form_keeps_url_punctuation() -> None:
     folded = Folded("看 WWW。Example．com 吧")
     assert "www.example.com" in folded.light
     start = folded.light.index("www")
-    assert folded.excerpt(start, start + 15, light=True)[1] == "WWW。Example．com"
+    assert folded.excerpt(start, start + 15, form="light")[1] == "WWW。Example．com"

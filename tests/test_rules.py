@@ -123,6 +123,17 @@ def test_duplicate_id_names_both_files(tmp_path: Path) -> None:
         f"{tmp_path / 'a.yaml'}:2)"]
 
 
+def test_regexes_too_large_together_name_a_file_and_line(tmp_path: Path) -> None:
+    # Each compiles alone; RE2 cannot compile the set of both.
+    write(tmp_path, "a.yaml", "rules:\n  - id: a\n    keywords: [x]\n    action: log\n")
+    write(tmp_path, "b.yaml", "rules:\n  - id: b\n    regex: ['加\\p{Han}{2,1000}群']\n"
+                              "    action: log\n  - id: c\n    regex: ['进\\p{Han}{2,1000}群']\n"
+                              "    action: log\n")
+    with pytest.raises(RuleError) as caught:
+        load_ruleset(tmp_path)
+    assert caught.value.errors[0].startswith(f"{tmp_path / 'b.yaml'}:2: the 2 regexes")
+
+
 def test_missing_directory_and_empty_files(tmp_path: Path) -> None:
     with pytest.raises(RuleError, match="rules directory not found"):
         load_ruleset(tmp_path / "nope")
@@ -156,7 +167,9 @@ rules:
 
 @pytest.mark.parametrize("text", [
     "加 微 信", "加\u200b微\u200b信", "ＶＸ 123", "Vx", "刷單賺錢", "前面路口交通 口交服务",
-], ids=["spaced", "zero-width", "full-width", "case", "traditional", "hit-beside-except"])
+    "路口交，通宵", "加~微~信", "加|微|信",
+], ids=["spaced", "zero-width", "full-width", "case", "traditional", "hit-beside-except",
+        "except-split-by-punctuation", "tilde", "bar"])
 def test_disguised_keywords_are_caught(tmp_path: Path, text: str) -> None:
     decision = engine_for(tmp_path, SPAM).evaluate(event(text))
     assert [h.rule_id for h in decision.hits] == ["spam"]
@@ -213,7 +226,10 @@ def test_pathological_regex_does_not_stall(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("text", "kind"), [
-    ("加V", "wechat_id"), ("➕vx", "wechat_id"), ("加 薇 信", "wechat_id"), ("薇信", "wechat_id"),
+    ("加V", "wechat_id"), ("➕vx", "wechat_id"), ("加 薇 信", "wechat_id"),
+    ("薇信 abc12345", "wechat_id"),
+    ("加~微~信 abc12345", "wechat_id"), ("+V：abc12345", "wechat_id"),
+    ("加＋微＋信 abc12345", "wechat_id"), ("企鹅号 12345678", "qq"),
     ("我微信号是 abc_12345", "wechat_id"), ("qq:１２３４５６７８", "qq"),
     ("扣扣 一二三四五六七", "qq"), ("电话 一三八 1234 五六七八", "phone"), ("①③⑧①②③④⑤⑥⑦⑧", "phone"),
     ("壹叁捌壹贰叁肆伍陆柒捌", "phone"), ("看 www。spam．com", "url"), ("https://x.cn/a", "url"),
@@ -227,8 +243,10 @@ def test_contact_detection(tmp_path: Path, text: str, kind: str) -> None:
 
 @pytest.mark.parametrize("text", [
     "增加微信支付", "请问微信怎么绑定", "订单号 2023120112", "一三八", "我们一起去看电影",
-    "welcome.home", "邮件 a@b.com",
-], ids=["add-payment", "question", "order-no", "short-numerals", "yiqi", "not-url", "email"])
+    "welcome.home", "邮件 a@b.com", "国产微芯片", "安徽信息工程学院", "权威信号",
+    "南极有企鹅100000只",
+], ids=["add-payment", "question", "order-no", "short-numerals", "yiqi", "not-url", "email",
+        "microchip", "anhui", "authority", "penguins"])
 def test_contact_detection_stays_quiet(tmp_path: Path, text: str) -> None:
     engine = engine_for(tmp_path, "rules:\n  - id: c\n    contact: [wechat_id, qq, phone, url]"
                                   "\n    action: log\n")
@@ -387,7 +405,10 @@ def test_shipped_rules_load_with_passing_examples_and_quickly() -> None:
     "我的电话是13812345678，麻烦回电",
     "刷单是诈骗吗？我好像被骗了", "请问房贷利率是多少", "已转发到微信群，谢谢分享",
     "考试上岸了！", "这个接口交互怎么调用", "http://mp.weixin.qq.com/s/abc 这篇文章不错",
-], ids=[f"ordinary{i}" for i in range(9)])
+    "这款手机用的是国产微芯片", "我在安徽信息工程学院读书", "南极有企鹅100000只",
+    "海口交警提醒大家注意安全", "请问你们银行有无抵押贷款吗？", "衣服被划了个新口子",
+    "18K彩金项链多少钱", "我想咨询加急办理，我电话13812345678",
+], ids=[f"ordinary{i}" for i in range(17)])
 def test_shipped_rules_leave_ordinary_followers_alone(text: str) -> None:
     decision = RuleEngine(load_ruleset(ROOT / "rules")).evaluate(event(text))
     assert decision.actions == () and not [h for h in decision.hits

@@ -10,6 +10,7 @@ from typing import Any
 import ahocorasick
 import re2
 
+from bot.errors import RuleError
 from bot.normalize import Folded, fold
 from bot.rules.contact import _OPTIONS, DETECTOR, compile_re2
 from bot.rules.schema import FloodSpec, RuleSpec
@@ -163,11 +164,21 @@ class RuleSet:
         if not any(rule.regexes for rule in self.rules):
             return None, index
         regex_set = re2.Set.SearchSet(_OPTIONS)
-        for rule in self.rules:
-            for position, (pattern, _) in enumerate(rule.regexes):
-                regex_set.Add(pattern)
-                index.append((rule.index, position))
-        regex_set.Compile()
+        try:
+            for rule in self.rules:
+                for position, (pattern, _) in enumerate(rule.regexes):
+                    regex_set.Add(pattern)
+                    index.append((rule.index, position))
+            regex_set.Compile()
+        except Exception:  # re2's own error type: each regex compiled alone, the set did not
+            # Too big together (RE2's memory budget): name the rule with the longest regex.
+            worst = max((r for r in self.rules if r.regexes),
+                        key=lambda r: max(len(p) for p, _ in r.regexes))
+            raise RuleError([
+                f"{worst.spec.file}:{worst.spec.line}: the {len(index)} regexes of the rules"
+                " are too large for RE2 to compile together; simplify this rule's regex"
+                " (large counted repetitions such as {2,1000} cost the most) or others"]
+            ) from None
         return regex_set, index
 
     def _build_flood_groups(self) -> dict[str, tuple[int, int]]:
@@ -219,7 +230,10 @@ class RuleSet:
             match = matches.setdefault(index, TextMatch())
             if match.keywords is not None:
                 continue
-            excepts = scan.except_spans.get(index, ())
+            # An except phrase speaks only as the follower wrote it, in one piece: 口交，通宵
+            # folds to 口交通 but is not 路口交通.
+            excepts = [(a, b) for a, b in scan.except_spans.get(index, ())
+                       if folded.contiguous(a, b)]
             for start, end, word in hits:
                 if not any(a <= start and end <= b for a, b in excepts):
                     span, original = folded.excerpt(start, end)
@@ -256,7 +270,7 @@ class RuleSet:
             for kind in rule.spec.contact:
                 hit = found.get(kind)
                 if hit is not None:
-                    span, original = folded.excerpt(hit.start, hit.end, light=hit.light)
+                    span, original = folded.excerpt(hit.start, hit.end, form=hit.form)
                     match.contact = Evidence(f"contact {kind}", name, span, original)
                     break
 

@@ -39,11 +39,14 @@ _WECHAT = [
     r"((?:vx|wx)(?:号|id)?(?:是|为)?(?:[a-z][a-z_-]{0,12}\d[a-z0-9_-]{2,16}|\d{6,12}))"
     r"(?:[^a-z0-9]|$)",
 ]
-# Spellings nobody uses except to slip past a filter for 微信 (checked on the dense form,
-# before 薇/威 are folded, because 威信 is also an ordinary word).
-_WECHAT_DISGUISES = r"(薇信|徽信|嶶信|溦信|v信|微芯|微❤|威信号|薇x|vx号)"
+# Spellings of 微信 meant to slip past a filter, followed by an ID (checked on the dense
+# form, before 薇/威 are folded). Without the ID they are ordinary words too often:
+# 安徽信息, 国产微芯片, 权威信号.
+_WECHAT_DISGUISES = (r"((?:薇信|徽信|嶶信|溦信|v信|微芯|威信|薇x|vx)(?:号|id)?(?:是|为)?"
+                     r"(?:[a-z][a-z0-9_-]{5,19}|\d{6,12}))(?:[^a-z0-9]|$)")
 _QQ = [
-    r"((?:qq|扣扣|抠抠|企鹅|q号|q群)(?:号|群)?(?:是|为)?\d{5,11})(?:\D|$)",
+    r"((?:qq|扣扣|抠抠|q号|q群)(?:号|群)?(?:是|为)?\d{5,11})(?:\D|$)",
+    r"(企鹅(?:号|群)(?:是|为)?\d{5,11})(?:\D|$)",  # not 企鹅100000只 (penguins)
     r"(加(?:qq|扣扣|q)\d{5,11})(?:\D|$)",
 ]
 _PHONE = [r"(?:^|\D)((?:0?86)?1[3-9]\d{9})(?:\D|$)"]
@@ -63,7 +66,7 @@ class ContactHit:
     kind: str
     start: int
     end: int
-    light: bool = False
+    form: str = "contact"  # which form of the text (Folded.span's ``form``)
 
 
 def _builtin(pattern: str) -> re.Pattern[str]:
@@ -97,19 +100,24 @@ class ContactDetector:
             if not _PREFILTERS[kind](folded):
                 continue
             for pattern, form in self._patterns[kind]:
-                match = pattern.search(getattr(folded, form))
+                where, match = form, pattern.search(getattr(folded, form))
+                signed = len(folded.contact) != len(folded.dense)  # a "+" is the only difference
+                if match is None and form == "contact" and signed:
+                    # "+" reads 加 (+V abc123) or splits a word (加+微+信): try both
+                    where = "dense"  # contact_plain has the dense form's positions
+                    match = pattern.search(folded.contact_plain)
                 if match:
                     start, end = match.span(1)
-                    found[kind] = ContactHit(kind, start, end, light=form == "light")
+                    found[kind] = ContactHit(kind, start, end, where)
                     break
         return found
 
 
 # Cheap necessary conditions that skip most searches: every WeChat-ID pattern holds 加,
-# 信, vx or wx (on the contact form) or a disguise with 信, 芯, ❤, 薇x or vx (on the
+# 信, vx or wx (on the contact form) or a disguise with 信, 芯, 薇x or vx (on the
 # dense form); QQ and phone numbers need five digits in a row; a URL needs a dot.
 _WECHAT_HINT = re.compile(r"[加信]|vx|wx")
-_DISGUISE_HINT = re.compile(r"[信芯❤]|薇x|vx")
+_DISGUISE_HINT = re.compile(r"[信芯]|薇x|vx")
 _FIVE_DIGITS = re.compile(r"[0-9]{5}")
 _PREFILTERS = {
     "wechat_id": lambda folded: (_WECHAT_HINT.search(folded.contact) is not None
