@@ -54,6 +54,12 @@ SCHEMA_ERRORS = [
      "r.yaml:3: rule 'a': regex '(a)\\\\1' is not valid RE2 syntax"),
     ("rules:\n  - id: a\n    regex: ['(?=x)y']\n    action: log\n", "no backreferences or "
                                                                      "look-around"),
+    ("rules:\n  - id: a\n    regex: ['VX\\d{6}']\n    action: log\n",
+     "r.yaml:3: rule 'a': regex 'VX\\\\d{6}' can never match: the text it runs on is folded"),
+    ("rules:\n  - id: a\n    regex: ['bad\\.xyz']\n    action: log\n",
+     "r.yaml:3: rule 'a': regex 'bad\\\\.xyz' can never match: '.' never appears"),
+    ("rules:\n  - id: a\n    keywords: [x]\n    msg_types: []\n    action: log\n",
+     "rule 'a': 'msg_types' is empty"),
     ("rules:\n  - id: a\n    keywords: [x]\n    action: blacklist\n    duration: 7 days\n",
      "r.yaml:5: rule 'a': 'duration' must be a duration like 30s, 15m, 12h or 7d"),
     ("rules:\n  - id: a\n    keywords: 加微信\n    action: log\n",

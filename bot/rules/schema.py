@@ -305,6 +305,11 @@ class _RuleFields:
                 self.checker.error(line, f"{self.label}: regex {pattern!r} is not valid RE2 "
                                    f"syntax: {exc} (RE2 runs in linear time, so it has no "
                                    "backreferences or look-around)")
+                continue
+            problem = unmatchable(pattern)
+            if problem:
+                self.checker.error(line, f"{self.label}: regex {pattern!r} can never match: "
+                                   f"{problem}")
             else:
                 good.append(pattern)
         return tuple(good)
@@ -364,6 +369,9 @@ class _RuleFields:
 
     def msg_types(self) -> frozenset[str] | None:
         types = self.checker.strings(self.raw, "msg_types", self.label)
+        if "msg_types" in self.raw and not types:
+            self.fail("msg_types", "'msg_types' is empty: list the types the rule is for, "
+                      "or leave the key out for every type")
         for name in types:
             if name not in RULE_TYPES:
                 self.fail("msg_types", f"unknown message type '{name}' in 'msg_types' "
@@ -392,3 +400,26 @@ class _RuleFields:
                                    f"'examples.{key}' (expected match, no_match)")
         strings = self.checker.strings
         return strings(value, "match", self.label), strings(value, "no_match", self.label)
+
+
+# What a regex may not hold, since it runs on the folded text: escaped or literal
+# characters that folding removes (\. \/ a space, CJK punctuation) unless optional,
+# and upper-case letters outside escapes such as \D or \p{Han} (unless (?i) is set).
+# Character classes are left alone: [，,] or [A-Za-z] can still match something.
+_CLASS = re.compile(r"\[(?:\\.|[^\]\\])*\]")
+_ESCAPE_OR_PROPERTY = re.compile(r"\\[pP]\{[^}]*\}|\\.")
+_LITERAL_DROPPED = re.compile(r"(?:\\(.)|([^\\\w(){}|*+?.^$:!=<>,-]))(?![?*]|\{0)")
+
+
+def unmatchable(pattern: str) -> str | None:
+    """Why ``pattern`` can never match the folded text, or None (when unsure too)."""
+    outside = _CLASS.sub("", pattern)
+    if "(?i" not in pattern and re.search(r"[A-Z]", _ESCAPE_OR_PROPERTY.sub("", outside)):
+        return ("the text it runs on is folded to lower case (write 'vx', not 'VX', "
+                "or start the regex with (?i))")
+    for match in _LITERAL_DROPPED.finditer(outside):
+        char = match.group(1) or match.group(2)
+        if char and not char.isalnum() and not fold(char):
+            return (f"{char!r} never appears in the text it runs on: spaces, punctuation "
+                    "and symbols are removed before matching (match the words around it)")
+    return None
