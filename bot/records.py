@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
@@ -245,15 +246,13 @@ def purge_content(db: Database, before: int, limit: int = 5000) -> int:
     one call never holds the writer (and so every push) for long: call it again
     while it returns ``limit`` or more.
     """
-    changed = db.execute(
-        "UPDATE events SET texts = NULL, fields = NULL, purged = 1 WHERE id IN ("
-        " SELECT id FROM events WHERE received_at < ? AND purged = 0 LIMIT ?)",
-        [before, limit],
-    ).rowcount
+    events = _due(db, "events", "received_at", "purged", before=before, limit=limit)
+    db.conn.executemany("UPDATE events SET texts = NULL, fields = NULL, purged = 1"
+                        " WHERE id = ?", [(row_id,) for row_id, _ in events])
+    changed = len(events)
     for table, column in (("decisions", "evidence"), ("actions", "reason")):
-        rows = db.execute(f"SELECT id, {column} FROM {table} WHERE created_at < ?"
-                          f" AND purged = 0 LIMIT ?", [before, limit]).fetchall()
-        db.conn.executemany(f"UPDATE {table} SET {column} = ?, purged = 1 WHERE id = ?",
+        rows = _due(db, table, "created_at", column, before=before, limit=limit)
+        db.conn.executemany(f"UPDATE {table} SET {column} = ? WHERE id = ?",
                             [(redact_quotes(text), row_id) for row_id, text in rows])
         changed += len(rows)
     # Who is blacklisted now: a few rows, and a redacted reason no longer matches.
@@ -262,6 +261,26 @@ def purge_content(db: Database, before: int, limit: int = 5000) -> int:
     db.conn.executemany("UPDATE blacklist SET reason = ? WHERE openid = ?",
                         [(redact_quotes(reason), openid) for openid, reason in rows])
     return changed + len(rows)
+
+
+def _due(db: Database, table: str, stamp: str, column: str, *, before: int, limit: int
+         ) -> list[tuple[int, Any]]:
+    """Up to ``limit`` ``(id, column)`` of ``table`` stamped before ``before``, walking
+    ids from where the last purge of it stopped (kept in ``kv``), and moving that mark.
+
+    Ids grow with time, so no index is needed (one would cost every push) and rows
+    purged once are never read again.
+    """
+    key = f"purge.{table}"
+    mark = db.execute("SELECT value FROM kv WHERE key = ?", [key]).fetchone()
+    rows = db.execute(f"SELECT id, {stamp}, {column} FROM {table} WHERE id > ? ORDER BY id"
+                      f" LIMIT ?", [int(mark[0]) if mark else 0, limit]).fetchall()
+    due = list(itertools.takewhile(lambda row: row[1] < before, rows))
+    if due:
+        db.execute("INSERT INTO kv (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT(key)"
+                   " DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                   [key, str(due[-1][0]), before])
+    return [(row[0], row[2]) for row in due]
 
 
 # An excerpt as Evidence.describe() quotes it: JSON-escaped after "at START-END: ". A

@@ -118,17 +118,6 @@ def _snapshots(db: Database) -> None:
     )
 
 
-@core(name="0003_purge_markers")
-def _purge_markers(db: Database) -> None:
-    # The retention purge walks only rows it has not purged yet: with the plain
-    # received_at index each chunk re-read every row purged before it. Rule evidence
-    # and action reasons quote the follower's words, so they are purged too.
-    db.execute("CREATE INDEX events_unpurged ON events (received_at) WHERE purged = 0")
-    for table in ("decisions", "actions"):
-        db.execute(f"ALTER TABLE {table} ADD COLUMN purged INTEGER NOT NULL DEFAULT 0")
-        db.execute(f"CREATE INDEX {table}_unpurged ON {table} (created_at) WHERE purged = 0")
-
-
 # Schema changes go here as new named migrations (never edit an applied one).
 MIGRATION_SETS: list[Migrations] = [core]
 
