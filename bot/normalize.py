@@ -14,7 +14,7 @@ from zhconv import zhconv
 # only unambiguous stand-ins belong here (word-level look-alikes such as 薇信 stay in
 # the contact table below or in the rules' keyword lists).
 LOOKALIKES = {
-    "➕": "加", "✚": "加", "╋": "加", "﹢": "加",
+    "➕": "加", "✚": "加", "╋": "加",
     "ⓥ": "v", "ⓧ": "x", "ⓦ": "w", "ⓠ": "q",
     "𝐯": "v", "𝐱": "x",
     "。": ".", "｡": ".", "．": ".", "﹒": ".",
@@ -114,10 +114,21 @@ def fold(text: str) -> str:
     return text.translate(DENSE)
 
 
+# Every character NFKC turns into "+" (a test checks the whole of Unicode).
+PLUS_FORMS = "+\ufe62\uff0b\u207a\u208a\ufb29"
+
+
+def _has_plus(text: str) -> bool:
+    # six C-level searches: several times cheaper than a regex or a set over the text
+    return ("+" in text or "\uff0b" in text or "\ufe62" in text or "\u207a" in text
+            or "\u208a" in text or "\ufb29" in text)
+
+
 def contact_form(text: str) -> str:
     """The contact form of an original text: its dense form keeping "+", with disguised
-    digits and contact homophones resolved (one character to one)."""
-    return text.translate(SIGNED).translate(CONTACT_TABLE)
+    digits and contact homophones resolved (one character to one). "++" is not 加加
+    (C++): it becomes two blanks, which keeps positions and matches nothing."""
+    return text.translate(SIGNED).replace("++", "  ").translate(CONTACT_TABLE)
 
 
 def _offsets(text: str, table: _FoldTable) -> list[int]:
@@ -145,6 +156,8 @@ class Folded:
     @cached_property
     def contact(self) -> str:
         """The dense form keeping "+", digits and contact look-alikes folded."""
+        if not _has_plus(self.original):
+            return self.contact_plain  # the same text, one translate cheaper
         return contact_form(self.original)
 
     @cached_property
@@ -184,8 +197,11 @@ class Folded:
         span = self.span(start, end, form=form)
         return span, self.original[span[0]:span[1]]
 
-    def contiguous(self, start: int, end: int) -> bool:
-        """Whether the follower wrote dense span ``[start, end)`` with nothing between its
-        characters (no space, punctuation or symbol that folding dropped)."""
+    def unbroken(self, start: int, end: int, within: tuple[int, int]) -> bool:
+        """Whether the follower wrote dense span ``[start, end)`` in one piece, apart from
+        what they wrote inside the dense span ``within`` (a keyword hit inside it): no
+        space, punctuation or symbol that folding dropped lies elsewhere in it."""
         first, stop = self.span(start, end)
-        return all(DENSE[ord(char)] for char in self.original[first:stop])
+        inner_first, inner_stop = self.span(*within)
+        return all(DENSE[ord(self.original[i])] or inner_first <= i < inner_stop
+                   for i in range(first, stop))

@@ -71,3 +71,22 @@ def test_light_form_keeps_url_punctuation() -> None:
     assert "www.example.com" in folded.light
     start = folded.light.index("www")
     assert folded.excerpt(start, start + 15, form="light")[1] == "WWW。Example．com"
+
+
+def test_every_plus_form_is_known() -> None:
+    # Folded.contact skips its own translate when no character of the text becomes "+"
+    import sys
+    import unicodedata
+
+    from bot.normalize import PLUS_FORMS, _has_plus
+
+    plus = [chr(c) for c in range(sys.maxunicode + 1)
+            if unicodedata.normalize("NFKC", chr(c)) == "+"]
+    assert sorted(plus) == sorted(PLUS_FORMS)
+    assert all(_has_plus(f"a{char}b") for char in plus)
+
+
+def test_plus_reads_as_jia_in_contacts_but_cplusplus_does_not() -> None:
+    assert Folded("+V abc12345").contact.startswith("加v")
+    assert "加" not in Folded("C++ vs JavaScript").contact
+    assert Folded("＋Ｖ abc12345").contact.startswith("加v")

@@ -129,6 +129,13 @@ def test_duplicate_id_names_both_files(tmp_path: Path) -> None:
         f"{tmp_path / 'a.yaml'}:2)"]
 
 
+@pytest.mark.parametrize("pattern", [r"(?P<id>\d{6,})", r"v\pN{6,}", r"加[，,]?微",
+                                     r"www\.?spam", r"[A-Za-z]\d"])
+def test_regexes_that_can_match_are_accepted(tmp_path: Path, pattern: str) -> None:
+    load_ruleset(write(tmp_path / "rules", "r.yaml",
+                       f"rules:\n  - id: a\n    regex: ['{pattern}']\n    action: log\n").parent)
+
+
 def test_regexes_too_large_together_name_a_file_and_line(tmp_path: Path) -> None:
     # Each compiles alone; RE2 cannot compile the set of both.
     write(tmp_path, "a.yaml", "rules:\n  - id: a\n    keywords: [x]\n    action: log\n")
@@ -182,8 +189,10 @@ def test_disguised_keywords_are_caught(tmp_path: Path, text: str) -> None:
     assert decision.actions[0].kind is ActionKind.BLACKLIST
 
 
-@pytest.mark.parametrize("text", ["前面路口交通拥堵", "今天天气不错", "微信支付"],
-                         ids=["except", "plain", "unrelated"])
+@pytest.mark.parametrize("text", ["前面路口交通拥堵", "今天天气不错", "微信支付",
+                                  "前面路口，交通管制了", "我到路口 交通很堵"],
+                         ids=["except", "plain", "unrelated", "keyword-split-by-comma",
+                              "keyword-split-by-space"])
 def test_ordinary_texts_pass(tmp_path: Path, text: str) -> None:
     assert engine_for(tmp_path, SPAM).evaluate(event(text)).empty
 
@@ -250,9 +259,9 @@ def test_contact_detection(tmp_path: Path, text: str, kind: str) -> None:
 @pytest.mark.parametrize("text", [
     "增加微信支付", "请问微信怎么绑定", "订单号 2023120112", "一三八", "我们一起去看电影",
     "welcome.home", "邮件 a@b.com", "国产微芯片", "安徽信息工程学院", "权威信号",
-    "南极有企鹅100000只",
+    "南极有企鹅100000只", "C++ vs JavaScript",
 ], ids=["add-payment", "question", "order-no", "short-numerals", "yiqi", "not-url", "email",
-        "microchip", "anhui", "authority", "penguins"])
+        "microchip", "anhui", "authority", "penguins", "c-plus-plus"])
 def test_contact_detection_stays_quiet(tmp_path: Path, text: str) -> None:
     engine = engine_for(tmp_path, "rules:\n  - id: c\n    contact: [wechat_id, qq, phone, url]"
                                   "\n    action: log\n")

@@ -230,12 +230,12 @@ class RuleSet:
             match = matches.setdefault(index, TextMatch())
             if match.keywords is not None:
                 continue
-            # An except phrase speaks only as the follower wrote it, in one piece: 口交，通宵
-            # folds to 口交通 but is not 路口交通.
-            excepts = [(a, b) for a, b in scan.except_spans.get(index, ())
-                       if folded.contiguous(a, b)]
+            excepts = scan.except_spans.get(index, ())
             for start, end, word in hits:
-                if not any(a <= start and end <= b for a, b in excepts):
+                # An except phrase speaks as the follower wrote it: 口交，通宵 folds to 口交通
+                # but is not 路口交通; 路口，交通 is, whatever splits the keyword itself.
+                if not any(a <= start and end <= b and folded.unbroken(a, b, (start, end))
+                           for a, b in excepts):
                     span, original = folded.excerpt(start, end)
                     match.keywords = Evidence(f"keyword '{word}'", name, span, original)
                     break

@@ -407,7 +407,7 @@ class _RuleFields:
 # and upper-case letters outside escapes such as \D or \p{Han} (unless (?i) is set).
 # Character classes are left alone: [，,] or [A-Za-z] can still match something.
 _CLASS = re.compile(r"\[(?:\\.|[^\]\\])*\]")
-_ESCAPE_OR_PROPERTY = re.compile(r"\\[pP]\{[^}]*\}|\\.")
+_ESCAPE_OR_PROPERTY = re.compile(r"\\[pP](?:\{[^}]*\}|[A-Za-z])|\\.|\(\?P?<[^>]*>")
 _LITERAL_DROPPED = re.compile(r"(?:\\(.)|([^\\\w(){}|*+?.^$:!=<>,-]))(?![?*]|\{0)")
 
 
