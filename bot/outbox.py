@@ -174,8 +174,10 @@ class Batcher:
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
-                if self._paused_until > self._clock() and not self._busy:
-                    return False
+                paused_for = self._paused_until - self._clock()
+                if paused_for > deadline - time.monotonic() and not self._busy:
+                    return False  # paused past the deadline (a pause ending before it,
+                    # like 45011's minute, is waited out)
                 self._pending = await self._queue.count_active()
                 if self._pending == 0:
                     return True

@@ -144,6 +144,15 @@ def release(db: Database, ids: Sequence[int], now: float, *, not_before: float,
     )
 
 
+# A blacklist completing while an earlier one is still in force keeps the stronger
+# end: permanent (NULL) outranks timed, and of two timed ones the later end wins (a
+# shorter one queued behind a longer one in flight must not cut it short).
+_MERGED_EXPIRY = (
+    "CASE WHEN blacklist.status = 'blacklisted' AND excluded.status = 'blacklisted' THEN"
+    " (CASE WHEN blacklist.expires_at IS NULL OR excluded.expires_at IS NULL THEN NULL"
+    " ELSE MAX(blacklist.expires_at, excluded.expires_at) END) ELSE excluded.expires_at END")
+
+
 def complete(db: Database, rows: Sequence[Claimed], now: float) -> None:
     """Mark rows done and record the follower's new state in ``blacklist``."""
     ts = int(now)
@@ -157,7 +166,7 @@ def complete(db: Database, rows: Sequence[Claimed], now: float) -> None:
             " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(openid) DO UPDATE SET"
             " since = CASE WHEN blacklist.status = excluded.status THEN blacklist.since"
             " ELSE excluded.since END, status = excluded.status, rule_id = excluded.rule_id,"
-            " reason = excluded.reason, expires_at = excluded.expires_at,"
+            f" reason = excluded.reason, expires_at = {_MERGED_EXPIRY},"
             " updated_at = excluded.updated_at",
             [r.openid, "blacklisted" if blacklisted else "removed", r.rule_id, r.reason, ts,
              r.expires_at if blacklisted else None, ts],

@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -212,7 +213,12 @@ def _needless(db: Database, action: Action, kind: ActionKind, now: int,
     wanted = "blacklisted" if kind is ActionKind.BLACKLIST else "removed"
     if state[0] != wanted:
         return False
-    if kind is ActionKind.BLACKLIST:  # a permanent one (None) makes it permanent
+    if kind is ActionKind.BLACKLIST and cancelled_one:
+        # An unblacklist never sent was just cancelled (an expiry, say, which cleared
+        # the end): this blacklist's own end is the one in force now.
+        db.execute("UPDATE blacklist SET expires_at = ?, updated_at = ? WHERE openid = ?",
+                   [action.expires_at, now, action.openid])
+    elif kind is ActionKind.BLACKLIST:  # a permanent one (None) makes it permanent
         db.execute(f"UPDATE blacklist SET expires_at = {_LATER_EXPIRY}, updated_at = ?"
                    " WHERE openid = ?", [action.expires_at, now, action.openid])
     return True
@@ -255,12 +261,14 @@ def purge_content(db: Database, before: int, limit: int = 5000) -> int:
         db.conn.executemany(f"UPDATE {table} SET {column} = ? WHERE id = ?",
                             [(redact_quotes(text), row_id) for row_id, text in rows])
         changed += len(rows)
-    # Who is blacklisted now: a few rows, and a redacted reason no longer matches.
+    # Who is blacklisted now: a few rows; only reasons that quote a follower change (an
+    # admin's own quotes stay, and are not counted: the caller loops while rows change).
     rows = db.execute("SELECT openid, reason FROM blacklist WHERE since < ? AND reason LIKE ?",
-                      [before, '%: "%']).fetchall()
-    db.conn.executemany("UPDATE blacklist SET reason = ? WHERE openid = ?",
-                        [(redact_quotes(reason), openid) for openid, reason in rows])
-    return changed + len(rows)
+                      [before, '%at %: "%']).fetchall()
+    redacted = [(new, openid) for openid, reason in rows
+                if (new := redact_quotes(reason)) != reason]
+    db.conn.executemany("UPDATE blacklist SET reason = ? WHERE openid = ?", redacted)
+    return changed + len(redacted)
 
 
 def _due(db: Database, table: str, stamp: str, column: str, *, before: int, limit: int
@@ -275,7 +283,10 @@ def _due(db: Database, table: str, stamp: str, column: str, *, before: int, limi
     mark = db.execute("SELECT value FROM kv WHERE key = ?", [key]).fetchone()
     rows = db.execute(f"SELECT id, {stamp}, {column} FROM {table} WHERE id > ? ORDER BY id"
                       f" LIMIT ?", [int(mark[0]) if mark else 0, limit]).fetchall()
-    due = list(itertools.takewhile(lambda row: row[1] < before, rows))
+    # A row stamped over a day ahead came from a wrong clock: waiting for its date would
+    # hold every row behind it, so it goes now.
+    future = int(time.time()) + 86400
+    due = list(itertools.takewhile(lambda row: row[1] < before or row[1] > future, rows))
     if due:
         db.execute("INSERT INTO kv (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT(key)"
                    " DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",

@@ -518,3 +518,19 @@ async def test_minute_quota_pauses_every_batch_not_just_the_one(env: Env) -> Non
     await asyncio.sleep(1.0)
     assert len(env.batch_calls()) == 1
     assert "45011" in b.status.paused_reason
+
+
+async def test_drain_waits_out_a_pause_that_ends_before_its_deadline(env: Env) -> None:
+    # The CLI sends with drain(): a 45011 (the next minute) must not make it give up.
+    env.clock.now = (int(env.clock.now) // 60) * 60 + 59.0  # the minute ends in 1 s (+1 s)
+    env.fake.script("batchblacklist", errcode(45011))
+    await env.enqueue(make_openids(3))
+    b = await env.batcher()
+    drained = asyncio.create_task(b.drain(10))
+    await until(lambda: len(env.batch_calls()) == 1)
+    await asyncio.sleep(0.1)
+    assert not drained.done(), "gave up on a pause that ends in 2 s"
+    env.clock.now += 3
+    b.wake()
+    assert await drained
+    assert len(env.fake.blacklist) == 3

@@ -254,6 +254,58 @@ def test_an_expiry_does_not_cancel_a_newer_queued_blacklist(db) -> None:  # type
     assert follower_state(db) == ("blacklisted", 7 * 86400)
 
 
+def test_a_blacklist_queued_behind_one_in_flight_keeps_the_stronger_end(db) -> None:  # type: ignore[no-untyped-def]
+    from bot.outbox_queue import claim, complete
+
+    for first, second, kept in ((None, 5000, None), (9000, 5000, 9000), (5000, 9000, 9000)):
+        db.execute("DELETE FROM actions")
+        db.execute("DELETE FROM blacklist")
+        enqueue_action(db, blacklist(expires_at=first), 100)
+        in_flight = claim(db, "blacklist", "test-owner", 100, 20)
+        enqueue_action(db, blacklist(expires_at=second), 101)  # queued behind it
+        complete(db, in_flight, 102)
+        drain(db, 103)
+        assert follower_state(db) == ("blacklisted", kept), (first, second)
+
+
+def test_reoffending_after_an_expiry_gets_the_new_end_not_permanent(db) -> None:  # type: ignore[no-untyped-def]
+    from bot.outbox_queue import queue_expired
+
+    enqueue_action(db, blacklist(expires_at=3600), 100)
+    drain(db, 100)
+    assert queue_expired(db, 3600) == 1  # unblacklist queued, not sent yet (paused, say)
+    enqueue_action(db, blacklist(expires_at=9000), 3700)  # offends again meanwhile
+    assert actions(db)[-1] == ("unblacklist", "cancelled")
+    assert follower_state(db) == ("blacklisted", 9000)
+    assert queue_expired(db, 9000) == 1
+
+
+def test_purge_leaves_an_admins_own_quotes_and_ends(db) -> None:  # type: ignore[no-untyped-def]
+    from bot.outbox_queue import claim, complete
+
+    for index in range(3):
+        enqueue_action(db, Action(ActionKind.BLACKLIST, f"oAdminQuoted{index:016d}", "cli",
+                                  'fraud ring: "lucky88"'), 100, source="cli")
+    complete(db, claim(db, "blacklist", "test-owner", 100, 20), 100)
+    assert purge_content(db, before=150, limit=2) == 2  # the actions' reasons (no span)
+    assert purge_content(db, before=150, limit=2) == 1
+    assert purge_content(db, before=150, limit=2) == 0  # blacklist reasons: nothing to redact
+    assert db.execute("SELECT DISTINCT reason FROM blacklist").fetchall() == [
+        ('fraud ring: "lucky88"',)]
+
+
+def test_purge_is_not_held_up_by_a_row_from_a_wrong_clock(db) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    from bot.store import insert_event
+
+    insert_event(db, text_event(1), Decision(), now=100)
+    insert_event(db, text_event(2), Decision(), now=int(time.time()) + 10 * 86400)
+    insert_event(db, text_event(3), Decision(), now=100)
+    purge_content(db, before=150)
+    assert [r[0] for r in db.execute("SELECT purged FROM events ORDER BY id")] == [1, 1, 1]
+
+
 def test_admin_remove_is_always_sent(db) -> None:  # type: ignore[no-untyped-def]
     enqueue_action(db, blacklist(), 1)
     assert enqueue_action(db, unblacklist(), 2, source="cli") is not None
