@@ -86,22 +86,32 @@ class Service:
             state["rules_loaded_at"] = int(self.watcher.loaded_at)
         rules_error = self.watcher.last_error if self.watcher else None
         if rules_error:
-            state["status"] = "degraded"
+            _worsen(state, "degraded")
             state["rules_error"] = rules_error
         try:
             assert self.store is not None
             state["pending_actions"] = await self.store.call(pending_count)
         except Exception as exc:  # reported, not raised: health must answer
-            state.update(status="down", error=f"database: {exc.__class__.__name__}")
+            _worsen(state, "down")
+            state["error"] = f"database: {exc.__class__.__name__}"
         if self.scheduler is not None and self.scheduler.last_error:
             state["export_error"] = self.scheduler.last_error
         if self.batcher is not None:
             actions = self.batcher.status.as_dict()
             if actions["paused_reason"]:
-                state["status"] = "degraded"
+                _worsen(state, "degraded")
                 state["actions_paused"] = actions["paused_reason"]
                 state["actions_paused_until"] = actions["paused_until"]
         return state
+
+
+_SEVERITY = {"ok": 0, "degraded": 1, "down": 2}
+
+
+def _worsen(state: dict[str, Any], status: str) -> None:
+    """Raise the health status to ``status``, never lower it (down stays down: 503)."""
+    if _SEVERITY[status] > _SEVERITY[state["status"]]:
+        state["status"] = status
 
 
 SERVICE = web.AppKey("service", Service)

@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from bot.app import build_app
 from bot.config import Config, build_config
+from tests.fake_wechat import FakeWeChat, errcode
 from tests.pushes import (
     AES_KEY,
     APPID,
@@ -421,3 +422,34 @@ async def test_deeply_nested_xml_gets_400(client: Client) -> None:
     body = (f"<xml><FromUserName>{OPENID}</FromUserName><CreateTime>1</CreateTime>"
             f"<MsgType>event</MsgType><Event>x</Event>{deep}</xml>")
     assert (await post(client, body)).status == 400
+
+
+async def test_database_down_stays_503_while_sending_is_paused(
+        aiohttp_client: MakeClient, tmp_path: Path, fake_wechat: FakeWeChat) -> None:
+    from bot.app import SERVICE
+
+    config = build_config({
+        "wechat": {"token": TOKEN, "appid": fake_wechat.appid, "secret": fake_wechat.secret,
+                   "api_base": fake_wechat.base_url},
+        "storage": {"path": str(tmp_path / "bot.db")},
+        "rules": {"dir": make_config(tmp_path).rules.dir},
+        "actions": {"max_delay_seconds": 0.05},
+        "export": {"dir": str(tmp_path / "exports")},
+    })
+    fake_wechat.script("batchblacklist", errcode(45009))
+    client = await aiohttp_client(build_app(config))
+    assert (await post(client, text_xml(OPENID, "加微信", 9960))).status == 200
+    for _ in range(200):
+        health = await (await client.get("/healthz")).json()
+        if health.get("actions_paused"):
+            break
+        await asyncio.sleep(0.02)
+    assert health["status"] == "degraded" and "45009" in health["actions_paused"]
+    store = client.app[SERVICE].store
+    assert store is not None
+    await store.close()  # the database is gone; sending is still paused
+    response = await client.get("/healthz")
+    health = await response.json()
+    assert response.status == 503 and health["status"] == "down", health
+    assert health["actions_paused"], "the pause is still reported beside the outage"
+    await store.start()  # back, so the app's own shutdown can close it again
