@@ -200,10 +200,11 @@ def read_pause(db: Database) -> tuple[float, str]:
 def queue_expired(db: Database, now: float, *, dry_run: bool = False) -> int:
     """Queue an unblacklist (source 'expiry') for every timed blacklist that has run out.
 
-    The row's ``expires_at`` is cleared in the same transaction, so the outbox row is
-    the durable record of the removal and a failed one is not re-queued every minute.
-    In dry-run the unblacklist is recorded as ``dry_run`` (once per expiry) and the
-    blacklist row is left as it is: nothing was lifted, so a live run must still lift it.
+    Once per expiry: the queued (or sent, or failed) unblacklist is the durable record
+    of it, so a failed one is not re-queued every minute. The row keeps its end (NULL
+    means permanent, never "lifted"); a new blacklist before the unblacklist goes out
+    cancels it and brings its own end. In dry-run the unblacklist is recorded as
+    ``dry_run``, also once per expiry.
     """
     # A follower with a blacklist still queued or in flight is skipped: that newer
     # blacklist (an admin's extension, say) sets the expiry when it completes.
@@ -214,23 +215,22 @@ def queue_expired(db: Database, now: float, *, dry_run: bool = False) -> int:
                      [now]).fetchall()
     queued = 0
     for openid, rule_id, expires_at in due:
-        if dry_run and _expiry_recorded(db, openid, expires_at):
+        if _expiry_recorded(db, openid, expires_at, dry_run=dry_run):
             continue
         action = Action(ActionKind.UNBLACKLIST, openid, rule_id, reason="timed blacklist expired")
         if enqueue_action(db, action, int(now), source="expiry", dry_run=dry_run) is not None:
             queued += 1
-        if not dry_run:
-            db.execute("UPDATE blacklist SET expires_at = NULL, updated_at = ? WHERE openid = ?",
-                       [int(now), openid])
     return queued
 
 
-def _expiry_recorded(db: Database, openid: str, expires_at: int) -> bool:
-    """Whether a dry run already recorded this expiry (cancelled since by a later one too)."""
+def _expiry_recorded(db: Database, openid: str, expires_at: int, *, dry_run: bool) -> bool:
+    """Whether this expiry already has its unblacklist: queued, sent or failed (a dry
+    run's, or one cancelled by a later dry-run decision, in dry-run)."""
+    statuses = ("dry_run", "cancelled") if dry_run else ("pending", "sending", "done", "failed")
     return db.execute(
         "SELECT 1 FROM actions WHERE openid = ? AND kind = 'unblacklist' AND source = 'expiry'"
-        " AND status IN ('dry_run', 'cancelled') AND created_at >= ?",
-        [openid, expires_at]).fetchone() is not None
+        f" AND status IN ({_marks(statuses)}) AND created_at >= ?",
+        [openid, *statuses, expires_at]).fetchone() is not None
 
 
 def _marks(ids: Sequence[Any]) -> str:

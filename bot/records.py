@@ -183,6 +183,11 @@ def enqueue_action(db: Database, action: Action, now: int, *, event_id: int | No
         db.execute("UPDATE actions SET status = 'cancelled', updated_at = ?, errmsg = ?"
                    " WHERE id = ?", [now, f"superseded by {kind}", active.pop()[0]])
         cancelled = True
+    if cancelled and kind is ActionKind.BLACKLIST and not dry_run:
+        # The unblacklist never went out (an expiry's, or an admin's remove): what is in
+        # force from now on is this blacklist, with its own end.
+        db.execute("UPDATE blacklist SET expires_at = ?, updated_at = ? WHERE openid = ?"
+                   " AND status = 'blacklisted'", [action.expires_at, now, action.openid])
     if active and active[-1][1] == kind and active[-1][2] == status:
         if kind is ActionKind.BLACKLIST:
             db.execute(f"UPDATE actions SET expires_at = {_LATER_EXPIRY}, updated_at = ?"
@@ -213,12 +218,8 @@ def _needless(db: Database, action: Action, kind: ActionKind, now: int,
     wanted = "blacklisted" if kind is ActionKind.BLACKLIST else "removed"
     if state[0] != wanted:
         return False
-    if kind is ActionKind.BLACKLIST and cancelled_one:
-        # An unblacklist never sent was just cancelled (an expiry, say, which cleared
-        # the end): this blacklist's own end is the one in force now.
-        db.execute("UPDATE blacklist SET expires_at = ?, updated_at = ? WHERE openid = ?",
-                   [action.expires_at, now, action.openid])
-    elif kind is ActionKind.BLACKLIST:  # a permanent one (None) makes it permanent
+    if kind is ActionKind.BLACKLIST and not cancelled_one:  # (else its end is set already)
+        # a permanent one (None) makes it permanent; of two timed ones the later end
         db.execute(f"UPDATE blacklist SET expires_at = {_LATER_EXPIRY}, updated_at = ?"
                    " WHERE openid = ?", [action.expires_at, now, action.openid])
     return True

@@ -280,6 +280,36 @@ def test_reoffending_after_an_expiry_gets_the_new_end_not_permanent(db) -> None:
     assert queue_expired(db, 9000) == 1
 
 
+def test_after_an_expiry_a_new_blacklist_brings_its_own_end(db) -> None:  # type: ignore[no-untyped-def]
+    from bot.outbox_queue import claim, finish, queue_expired
+
+    # an admin's timed blacklist while the expiry's unblacklist waits (sending paused)
+    enqueue_action(db, blacklist(expires_at=3600), 100)
+    drain(db, 100)
+    assert queue_expired(db, 3600) == 1
+    enqueue_action(db, blacklist(expires_at=9000), 3700, source="cli")
+    drain(db, 3700)
+    assert follower_state(db) == ("blacklisted", 9000)
+    # the expiry's unblacklist in flight, a rule re-blacklists, the unblacklist fails
+    assert queue_expired(db, 9000) == 1
+    in_flight = claim(db, "unblacklist", "test-owner", 9000, 20)
+    enqueue_action(db, blacklist(expires_at=20000), 9001)
+    finish(db, [r.id for r in in_flight], 9002, "failed", errcode=48001)
+    drain(db, 9003)
+    assert follower_state(db) == ("blacklisted", 20000)
+    assert queue_expired(db, 20000) == 1  # and it expires again, once
+    assert queue_expired(db, 20001) == 0
+
+
+def test_remove_then_add_for_shortens_a_permanent_blacklist(db) -> None:  # type: ignore[no-untyped-def]
+    enqueue_action(db, blacklist(), 100)
+    drain(db, 100)
+    enqueue_action(db, unblacklist(), 200, source="cli")  # not sent yet (paused, say)
+    enqueue_action(db, blacklist(expires_at=5000), 300, source="cli")
+    drain(db, 300)
+    assert follower_state(db) == ("blacklisted", 5000)
+
+
 def test_purge_leaves_an_admins_own_quotes_and_ends(db) -> None:  # type: ignore[no-untyped-def]
     from bot.outbox_queue import claim, complete
 
