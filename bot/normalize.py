@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from functools import cache, cached_property
@@ -114,6 +115,8 @@ def fold(text: str) -> str:
     return text.translate(DENSE)
 
 
+# "++" right after a letter or digit (c++, g++) is a name, not 加加; "++v" stays.
+_CPLUSPLUS = re.compile(r"(?<=[a-z0-9])\+\+")
 # Every character NFKC turns into "+" (a test checks the whole of Unicode).
 PLUS_FORMS = "+\ufe62\uff0b\u207a\u208a\ufb29"
 
@@ -126,9 +129,9 @@ def _has_plus(text: str) -> bool:
 
 def contact_form(text: str) -> str:
     """The contact form of an original text: its dense form keeping "+", with disguised
-    digits and contact homophones resolved (one character to one). "++" is not 加加
-    (C++): it becomes two blanks, which keeps positions and matches nothing."""
-    return text.translate(SIGNED).replace("++", "  ").translate(CONTACT_TABLE)
+    digits and contact homophones resolved (one character to one). The "++" of C++ is
+    not 加加: it becomes two blanks, which keeps positions and matches nothing."""
+    return _CPLUSPLUS.sub("  ", text.translate(SIGNED)).translate(CONTACT_TABLE)
 
 
 def _offsets(text: str, table: _FoldTable) -> list[int]:
@@ -197,11 +200,11 @@ class Folded:
         span = self.span(start, end, form=form)
         return span, self.original[span[0]:span[1]]
 
-    def unbroken(self, start: int, end: int, within: tuple[int, int]) -> bool:
-        """Whether the follower wrote dense span ``[start, end)`` in one piece, apart from
-        what they wrote inside the dense span ``within`` (a keyword hit inside it): no
-        space, punctuation or symbol that folding dropped lies elsewhere in it."""
+    def unbroken(self, start: int, end: int, within: tuple[int, int] | None = None) -> bool:
+        """Whether the follower wrote dense span ``[start, end)`` in one piece (no space,
+        punctuation or symbol that folding dropped lies in it), apart from what they
+        wrote inside the dense span ``within``."""
         first, stop = self.span(start, end)
-        inner_first, inner_stop = self.span(*within)
+        inner_first, inner_stop = self.span(*within) if within else (0, 0)
         return all(DENSE[ord(self.original[i])] or inner_first <= i < inner_stop
                    for i in range(first, stop))

@@ -197,6 +197,25 @@ def test_ordinary_texts_pass(tmp_path: Path, text: str) -> None:
     assert engine_for(tmp_path, SPAM).evaluate(event(text)).empty
 
 
+SPLIT = """
+rules:
+  - id: spam
+    keywords: [口交, 送彩金]
+    except: [口交通, 口交换, 彩金属, 路口交]
+    action: blacklist
+"""
+
+
+@pytest.mark.parametrize(("text", "fires"), [
+    ("口 交通宵陪伴", True), ("提供口.交换服务", True), ("注册送彩 金属于新用户", True),
+    ("提供口交，通宵陪伴", True), ("前面路口，交通管制了", False), ("前面路口交通拥堵", False),
+], ids=["split-keyword-right-except", "dot-split", "split-bonus", "comma-after", "word-boundary",
+        "plain-except"])
+def test_a_split_keyword_is_excused_only_by_a_phrase_reaching_left(tmp_path: Path, text: str,
+                                                                  fires: bool) -> None:
+    assert (not engine_for(tmp_path, SPLIT).evaluate(event(text)).empty) is fires
+
+
 def test_evidence_names_field_and_original_span(tmp_path: Path) -> None:
     text = "你好！加 微\u200b信吧"
     hit = engine_for(tmp_path, SPAM).evaluate(event(text)).hits[0]

@@ -233,8 +233,10 @@ class RuleSet:
             excepts = scan.except_spans.get(index, ())
             for start, end, word in hits:
                 # An except phrase speaks as the follower wrote it: 口交，通宵 folds to 口交通
-                # but is not 路口交通; 路口，交通 is, whatever splits the keyword itself.
-                if not any(a <= start and end <= b and folded.unbroken(a, b, (start, end))
+                # but is not 路口交通. Only a phrase reaching left of the hit may hold what
+                # splits the keyword (路口，交通 is 路口交), or 口 交通宵 would excuse itself.
+                if not any(a <= start and end <= b
+                           and folded.unbroken(a, b, (start, end) if a < start else None)
                            for a, b in excepts):
                     span, original = folded.excerpt(start, end)
                     match.keywords = Evidence(f"keyword '{word}'", name, span, original)
