@@ -119,6 +119,23 @@ async def test_failed_then_status_then_retry(tmp_path: Path, fake_wechat: FakeWe
     assert fake_wechat.blacklist == set(ids)
 
 
+async def test_send_reports_each_action_and_exits_1_when_any_failed(
+        tmp_path: Path, fake_wechat: FakeWeChat) -> None:
+    config = write_config(tmp_path, fake_wechat)
+    bad, good = make_openids(1, prefix="b")[0], make_openids(1)[0]
+    fake_wechat.invalid.add(bad)  # its batch fails with 40003
+    for openid in (bad, good):
+        code, out = await cli(config, "add", openid, "--queue-only")
+        assert code == 0, out
+    code, out = await cli(config, "send")
+    assert code == 1, out
+    assert "2 queued actions to send" in out
+    assert f"blacklist {bad}: failed errcode 40003" in out
+    assert f"blacklist {good}: done" in out
+    code, out = await cli(config, "send")
+    assert code == 0 and "0 queued actions to send" in out, out
+
+
 async def test_dry_run_says_so_and_calls_nothing(tmp_path: Path,
                                                  fake_wechat: FakeWeChat) -> None:
     config = write_config(tmp_path, fake_wechat, dry_run=True)

@@ -74,7 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_config_option(p)
     p.set_defaults(handler=run_retry)
     p = group.add_parser("send", help="send everything queued now (no service running)",
-                         description="Send every pending action, partial batches included. "
+                         description="Send every queued action, partial batches included, "
+                                     "and print how each ended: exits 1 if any failed. "
                                      "In dry-run nothing can be sent: exits 1.")
     add_config_option(p)
     p.set_defaults(handler=run_send)
@@ -155,9 +156,20 @@ def run_retry(args: argparse.Namespace, config: Config) -> int:
 
 
 def run_send(args: argparse.Namespace, config: Config) -> int:
-    """Send everything pending now."""
+    """Send everything queued now; print how each ended, exit 1 if any failed."""
     _refuse_in_dry_run(config)
-    return _send_and_report(config, None)
+    ids = run_sync(config.storage.path, queued_ids)
+    print(f"{len(ids)} queued actions to send")
+    if not ids:
+        return 0
+    return _send_and_report(config, ids)
+
+
+def queued_ids(db: Database) -> list[int]:
+    """Actions waiting to be sent (or claimed by a sender, perhaps a dead one)."""
+    rows = db.execute("SELECT id FROM actions WHERE status IN ('pending', 'sending')"
+                      " ORDER BY id").fetchall()
+    return [row[0] for row in rows]
 
 
 def _refuse_in_dry_run(config: Config) -> None:
@@ -224,7 +236,7 @@ def status_lines(db: Database, limit: int, *, dry_run: bool,
 # ---------------------------------------------------------------- sending
 
 
-def _send_and_report(config: Config, ids: list[int] | None) -> int:
+def _send_and_report(config: Config, ids: list[int]) -> int:
     """Send through a Batcher in this process; exit 1 if any of ``ids`` failed."""
     drained = asyncio.run(_drain(config))
     rows = _print_rows(config, ids)
@@ -234,15 +246,18 @@ def _send_and_report(config: Config, ids: list[int] | None) -> int:
     return 1 if any(r[2] == "failed" for r in rows) else 0
 
 
-def _print_rows(config: Config, ids: list[int] | None) -> list[tuple[Any, ...]]:
-    """Print the rows ``ids`` (None: every queued one) with their status; return them."""
-    if ids == []:
-        return []
+def _print_rows(config: Config, ids: list[int]) -> list[tuple[Any, ...]]:
+    """Print the rows ``ids`` with their status; return them."""
+    rows: list[tuple[Any, ...]] = []
+    if not ids:
+        return rows
     db = open_db(config.storage.path)
     try:
-        where = f"id IN ({','.join('?' * len(ids))})" if ids else "status IN ('pending','sending')"
-        rows = db.execute(f"SELECT openid, kind, status, errcode, errmsg FROM actions WHERE "
-                          f"{where} ORDER BY id", ids or []).fetchall()
+        for start in range(0, len(ids), 500):  # under SQLite's limit on bound parameters
+            chunk = ids[start:start + 500]
+            rows += db.execute(f"SELECT openid, kind, status, errcode, errmsg FROM actions"
+                               f" WHERE id IN ({','.join('?' * len(chunk))}) ORDER BY id",
+                               chunk).fetchall()
     finally:
         db.close()
     for openid, kind, status, code, msg in rows:
