@@ -72,5 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"database error: {exc} ({getattr(args, 'config', None) or 'config.yaml'})",
               file=sys.stderr)
         return EXIT_FAILED
+    except OSError as exc:  # a path in the config that cannot be used, the port taken, ...
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return 130

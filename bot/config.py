@@ -160,7 +160,15 @@ def _read_yaml(source: str) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"{source}: config file not found (use --config PATH or BOT_CONFIG)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: not UTF-8 text (byte {exc.start}); save the config "
+                          "file as UTF-8") from None
+    except OSError as exc:  # a directory, no permission, ...
+        raise ConfigError(f"{source}: cannot read the config file: "
+                          f"{exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source

@@ -99,6 +99,9 @@ def collect_openids(args: Sequence[str], file: str | None) -> list[str]:
     if file:
         try:
             lines = Path(file).read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as exc:
+            raise BotError(f"--file {file}: not UTF-8 text (byte {exc.start}); save it as "
+                           "UTF-8, one OpenID a line") from None
         except OSError as exc:
             raise BotError(f"--file {file}: {exc.strerror}") from None
         items += [ln.split("#", 1)[0].strip() for ln in lines]

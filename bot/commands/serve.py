@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -26,10 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def announce(config: Config) -> None:
     """Say at start-up what is served, where, and in which mode."""
-    server = config.server
     log.info("config: %s", config.source)
-    log.info("serving WeChat pushes on http://%s:%d%s (health: /healthz, metrics: /metrics)",
-             server.host, server.port, server.path)
     if config.dry_run:
         log.warning("DRY-RUN: decisions are recorded but no WeChat API call is made (%s)",
                     config.dry_run_reason)
@@ -41,6 +39,17 @@ def announce(config: Config) -> None:
         log.info("safe mode: encrypted pushes accepted%s",
                  " (previous EncodingAESKey still accepted)"
                  if config.wechat.previous_encoding_aes_key else "")
+
+
+def listening(config: Config) -> Callable[[str], None]:
+    """What aiohttp calls once the socket is bound: only then is the service serving."""
+    server = config.server
+
+    def say(_aiohttp_banner: str) -> None:
+        log.info("serving WeChat pushes on http://%s:%d%s (health: /healthz, metrics: "
+                 "/metrics)", server.host, server.port, server.path)
+
+    return say
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
@@ -60,7 +69,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     announce(config)
     web.run_app(
         build_app(config), host=config.server.host, port=config.server.port,
-        access_log=None, shutdown_timeout=10.0, print=None,
+        access_log=None, shutdown_timeout=10.0, print=listening(config),
         handle_signals=True,
     )
     log.info("stopped")
