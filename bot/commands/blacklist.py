@@ -31,7 +31,7 @@ from bot.metrics import Metrics
 from bot.models import Action, ActionKind, is_valid_openid
 from bot.outbox import Batcher
 from bot.outbox_queue import make_owner, read_pause
-from bot.rules.schema import parse_duration
+from bot.rules.schema import MAX_DURATION_DAYS, parse_duration
 from bot.store import Store, enqueue_action, open_db, run_sync
 from bot.wechat.api import SqliteTokenCache, WeChatClient, explain
 
@@ -89,7 +89,7 @@ def duration_seconds(text: str) -> int:
     seconds = parse_duration(text)
     if seconds is None:
         raise BotError(f"--for {text!r}: expected a positive number and a unit s/m/h/d, "
-                       "e.g. 7d")
+                       f"e.g. 7d, at most {MAX_DURATION_DAYS}d")
     return seconds
 
 

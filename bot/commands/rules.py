@@ -16,6 +16,7 @@ from bot.errors import BotError, RuleError
 from bot.models import MESSAGE_TYPES, ActionKind, Decision, Event
 from bot.normalize import Folded
 from bot.rules import RuleEngine, load_ruleset, parse_duration
+from bot.rules.schema import MAX_DURATION_DAYS
 from bot.store import iter_events, open_db
 
 # The field a message type's follower-written text arrives in (see bot.models.Event).
@@ -76,7 +77,8 @@ def run_test(args: argparse.Namespace, config: Config) -> int:
     if args.replay:
         since = parse_duration(args.since)
         if since is None:
-            raise BotError(f"--since must be a duration like 12h or 7d, got {args.since!r}")
+            raise BotError(f"--since must be a duration like 12h or 7d, at most "
+                           f"{MAX_DURATION_DAYS}d, got {args.since!r}")
         path = Path(config.storage.path)
         if not path.exists():
             raise BotError(f"no database at {path} (storage.path): nothing to replay")

@@ -21,8 +21,10 @@ CONTACT_KINDS = ("wechat_id", "qq", "phone", "url")
 RULE_TYPES = (*MESSAGE_TYPES, "event")
 DEFAULT_WARN_WINDOW = 86400
 _ID_RE = re.compile(r"[a-z0-9_-]+")
-_DURATION_RE = re.compile(r"(\d+)\s*([smhd])")
+_DURATION_RE = re.compile(r"(\d{1,15})\s*([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# Ten years: longer is a typo, and its end would not fit a date or an SQLite integer.
+MAX_DURATION_DAYS = 3650
 
 
 @dataclass(frozen=True)
@@ -68,13 +70,14 @@ class FileSpec:
 
 
 def parse_duration(value: Any) -> int | None:
-    """Seconds for ``30s`` / ``15m`` / ``12h`` / ``7d``; None when it is not one."""
+    """Seconds for ``30s`` / ``15m`` / ``12h`` / ``7d`` up to MAX_DURATION_DAYS; else None."""
     if not isinstance(value, str):
         return None
     match = _DURATION_RE.fullmatch(value.strip())
     if not match or int(match[1]) == 0:
         return None
-    return int(match[1]) * _UNITS[match[2]]
+    seconds = int(match[1]) * _UNITS[match[2]]
+    return seconds if seconds <= MAX_DURATION_DAYS * 86400 else None
 
 
 # ------------------------------------------------------------------ YAML with lines
@@ -339,8 +342,8 @@ class _RuleFields:
             return None
         seconds = parse_duration(value)
         if seconds is None:
-            self.fail(key, f"'{key}' must be a duration like 30s, 15m, 12h or 7d, got "
-                      f"{value!r}")
+            self.fail(key, f"'{key}' must be a duration like 30s, 15m, 12h or 7d, at most "
+                      f"{MAX_DURATION_DAYS}d, got {value!r}")
         return seconds
 
     def flood(self) -> FloodSpec | None:
