@@ -84,3 +84,25 @@ def test_why_explains_a_follower(tmp_path: Path, capsys: pytest.CaptureFixture[s
     out = capsys.readouterr().out
     assert "contact-spam" in out and "keyword '加微信'" in out and "pending" in out
     assert main(["why", "oNobody00000000000000000001", "--config", str(config)]) == 1
+
+
+def test_rules_test_text_shows_expiry_in_the_export_timezone(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+    import time
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text("rules:\n  - id: timed\n    keywords: [spamword]\n"
+                                  "    action: blacklist\n    duration: 7d\n", encoding="utf-8")
+    config = tmp_path / "c.yaml"
+    config.write_text(f"rules:\n  dir: {rules}\nexport:\n  timezone: America/New_York\n",
+                      encoding="utf-8")
+    assert main(["rules", "test", "--text", "spamword", "--config", str(config)]) == 0
+    found = re.search(r"expires at (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\)", capsys.readouterr().out)
+    assert found, "the expiry is a local time, not a raw unix time"
+    shown = datetime.strptime(found[1], "%Y-%m-%d %H:%M:%S").replace(
+        tzinfo=ZoneInfo("America/New_York"))
+    assert abs(shown.timestamp() - (time.time() + 7 * 86400)) < 60

@@ -11,6 +11,7 @@ from types import MappingProxyType
 
 from sqlite_utils import Database
 
+from bot.commands import when
 from bot.config import Config
 from bot.errors import BotError, RuleError
 from bot.models import MESSAGE_TYPES, ActionKind, Decision, Event
@@ -93,17 +94,17 @@ def run_test(args: argparse.Namespace, config: Config) -> int:
     event = Event(openid=args.openid, account="", create_time=int(time.time()),
                   msg_type=args.type, texts=MappingProxyType({field_name: args.text}))
     print(f"normalised: {Folded(args.text).dense!r}")
-    print("\n".join(describe(engine.evaluate(event))))
+    print("\n".join(describe(engine.evaluate(event), config.export.timezone)))
     return 0
 
 
-def describe(decision: Decision) -> list[str]:
-    """Human-readable lines for one decision."""
+def describe(decision: Decision, timezone: str) -> list[str]:
+    """Human-readable lines for one decision, times in ``timezone``."""
     if decision.empty:
         return ["no rule fires"]
     lines = [f"fires: {hit.rule_id} -> {hit.action}: {hit.evidence}" for hit in decision.hits]
     for action in decision.actions:
-        expiry = f" (expires at {action.expires_at})" if action.expires_at else ""
+        expiry = f" (expires at {when(action.expires_at, timezone)})" if action.expires_at else ""
         lines.append(f"action: {action.kind} {action.openid} by {action.rule_id}{expiry}")
     if decision.reply:
         lines.append(f"reply: {decision.reply}")
