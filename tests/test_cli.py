@@ -106,3 +106,18 @@ def test_rules_test_text_shows_expiry_in_the_export_timezone(
     shown = datetime.strptime(found[1], "%Y-%m-%d %H:%M:%S").replace(
         tzinfo=ZoneInfo("America/New_York"))
     assert abs(shown.timestamp() - (time.time() + 7 * 86400)) < 60
+
+
+@pytest.mark.parametrize("command", [
+    ["why", "oWhyFollower000000000000001"], ["blacklist", "status"], ["blacklist", "send"],
+    ["blacklist", "retry"], ["rules", "test", "--replay"]],
+    ids=["why", "status", "send", "retry", "replay"])
+def test_reading_commands_refuse_a_missing_database(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
+    missing = tmp_path / "typo" / "bot.db"
+    config = tmp_path / "c.yaml"
+    config.write_text(f"wechat:\n  appid: wx0000000000000000\n  secret: s3cret\n"
+                      f"storage:\n  path: {missing}\n", encoding="utf-8")
+    assert main([*command, "--config", str(config)]) == 1
+    assert f"no database at {missing} (storage.path)" in capsys.readouterr().err
+    assert not missing.parent.exists(), "a mistyped path must not leave a database behind"

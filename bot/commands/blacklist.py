@@ -24,7 +24,7 @@ import aiohttp
 from sqlite_utils import Database
 
 from bot.cli import add_config_option
-from bot.commands import when
+from bot.commands import existing_db, when
 from bot.config import Config
 from bot.errors import BotError
 from bot.metrics import Metrics
@@ -150,8 +150,9 @@ def run_change(args: argparse.Namespace, config: Config) -> int:
 def run_retry(args: argparse.Namespace, config: Config) -> int:
     """Failed actions back to pending (unless superseded), then send them."""
     _refuse_in_dry_run(config)
+    path = existing_db(config.storage.path, "no action was ever queued")
     now = int(time.time())
-    ids = run_sync(config.storage.path, lambda db: requeue_failed(db, args.openids, now))
+    ids = run_sync(path, lambda db: requeue_failed(db, args.openids, now))
     print(f"{len(ids)} failed actions queued again")
     if args.queue_only or not ids:
         return 0
@@ -161,7 +162,7 @@ def run_retry(args: argparse.Namespace, config: Config) -> int:
 def run_send(args: argparse.Namespace, config: Config) -> int:
     """Send everything queued now; print how each ended, exit 1 if any failed."""
     _refuse_in_dry_run(config)
-    ids = run_sync(config.storage.path, queued_ids)
+    ids = run_sync(existing_db(config.storage.path, "no action was ever queued"), queued_ids)
     print(f"{len(ids)} queued actions to send")
     if not ids:
         return 0
@@ -198,7 +199,7 @@ def requeue_failed(db: Database, openids: Sequence[str], now: int) -> list[int]:
 
 def run_status(args: argparse.Namespace, config: Config) -> int:
     """Print pending, failed (with explanations) and recent actions."""
-    db = open_db(config.storage.path)
+    db = open_db(existing_db(config.storage.path, "no action was ever queued"))
     try:
         for line in status_lines(db, args.limit, dry_run=config.dry_run,
                                  timezone=config.export.timezone):

@@ -6,12 +6,11 @@ import argparse
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 
 from sqlite_utils import Database
 
-from bot.commands import when
+from bot.commands import existing_db, when
 from bot.config import Config
 from bot.errors import BotError, RuleError
 from bot.models import MESSAGE_TYPES, ActionKind, Decision, Event
@@ -80,10 +79,7 @@ def run_test(args: argparse.Namespace, config: Config) -> int:
         if since is None:
             raise BotError(f"--since must be a duration like 12h or 7d, at most "
                            f"{MAX_DURATION_DAYS}d, got {args.since!r}")
-        path = Path(config.storage.path)
-        if not path.exists():
-            raise BotError(f"no database at {path} (storage.path): nothing to replay")
-        db = open_db(path)
+        db = open_db(existing_db(config.storage.path, "nothing to replay"))
         try:
             report = replay(db, engine, int(time.time()) - since)
         finally:

@@ -6,7 +6,7 @@ import argparse
 
 from sqlite_utils import Database
 
-from bot.commands import when
+from bot.commands import existing_db, when
 from bot.config import Config
 from bot.store import open_db
 
@@ -58,7 +58,7 @@ def explain(db: Database, openid: str, timezone: str, limit: int = 50) -> list[s
 
 def run(args: argparse.Namespace, config: Config) -> int:
     """Print the explanation; exit 0 (1 when nothing at all is known about the follower)."""
-    db = open_db(config.storage.path)
+    db = open_db(existing_db(config.storage.path, "nothing is recorded about anyone"))
     try:
         lines = explain(db, args.openid, config.export.timezone, args.limit)
         known = db.execute(
