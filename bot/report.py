@@ -137,7 +137,8 @@ def _cards(data: ReportData) -> str:
     )
 
 
-def _id_list(title: str, key: str, part: tuple[int, list[str]] | None) -> str:
+def _id_list(title: str, key: str, part: tuple[int, list[str]] | None, rest: str) -> str:
+    """A counted list of OpenIDs; ``rest`` says where the unlisted ones are, if anywhere."""
     if part is None:
         return f"<h2>{title}</h2><p class=\"muted\">No earlier snapshot to compare with.</p>"
     count, sample = part
@@ -146,13 +147,18 @@ def _id_list(title: str, key: str, part: tuple[int, list[str]] | None) -> str:
         return html + '<p class="muted">None.</p>'
     items = "".join(f"<li><code>{escape(o)}</code></li>" for o in sample)
     more = count - len(sample)
-    tail = f'<p class="muted">... and {more} more (see the CSV).</p>' if more > 0 else ""
+    tail = f'<p class="muted">... and {more} more{escape(rest)}.</p>' if more > 0 else ""
     return html + f'<ul class="ids" id="{key}-list">{items}</ul>{tail}'
 
 
 def _changes(data: ReportData) -> str:
-    return (_id_list("Added since the previous export", "added", data.added)
-            + _id_list("Removed since the previous export", "removed", data.removed))
+    # The day's CSV holds every OpenID now blacklisted, so the added ones too; the removed
+    # ones are in no file this export writes (the JSON summary has the same sample).
+    shown = len(data.removed[1]) if data.removed else 0
+    return (_id_list("Added since the previous export", "added", data.added,
+                     f" (all are in blacklist-{data.day}.csv, among the rest)")
+            + _id_list("Removed since the previous export", "removed", data.removed,
+                       f", not listed (the report keeps only the first {shown})"))
 
 
 def _table(head: list[str], rows: list[list[Any]], table_id: str) -> str:

@@ -91,6 +91,11 @@ def test_long_lists_truncated_with_counts() -> None:
     html = render_html(sample_data())
     assert "... and 10 more" in html  # 60 added, 50 listed
     assert "... and 50 more" in html  # 100 removed, 50 listed
+    added_tail = html.split('id="added-list"')[1].split("</p>")[0]
+    assert "blacklist-2024-05-02.csv" in added_tail
+    removed_tail = html.split('id="removed-list"')[1].split("</p>")[0]
+    assert "not listed" in removed_tail and "CSV" not in removed_tail.upper(), \
+        "the CSV holds today's OpenIDs, never the removed ones"
     assert html.count("oAdded") == 50
 
 
