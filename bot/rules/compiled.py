@@ -16,6 +16,10 @@ from bot.rules.contact import _OPTIONS, DETECTOR, compile_re2
 from bot.rules.schema import FloodSpec, RuleSpec
 
 
+# One encoder: json.dumps with a keyword argument builds a new one per call.
+_QUOTE = json.JSONEncoder(ensure_ascii=False)
+
+
 @dataclass(frozen=True, slots=True)
 class Evidence:
     """Where a text condition held: which field, the original span and its text."""
@@ -27,7 +31,7 @@ class Evidence:
 
     def describe(self) -> str:
         # JSON-quoted: the retention purge finds the follower's words by this quoting
-        quoted = json.dumps(self.text, ensure_ascii=False)
+        quoted = _QUOTE.encode(self.text)
         return f"{self.label} in {self.field} at {self.span[0]}-{self.span[1]}: {quoted}"
 
 
