@@ -199,12 +199,3 @@ class Folded:
         """The original span and its text, for evidence."""
         span = self.span(start, end, form=form)
         return span, self.original[span[0]:span[1]]
-
-    def unbroken(self, start: int, end: int, within: tuple[int, int] | None = None) -> bool:
-        """Whether the follower wrote dense span ``[start, end)`` in one piece (no space,
-        punctuation or symbol that folding dropped lies in it), apart from what they
-        wrote inside the dense span ``within``."""
-        first, stop = self.span(start, end)
-        inner_first, inner_stop = self.span(*within) if within else (0, 0)
-        return all(DENSE[ord(self.original[i])] or inner_first <= i < inner_stop
-                   for i in range(first, stop))

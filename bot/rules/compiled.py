@@ -11,10 +11,9 @@ import ahocorasick
 import re2
 
 from bot.errors import RuleError
-from bot.normalize import Folded, fold
+from bot.normalize import DENSE, Folded, fold
 from bot.rules.contact import _OPTIONS, DETECTOR, compile_re2
 from bot.rules.schema import FloodSpec, RuleSpec
-
 
 # One encoder: json.dumps with a keyword argument builds a new one per call.
 _QUOTE = json.JSONEncoder(ensure_ascii=False)
@@ -236,12 +235,7 @@ class RuleSet:
                 continue
             excepts = scan.except_spans.get(index, ())
             for start, end, word in hits:
-                # An except phrase speaks as the follower wrote it: 口交，通宵 folds to 口交通
-                # but is not 路口交通. Only a phrase reaching left of the hit may hold what
-                # splits the keyword (路口，交通 is 路口交), or 口 交通宵 would excuse itself.
-                if not any(a <= start and end <= b
-                           and folded.unbroken(a, b, (start, end) if a < start else None)
-                           for a, b in excepts):
+                if not any(_excuses(folded, (a, b), (start, end)) for a, b in excepts):
                     span, original = folded.excerpt(start, end)
                     match.keywords = Evidence(f"keyword '{word}'", name, span, original)
                     break
@@ -293,6 +287,33 @@ class RuleSet:
                 if rule.text_conditions_hold(match) != expected:
                     errors.append(_example_error(spec, text, expected, match))
         return errors
+
+
+def _excuses(folded: Folded, phrase: tuple[int, int], hit: tuple[int, int]) -> bool:
+    """Whether an except phrase found at dense span ``phrase`` cancels the keyword hit at
+    dense span ``hit``, as the follower wrote them.
+
+    Nothing folding dropped (space, punctuation, symbol) may lie in the phrase outside
+    the hit: 口交，通宵 folds to 口交通 but is not 路口交通. What splits the keyword itself
+    is a word boundary when the phrase reaches left of the hit (路口，交通 is 路口交) or a
+    CJK character is written right before the hit (村口，交通); with nothing before it
+    (口 交通宵 at the start, or after a break) it is an evasion, and excuses nothing.
+    """
+    if not (phrase[0] <= hit[0] and hit[1] <= phrase[1]):
+        return False
+    original = folded.original
+    first, stop = folded.span(*phrase)
+    hit_first, hit_stop = folded.span(*hit)
+    split = False
+    for index in range(first, stop):
+        if not DENSE[ord(original[index])]:
+            if not hit_first <= index < hit_stop:
+                return False
+            split = True
+    if not split or phrase[0] < hit[0]:
+        return True
+    before = original[hit_first - 1] if hit_first else ""
+    return before >= "\u2e80" and bool(DENSE[ord(before)])
 
 
 def as_bytes(text: str) -> str:
