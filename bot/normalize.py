@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import unicodedata
 from dataclasses import dataclass, field
 from functools import cache, cached_property
@@ -115,8 +114,6 @@ def fold(text: str) -> str:
     return text.translate(DENSE)
 
 
-# "++" right after a letter or digit (c++, g++) is a name, not 加加; "++v" stays.
-_CPLUSPLUS = re.compile(r"(?<=[a-z0-9])\+\+")
 # Every character NFKC turns into "+" (a test checks the whole of Unicode).
 PLUS_FORMS = "+\ufe62\uff0b\u207a\u208a\ufb29"
 
@@ -129,9 +126,8 @@ def _has_plus(text: str) -> bool:
 
 def contact_form(text: str) -> str:
     """The contact form of an original text: its dense form keeping "+", with disguised
-    digits and contact homophones resolved (one character to one). The "++" of C++ is
-    not 加加: it becomes two blanks, which keeps positions and matches nothing."""
-    return _CPLUSPLUS.sub("  ", text.translate(SIGNED)).translate(CONTACT_TABLE)
+    digits and contact homophones resolved (one character to one)."""
+    return Folded(text).contact
 
 
 def _offsets(text: str, table: _FoldTable) -> list[int]:
@@ -161,7 +157,23 @@ class Folded:
         """The dense form keeping "+", digits and contact look-alikes folded."""
         if not _has_plus(self.original):
             return self.contact_plain  # the same text, one translate cheaper
-        return contact_form(self.original)
+        signed = self.original.translate(SIGNED)
+        if "++" in signed:
+            signed = self._blank_cplusplus(signed)
+        return signed.translate(CONTACT_TABLE)
+
+    def _blank_cplusplus(self, signed: str) -> str:
+        """Blank the "++" of C++ or g++ (two "+" written side by side right after a letter
+        or digit): a name, not 加加. Blanks keep positions and match nothing; "++V" and
+        "hi ++V" stay 加加v."""
+        starts, original, chars = self._contact_starts, self.original, list(signed)
+        for i in range(len(chars) - 1):
+            at = starts[i]
+            if chars[i] == chars[i + 1] == "+" and starts[i + 1] == at + 1 and at:
+                before = DENSE[ord(original[at - 1])][-1:]
+                if before.isascii() and before.isalnum():
+                    chars[i] = chars[i + 1] = " "
+        return "".join(chars)
 
     @cached_property
     def contact_plain(self) -> str:

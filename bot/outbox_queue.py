@@ -206,31 +206,25 @@ def queue_expired(db: Database, now: float, *, dry_run: bool = False) -> int:
     cancels it and brings its own end. In dry-run the unblacklist is recorded as
     ``dry_run``, also once per expiry.
     """
-    # A follower with a blacklist still queued or in flight is skipped: that newer
-    # blacklist (an admin's extension, say) sets the expiry when it completes.
-    due = db.execute("SELECT openid, rule_id, expires_at FROM blacklist b WHERE status ="
-                     " 'blacklisted' AND expires_at IS NOT NULL AND expires_at <= ? AND NOT"
-                     " EXISTS (SELECT 1 FROM actions a WHERE a.openid = b.openid AND"
-                     " a.kind = 'blacklist' AND a.status IN ('pending', 'sending'))",
-                     [now]).fetchall()
+    # Skipped: a follower with a blacklist still queued or in flight (that newer one,
+    # an admin's extension say, sets the end when it completes), and an expiry already
+    # recorded by its unblacklist (one that failed for good stays due, and is not
+    # re-queued every tick).
+    statuses = ("dry_run", "cancelled") if dry_run else ("pending", "sending", "done", "failed")
+    due = db.execute(
+        "SELECT openid, rule_id, expires_at FROM blacklist b WHERE status = 'blacklisted'"
+        " AND expires_at IS NOT NULL AND expires_at <= ? AND NOT EXISTS (SELECT 1 FROM"
+        " actions a WHERE a.openid = b.openid AND a.kind = 'blacklist' AND a.status IN"
+        " ('pending', 'sending')) AND NOT EXISTS (SELECT 1 FROM actions e WHERE"
+        " e.openid = b.openid AND e.kind = 'unblacklist' AND e.source = 'expiry' AND"
+        f" e.status IN ({_marks(statuses)}) AND e.created_at >= b.expires_at)",
+        [now, *statuses]).fetchall()
     queued = 0
-    for openid, rule_id, expires_at in due:
-        if _expiry_recorded(db, openid, expires_at, dry_run=dry_run):
-            continue
+    for openid, rule_id, _ in due:
         action = Action(ActionKind.UNBLACKLIST, openid, rule_id, reason="timed blacklist expired")
         if enqueue_action(db, action, int(now), source="expiry", dry_run=dry_run) is not None:
             queued += 1
     return queued
-
-
-def _expiry_recorded(db: Database, openid: str, expires_at: int, *, dry_run: bool) -> bool:
-    """Whether this expiry already has its unblacklist: queued, sent or failed (a dry
-    run's, or one cancelled by a later dry-run decision, in dry-run)."""
-    statuses = ("dry_run", "cancelled") if dry_run else ("pending", "sending", "done", "failed")
-    return db.execute(
-        "SELECT 1 FROM actions WHERE openid = ? AND kind = 'unblacklist' AND source = 'expiry'"
-        f" AND status IN ({_marks(statuses)}) AND created_at >= ?",
-        [openid, *statuses, expires_at]).fetchone() is not None
 
 
 def _marks(ids: Sequence[Any]) -> str:

@@ -90,6 +90,7 @@ def test_plus_reads_as_jia_in_contacts_but_cplusplus_does_not() -> None:
     assert Folded("+V abc12345").contact.startswith("加v")
     assert "加" not in Folded("C++ vs JavaScript").contact
     assert Folded("＋Ｖ abc12345").contact.startswith("加v")
-    for text in ("++V：abc12345", "+ +V abc12345", "＋＋V abc12345"):
+    for text in ("++V：abc12345", "+ +V abc12345", "＋＋V abc12345", "ok，++V abc12345",
+                 "hi ++V：abc12345"):
         assert "加v" in Folded(text).contact, text
-    assert "加" not in Folded("g++ and c++").contact
+    assert "加" not in Folded("g++ and c++, 学Ｃ＋＋").contact

@@ -301,6 +301,24 @@ def test_after_an_expiry_a_new_blacklist_brings_its_own_end(db) -> None:  # type
     assert queue_expired(db, 20001) == 0
 
 
+@pytest.mark.parametrize("new_end", [None, 50_000], ids=["permanent", "extended"])
+def test_retry_skips_the_expiry_of_a_blacklist_extended_since(db, new_end: int | None  # type: ignore[no-untyped-def]
+                                                              ) -> None:
+    from bot.commands.blacklist import requeue_failed
+    from bot.outbox_queue import claim, finish, queue_expired
+
+    enqueue_action(db, blacklist(expires_at=3600), 100)
+    drain(db, 100)
+    assert queue_expired(db, 3600) == 1
+    failed = claim(db, "unblacklist", "test-owner", 3600, 20)
+    finish(db, [r.id for r in failed], 3601, "failed", errcode=40003)
+    assert queue_expired(db, 3700) == 0  # recorded once, failed: not re-queued each tick
+    enqueue_action(db, blacklist(expires_at=new_end), 4000)  # offends again: extended
+    assert requeue_failed(db, [], 5000) == []  # `blacklist retry` leaves that expiry alone
+    drain(db, 5000)
+    assert follower_state(db) == ("blacklisted", new_end)
+
+
 def test_remove_then_add_for_shortens_a_permanent_blacklist(db) -> None:  # type: ignore[no-untyped-def]
     enqueue_action(db, blacklist(), 100)
     drain(db, 100)

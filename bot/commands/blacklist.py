@@ -184,11 +184,15 @@ def _refuse_in_dry_run(config: Config) -> None:
 
 
 def requeue_failed(db: Database, openids: Sequence[str], now: int) -> list[int]:
-    """Failed -> pending, except actions a later one for the same follower supersedes."""
+    """Failed -> pending, except actions a later one for the same follower supersedes,
+    and expiries of a blacklist extended since (its end now later, or permanent)."""
     rows = db.execute(
         "SELECT a.id, a.openid FROM actions a WHERE a.status = 'failed' AND NOT EXISTS ("
         " SELECT 1 FROM actions b WHERE b.openid = a.openid AND b.id > a.id"
-        " AND b.status NOT IN ('failed', 'cancelled')) ORDER BY a.id").fetchall()
+        " AND b.status NOT IN ('failed', 'cancelled')) AND NOT (a.source = 'expiry' AND"
+        " EXISTS (SELECT 1 FROM blacklist l WHERE l.openid = a.openid AND l.status ="
+        " 'blacklisted' AND (l.expires_at IS NULL OR l.expires_at > a.created_at)))"
+        " ORDER BY a.id").fetchall()
     wanted = set(openids)
     ids = [i for i, o in rows if not wanted or o in wanted]
     for i in ids:
