@@ -203,3 +203,19 @@ async def test_sigkill_mid_send_loses_nothing(tmp_path: Path, fake_wechat: FakeW
     ok = [c for c in fake_wechat.calls_to("batchblacklist") if isinstance(c.answer, dict)]
     assert sorted(flatten(ok)) == ids
     assert fake_wechat.blacklist == set(ids)
+
+
+async def test_send_exits_1_when_sending_is_paused(tmp_path: Path, fake_wechat: FakeWeChat
+                                                   ) -> None:
+    from bot.outbox_queue import set_pause
+
+    config = write_config(tmp_path, fake_wechat)
+    openid = make_openids(1)[0]
+    code, out = await cli(config, "add", openid, "--queue-only")
+    assert code == 0, out
+    now = time.time()
+    run_sync(tmp_path / "bot.db",
+             lambda db: set_pause(db, now + 3 * 3600, "45009 daily quota", now))
+    code, out = await cli(config, "send")
+    assert rows(tmp_path, "SELECT status FROM actions") == [("pending",)]
+    assert code == 1, out  # queued, not sent: a script must not read success

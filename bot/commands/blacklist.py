@@ -75,7 +75,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(handler=run_retry)
     p = group.add_parser("send", help="send everything queued now (no service running)",
                          description="Send every queued action, partial batches included, "
-                                     "and print how each ended: exits 1 if any failed. "
+                                     "and print how each ended: exits 1 if any failed "
+                                     "or is still queued. "
                                      "In dry-run nothing can be sent: exits 1.")
     add_config_option(p)
     p.set_defaults(handler=run_send)
@@ -160,7 +161,8 @@ def run_retry(args: argparse.Namespace, config: Config) -> int:
 
 
 def run_send(args: argparse.Namespace, config: Config) -> int:
-    """Send everything queued now; print how each ended, exit 1 if any failed."""
+    """Send everything queued now; print how each ended, exit 1 if any failed or is
+    still queued (sending paused, or the send timed out)."""
     _refuse_in_dry_run(config)
     ids = run_sync(existing_db(config.storage.path, "no action was ever queued"), queued_ids)
     print(f"{len(ids)} queued actions to send")
@@ -245,13 +247,14 @@ def status_lines(db: Database, limit: int, *, dry_run: bool,
 
 
 def _send_and_report(config: Config, ids: list[int]) -> int:
-    """Send through a Batcher in this process; exit 1 if any of ``ids`` failed."""
+    """Send through a Batcher in this process; exit 1 if any of ``ids`` failed or is still
+    pending (paused, timed out). Rows a running service has claimed will be sent by it."""
     drained = asyncio.run(_drain(config))
     rows = _print_rows(config, ids)
     if not drained:
         print("not everything was sent (paused, or claimed by a running service): "
               "see `blacklist status`")
-    return 1 if any(r[2] == "failed" for r in rows) else 0
+    return 1 if any(r[2] in ("failed", "pending") for r in rows) else 0
 
 
 def _print_rows(config: Config, ids: list[int]) -> list[tuple[Any, ...]]:
