@@ -209,14 +209,13 @@ rules:
 @pytest.mark.parametrize(("text", "fires"), [
     ("口 交通宵陪伴", True), ("好的。口.交换服务", True), ("注册送彩 金属于新用户", True),
     ("提供口交，通宵陪伴", True), ("前面路口，交通管制了", False), ("前面路口交通拥堵", False),
-    ("我们村口，交通很不方便", False), ("伤口，交给医生处理吧", False),
+    ("提供口 交通宵陪伴", True), ("提供口.交换服务", True),
 ], ids=["split-at-start", "split-after-a-break", "split-bonus", "comma-after", "left-phrase",
-        "plain-except", "word-before", "word-before-2"])
-def test_a_split_keyword_is_excused_only_at_a_word_boundary(tmp_path: Path, text: str,
-                                                            fires: bool) -> None:
-    # 口交 split by what the follower wrote: a word boundary after X口 (村口，交通), or an
-    # evasion when nothing is written before it. (提供口.交换 reads as the former: the price
-    # of never blacklisting 伤口，交给医生 and the like.)
+        "plain-except", "split-after-a-word", "dot-split-after-a-word"])
+def test_a_split_keyword_is_excused_only_by_a_phrase_reaching_left(tmp_path: Path, text: str,
+                                                                  fires: bool) -> None:
+    # 口交 split by what the follower wrote is a word boundary only where an except phrase
+    # says so from the left (路口，交通 is 路口交); anywhere else it is an evasion.
     assert (not engine_for(tmp_path, SPLIT).evaluate(event(text)).empty) is fires
 
 

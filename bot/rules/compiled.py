@@ -295,9 +295,9 @@ def _excuses(folded: Folded, phrase: tuple[int, int], hit: tuple[int, int]) -> b
 
     Nothing folding dropped (space, punctuation, symbol) may lie in the phrase outside
     the hit: 口交，通宵 folds to 口交通 but is not 路口交通. What splits the keyword itself
-    is a word boundary when the phrase reaches left of the hit (路口，交通 is 路口交) or a
-    CJK character is written right before the hit (村口，交通); with nothing before it
-    (口 交通宵 at the start, or after a break) it is an evasion, and excuses nothing.
+    counts as a word boundary only inside a phrase reaching left of the hit (路口，交通 is
+    路口交): 口 交通宵 and 提供口 交通宵 are evasions, so the rule files list the words
+    that end before such a split (村口交, 伤口交 ...).
     """
     if not (phrase[0] <= hit[0] and hit[1] <= phrase[1]):
         return False
@@ -310,10 +310,7 @@ def _excuses(folded: Folded, phrase: tuple[int, int], hit: tuple[int, int]) -> b
             if not hit_first <= index < hit_stop:
                 return False
             split = True
-    if not split or phrase[0] < hit[0]:
-        return True
-    before = original[hit_first - 1] if hit_first else ""
-    return before >= "\u2e80" and bool(DENSE[ord(before)])
+    return not split or phrase[0] < hit[0]
 
 
 def as_bytes(text: str) -> str:
