@@ -125,6 +125,7 @@ class ExportScheduler:
         if self._source_factory() is None:
             log.warning("export: dry-run (%s): scheduled exports are skipped, the WeChat API "
                         "is not called", self.config.dry_run_reason or "no API client")
+            return  # nothing to catch up: a catch-up would only record a skip
         last = await self.store.call(snap.read_last_run)
         missed = missed_run(self.trigger, last, self._clock(), self.tz)
         if missed is not None:

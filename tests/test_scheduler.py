@@ -251,3 +251,13 @@ async def test_stop_cancels_a_running_export_and_frees_the_lock(
     result = await ExportScheduler(config, store, lambda: source).run_now()  # type: ignore[arg-type,return-value]
     assert result.total == 1
     assert await store.call(snap.leftovers) == []
+
+
+async def test_dry_run_does_not_catch_up_at_start(config: Config, store: Store) -> None:
+    # A fresh install in dry-run (no credentials): nothing to export, so no catch-up
+    # that would only put "export skipped" into /healthz at every start.
+    nightly = ExportConfig(cron="0 3 * * *", timezone="Asia/Shanghai", dir=config.export.dir)
+    cfg = Config(wechat=config.wechat, storage=config.storage, export=nightly)
+    sched = ExportScheduler(cfg, store, lambda: None, clock=lambda: at(2, 4, 5).timestamp())
+    await assert_no_catch_up(sched)
+    assert sched.last_error is None
