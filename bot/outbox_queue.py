@@ -145,12 +145,11 @@ def release(db: Database, ids: Sequence[int], now: float, *, not_before: float,
 
 
 # A blacklist completing while an earlier one is still in force keeps the stronger
-# end: permanent (NULL) outranks timed, and of two timed ones the later end wins (a
-# shorter one queued behind a longer one in flight must not cut it short).
+# end (a shorter one queued behind a longer one in flight must not cut it short):
+# permanent (NULL) outranks timed, else the later end wins, which is SQLite's MAX().
 _MERGED_EXPIRY = (
-    "CASE WHEN blacklist.status = 'blacklisted' AND excluded.status = 'blacklisted' THEN"
-    " (CASE WHEN blacklist.expires_at IS NULL OR excluded.expires_at IS NULL THEN NULL"
-    " ELSE MAX(blacklist.expires_at, excluded.expires_at) END) ELSE excluded.expires_at END")
+    "CASE WHEN blacklist.status = 'blacklisted' AND excluded.status = 'blacklisted'"
+    " THEN MAX(blacklist.expires_at, excluded.expires_at) ELSE excluded.expires_at END")
 
 
 def complete(db: Database, rows: Sequence[Claimed], now: float) -> None:

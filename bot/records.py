@@ -149,9 +149,9 @@ def _extra_fields(event: Event) -> str | None:
 
 
 # A permanent blacklist (NULL expiry) outranks every timed one, whether it is the one
-# stored or the one asked for (SQLite's MAX() of anything and NULL is NULL); two timed
-# ones keep the later end.
-_LATER_EXPIRY = "CASE WHEN expires_at IS NULL THEN NULL ELSE MAX(expires_at, ?) END"
+# stored or the one asked for, and two timed ones keep the later end: exactly SQLite's
+# many-argument MAX(), which is NULL when any argument is.
+_LATER_EXPIRY = "MAX(expires_at, ?)"
 
 
 def enqueue_action(db: Database, action: Action, now: int, *, event_id: int | None = None,
