@@ -153,9 +153,15 @@ class Folded:
         self.dense = self.original.translate(DENSE)
 
     @cached_property
+    def signed(self) -> bool:
+        """Whether a "+" is written (any form): the only thing the contact form keeps
+        that the dense form drops."""
+        return _has_plus(self.original)
+
+    @cached_property
     def contact(self) -> str:
         """The dense form keeping "+", digits and contact look-alikes folded."""
-        if not _has_plus(self.original):
+        if not self.signed:
             return self.contact_plain  # the same text, one translate cheaper
         signed = self.original.translate(SIGNED)
         if "++" in signed:

@@ -101,8 +101,7 @@ class ContactDetector:
                 continue
             for pattern, form in self._patterns[kind]:
                 where, match = form, pattern.search(getattr(folded, form))
-                signed = len(folded.contact) != len(folded.dense)  # a "+" is the only difference
-                if match is None and form == "contact" and signed:
+                if match is None and form == "contact" and folded.signed:
                     # "+" reads 加 (+V abc123) or splits a word (加+微+信): try both
                     where = "dense"  # contact_plain has the dense form's positions
                     match = pattern.search(folded.contact_plain)
