@@ -28,16 +28,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """Until /healthz answers and, when rules use the classifier, a model is in force
+    (a first start trains the seed model: the load must not race it)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
-                return
-        except OSError:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                health = json.loads(r.read() or b"{}")
+        except (OSError, ValueError):
             time.sleep(0.2)
+            continue
+        if health.get("model", True) is not None or not health.get("uses_classifier"):
+            return
+        time.sleep(0.2)
     raise RuntimeError("server did not become ready")
 
 
@@ -136,13 +142,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--only", choices=["webhook", "engine", "export"], default=None)
+    parser.add_argument("--only", choices=["webhook", "engine", "export", "classifier"],
+                        default=None)
     parser.add_argument("--synchronous", choices=["full", "normal"], default="full",
                         help="storage.synchronous of the served config")
     args = parser.parse_args()
     if args.only in (None, "webhook"):
         bench_webhook(args)
-    for name in ("engine", "export"):
+    for name in ("engine", "classifier", "export"):
         script = ROOT / "bench" / f"bench_{name}.py"
         if args.only in (None, name) and script.exists():
             print(f"\n--- bench/bench_{name}.py ---", flush=True)

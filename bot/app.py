@@ -18,7 +18,9 @@ from aiohttp import web
 from bot.config import Config
 from bot.dedup import InMemoryRecentPushes
 from bot.errors import RuleError
+from bot.learn import DEFAULT_THRESHOLD
 from bot.metrics import Metrics
+from bot.model_watcher import ModelWatcher
 from bot.models import Decision, Event
 from bot.outbox import Batcher
 from bot.rules import RuleEngine, RuleSet, RuleWatcher, load_ruleset
@@ -44,6 +46,7 @@ class Service:
     store: Store | None = None
     engine: RuleEngine | None = None
     watcher: RuleWatcher | None = None
+    models: ModelWatcher | None = None
     client: WeChatClient | None = None
     batcher: Batcher | None = None
     scheduler: ExportScheduler | None = None
@@ -94,6 +97,13 @@ class Service:
         except Exception as exc:  # reported, not raised: health must answer
             _worsen(state, "down")
             state["error"] = f"database: {exc.__class__.__name__}"
+        if self.models is not None:
+            model = self.models.model
+            state["model"] = model.summary() if model is not None else None
+            state["uses_classifier"] = ruleset is not None and ruleset.uses_classifier
+            if self.models.last_error:
+                _worsen(state, "degraded")
+                state["model_error"] = self.models.last_error
         if self.scheduler is not None and self.scheduler.last_error:
             state["export_error"] = self.scheduler.last_error
         if self.batcher is not None:
@@ -155,11 +165,27 @@ async def _rules_ctx(app: web.Application) -> AsyncIterator[None]:
     service.watcher.last_error = error
     service.metrics.rules_loaded.set(len(ruleset))
     log.info("rules: %s", ruleset.summary())
-    task = service.spawn(service.watcher.run(), "rule-watcher")
+    assert service.store is not None
+    service.models = ModelWatcher(service.store.call, service.engine, config.rules.reload_seconds,
+                                  threshold=lambda: _classifier_threshold(service))
+    tasks = [service.spawn(service.watcher.run(), "rule-watcher"),
+             service.spawn(service.models.run(), "model-watcher")]
     yield
-    task.cancel()
-    with suppress(asyncio.CancelledError):
-        await task
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with suppress(asyncio.CancelledError):
+            await task
+
+
+async def _retrained(models: ModelWatcher) -> None:
+    await models.retrain_if_new()
+
+
+def _classifier_threshold(service: Service) -> float:
+    """Where training figures are quoted: the lowest classifier min_score in force."""
+    ruleset = service.engine.ruleset if service.engine else RuleSet.empty()
+    return ruleset.classifier_threshold or DEFAULT_THRESHOLD
 
 
 async def _actions_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -186,8 +212,10 @@ async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     """The nightly export (expiry of timed blacklists runs in the batcher)."""
     service = app[SERVICE]
     assert service.store is not None
-    service.scheduler = ExportScheduler(service.config, service.store, lambda: service.client,
-                                        service.metrics)
+    models = service.models
+    service.scheduler = ExportScheduler(
+        service.config, service.store, lambda: service.client, service.metrics,
+        after_run=(lambda: _retrained(models)) if models is not None else None)
     await service.scheduler.start()
     yield
     await service.scheduler.stop()

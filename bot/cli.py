@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "bot.commands.why",
     "bot.commands.blacklist",
     "bot.commands.export",
+    "bot.commands.learn",
 )
 
 EXIT_FAILED, EXIT_CONFIG = 1, 2

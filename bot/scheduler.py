@@ -91,7 +91,8 @@ class ExportScheduler:
                  metrics: Metrics | None = None, *, interval_jobs: Sequence[IntervalJob] = (),
                  clock: Callable[[], float] = time.time,
                  trigger: BaseTrigger | None = None,
-                 exporter_factory: Callable[..., Exporter] = Exporter):
+                 exporter_factory: Callable[..., Exporter] = Exporter,
+                 after_run: Callable[[], Awaitable[None]] | None = None):
         self.config = config
         self.store = store
         self.tz = ZoneInfo(config.export.timezone)
@@ -101,6 +102,7 @@ class ExportScheduler:
         self._interval_jobs = list(interval_jobs)
         self._clock = clock
         self._exporter_factory = exporter_factory
+        self._after_run = after_run  # nightly work beside the export (retraining)
         self._lock = asyncio.Lock()
         self._scheduler: AsyncIOScheduler | None = None
         self.last_result: ExportResult | None = None
@@ -173,3 +175,8 @@ class ExportScheduler:
             log.exception("scheduled export failed")
         if self._metrics is not None:
             self._metrics.exports.labels(outcome).inc()
+        if self._after_run is not None:
+            try:
+                await self._after_run()
+            except Exception:  # logged: the schedule must go on
+                log.exception("nightly work after the export failed")

@@ -118,8 +118,36 @@ def _snapshots(db: Database) -> None:
     )
 
 
+@core(name="0003_samples_models")
+def _samples_models(db: Database) -> None:
+    # The classifier's training set, one row per distinct text: the latest label given
+    # to a text wins. openid: the follower it was learnt from (learn --forget).
+    db.execute(
+        """CREATE TABLE samples (
+            id INTEGER PRIMARY KEY,
+            text TEXT NOT NULL UNIQUE,
+            label TEXT NOT NULL CHECK (label IN ('spam', 'ham')),
+            source TEXT NOT NULL DEFAULT '',
+            openid TEXT,
+            created_at INTEGER NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX samples_openid ON samples (openid)")
+    # Trained models; the newest is the one in force.
+    db.execute(
+        """CREATE TABLE models (
+            id INTEGER PRIMARY KEY,
+            trained_at INTEGER NOT NULL,
+            samples INTEGER NOT NULL,
+            source TEXT NOT NULL DEFAULT '',
+            blob BLOB NOT NULL
+        )"""
+    )
+
+
 # Schema changes go here as new named migrations (never edit an applied one).
 MIGRATION_SETS: list[Migrations] = [core]
+
 
 
 def open_db(path: str | Path, *, migrate: bool = True, synchronous: str = "full") -> Database:

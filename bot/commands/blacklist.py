@@ -32,6 +32,7 @@ from bot.models import Action, ActionKind, is_valid_openid
 from bot.outbox import Batcher
 from bot.outbox_queue import make_owner, read_pause
 from bot.rules.schema import MAX_DURATION_DAYS, parse_duration
+from bot.samples import learn_from_verdict
 from bot.store import Store, enqueue_action, open_db, run_sync
 from bot.wechat.api import SqliteTokenCache, WeChatClient, explain
 
@@ -131,11 +132,18 @@ def run_change(args: argparse.Namespace, config: Config) -> int:
     actions = [Action(args.kind, o, "cli", args.reason, expires) for o in openids]
     dry = config.dry_run
 
-    def queue(db: Database) -> list[int | None]:
-        return [enqueue_action(db, a, now, source="cli", dry_run=dry) for a in actions]
+    def queue(db: Database) -> tuple[list[int | None], int]:
+        # the admin's verdict also teaches the classifier (read before the action lands)
+        learnt = sum(learn_from_verdict(db, a.openid, spam=a.kind is ActionKind.BLACKLIST,
+                                        now=now).stored for a in actions)
+        return [enqueue_action(db, a, now, source="cli", dry_run=dry) for a in actions], learnt
 
-    queued = run_sync(config.storage.path, queue)
+    queued, learnt = run_sync(config.storage.path, queue)
     ids = [i for i in queued if i is not None]
+    if learnt:
+        label = "spam" if args.kind is ActionKind.BLACKLIST else "ham"
+        print(f"learnt {learnt} of their texts as {label} (used at the next training: "
+              "`python -m bot learn`, or the nightly export)")
     if dry:
         print(f"DRY-RUN ({config.dry_run_reason}): nothing is sent to WeChat. {args.kind}: "
               f"{len(ids)} recorded as dry_run, {len(openids) - len(ids)} already recorded")

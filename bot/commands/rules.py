@@ -10,9 +10,11 @@ from types import MappingProxyType
 
 from sqlite_utils import Database
 
+from bot.classifier.model import ModelError
 from bot.commands import existing_db, when
 from bot.config import Config
 from bot.errors import BotError, RuleError
+from bot.learn import stored_model
 from bot.models import MESSAGE_TYPES, ActionKind, Decision, Event
 from bot.normalize import Folded
 from bot.rules import RuleEngine, load_ruleset, parse_duration
@@ -67,13 +69,31 @@ def run_check(args: argparse.Namespace, config: Config) -> int:
         return 1
     summary = ruleset.summary()
     print(f"ok: {directory}: " + ", ".join(f"{v} {k}" for k, v in summary.items()))
+    if ruleset.uses_classifier:
+        print(classifier_note(config))
     return 0
+
+
+def classifier_note(config: Config) -> str:
+    """Whether the classifier rules can fire: the model in force, or a warning."""
+    try:
+        model = stored_model(config.storage.path)
+    except ModelError as exc:
+        return f"warning: classifier rules never fire: {exc}"
+    if model is None:
+        return ("warning: no classifier model is trained yet, so classifier rules never "
+                "fire; `serve` trains one from the shipped seed samples at its first start,"
+                " `python -m bot learn FILE` from your own")
+    return (f"classifier: model trained {when(model.trained_at, config.export.timezone)} "
+            f"on {model.samples} samples ({model.spam} spam, {model.ham} ham)")
 
 
 def run_test(args: argparse.Namespace, config: Config) -> int:
     """``rules test --text`` or ``rules test --replay``."""
     directory = args.dir or config.rules.dir
     engine = RuleEngine(load_ruleset(directory))
+    model = stored_model(config.storage.path) if engine.ruleset.uses_classifier else None
+    engine.use_model(model)
     if args.replay:
         since = parse_duration(args.since)
         if since is None:
@@ -90,6 +110,14 @@ def run_test(args: argparse.Namespace, config: Config) -> int:
     event = Event(openid=args.openid, account="", create_time=int(time.time()),
                   msg_type=args.type, texts=MappingProxyType({field_name: args.text}))
     print(f"normalised: {Folded(args.text).dense!r}")
+    if model is not None:
+        print(f"classifier score: {model.score(args.text):.3f}"
+              f" (rules fire at >= {engine.ruleset.classifier_threshold:g})")
+        weighed = model.explain(args.text)
+        if weighed:
+            print("  weighing most: " + ", ".join(f"{g!r} {w:+.2f}" for g, w in weighed))
+    elif engine.ruleset.uses_classifier:
+        print(classifier_note(config))
     print("\n".join(describe(engine.evaluate(event), config.export.timezone)))
     return 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import ahocorasick
 import re2
@@ -34,6 +34,17 @@ class Evidence:
         return f"{self.label} in {self.field} at {self.span[0]}-{self.span[1]}: {quoted}"
 
 
+class Scorer(Protocol):
+    """A trained model as the rules see it (bot.classifier.Model)."""
+
+    def score(self, text: str) -> float:
+        """The spam probability of ``text``, 0..1."""
+
+
+# How much of the follower's text a classifier hit quotes as its evidence.
+CLASSIFIER_EXCERPT = 60
+
+
 @dataclass(slots=True)
 class TextMatch:
     """The text conditions one rule met on one event (first evidence of each)."""
@@ -41,6 +52,16 @@ class TextMatch:
     keywords: Evidence | None = None
     regex: Evidence | None = None
     contact: Evidence | None = None
+    classifier: Evidence | None = None
+
+    def evidence(self) -> list[Evidence]:
+        """What held, in the order evidence is reported."""
+        return [e for e in (self.keywords, self.regex, self.contact, self.classifier) if e]
+
+
+def has_text_condition(spec: RuleSpec) -> bool:
+    """Whether a rule looks at the text (and so needs a match to fire)."""
+    return bool(spec.keywords or spec.regex or spec.contact or spec.classifier is not None)
 
 
 @dataclass(frozen=True)
@@ -61,15 +82,17 @@ class Rule:
         return self.spec.flood
 
     def text_conditions_hold(self, match: TextMatch | None) -> bool:
-        """True when every text condition the rule has (keywords, regex, contact) held."""
+        """True when every text condition the rule has (keywords, regex, contact,
+        classifier) held."""
         spec = self.spec
-        if not (spec.keywords or spec.regex or spec.contact):
+        if not has_text_condition(spec):
             return True
         if match is None:
             return False
         return ((not spec.keywords or match.keywords is not None)
                 and (not spec.regex or match.regex is not None)
-                and (not spec.contact or match.contact is not None))
+                and (not spec.contact or match.contact is not None)
+                and (spec.classifier is None or match.classifier is not None))
 
 
 @dataclass(frozen=True)
@@ -81,16 +104,15 @@ class Plan:
     textless: tuple[Rule, ...]    # rules that fire on flood alone
     flood_rules: tuple[Rule, ...]
     contact_kinds: frozenset[str]
+    classifier_rules: tuple[Rule, ...]
 
     @classmethod
     def of(cls, rules: tuple[Rule, ...]) -> Plan:
-        def texty(rule: Rule) -> bool:
-            return bool(rule.spec.keywords or rule.spec.regex or rule.spec.contact)
-
-        return cls(rules, frozenset(r.index for r in rules if texty(r)),
-                   tuple(r for r in rules if not texty(r)),
+        return cls(rules, frozenset(r.index for r in rules if has_text_condition(r.spec)),
+                   tuple(r for r in rules if not has_text_condition(r.spec)),
                    tuple(r for r in rules if r.flood is not None),
-                   frozenset(k for r in rules for k in r.spec.contact))
+                   frozenset(k for r in rules for k in r.spec.contact),
+                   tuple(r for r in rules if r.spec.classifier is not None))
 
 
 @dataclass
@@ -196,11 +218,27 @@ class RuleSet:
 
     # ------------------------------------------------------------------ matching
 
-    def match_texts(self, texts: Mapping[str, str], plan: Plan) -> dict[int, TextMatch]:
-        """Text conditions met, per rule index, over every field of the event."""
+    @property
+    def classifier_threshold(self) -> float | None:
+        """The lowest ``classifier.min_score`` of the rules (None: no rule uses one)."""
+        return min((r.spec.classifier for r in self.rules if r.spec.classifier is not None),
+                   default=None)
+
+    @property
+    def uses_classifier(self) -> bool:
+        """Whether any rule has a ``classifier`` condition."""
+        return self.classifier_threshold is not None
+
+    def match_texts(self, texts: Mapping[str, str], plan: Plan,
+                    model: Scorer | None = None) -> dict[int, TextMatch]:
+        """Text conditions met, per rule index, over every field of the event.
+
+        Without a ``model`` no classifier condition holds.
+        """
         active, contact_kinds = plan.active, plan.contact_kinds
         if not active:
             return {}
+        scoring = plan.classifier_rules if model is not None else ()
         matches: dict[int, TextMatch] = {}
         for name, text in texts.items():
             if not text:
@@ -212,7 +250,23 @@ class RuleSet:
                 self._match_regexes(name, folded, active, matches)
             if contact_kinds:
                 self._match_contacts(name, folded, plan.rules, contact_kinds, matches)
+            if scoring:
+                assert model is not None
+                self._match_classifier(name, text, model.score(text), scoring, matches)
         return matches
+
+    @staticmethod
+    def _match_classifier(name: str, text: str, score: float, rules: tuple[Rule, ...],
+                          matches: dict[int, TextMatch]) -> None:
+        for rule in rules:
+            minimum = rule.spec.classifier
+            if minimum is None or score < minimum:
+                continue
+            match = matches.setdefault(rule.index, TextMatch())
+            if match.classifier is None:
+                end = min(len(text), CLASSIFIER_EXCERPT)
+                match.classifier = Evidence(f"classifier score {score:.3f} >= {minimum:g}",
+                                            name, (0, end), text[:end])
 
     def _match_keywords(self, name: str, folded: Folded, active: frozenset[int],
                         matches: dict[int, TextMatch]) -> None:
@@ -279,7 +333,7 @@ class RuleSet:
         errors = []
         for rule in self.rules:
             spec = rule.spec
-            if not (spec.keywords or spec.regex or spec.contact):
+            if not has_text_condition(spec) or spec.classifier is not None:
                 continue
             for text, expected in ([(t, True) for t in spec.examples_match]
                                    + [(t, False) for t in spec.examples_no_match]):
@@ -341,6 +395,5 @@ def _example_error(spec: RuleSpec, text: str, expected: bool, match: TextMatch |
     where = f"{spec.file}:{spec.examples_line or spec.line}: rule '{spec.id}'"
     if expected:
         return f"{where}: example {text!r} should match but does not"
-    found = [e.describe() for e in (match.keywords, match.regex, match.contact) if e] \
-        if match else []
+    found = [e.describe() for e in match.evidence()] if match else []
     return f"{where}: example {text!r} should not match but does ({'; '.join(found)})"

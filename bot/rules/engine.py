@@ -6,7 +6,7 @@ from typing import Protocol
 
 from bot.flood import SlidingWindows
 from bot.models import NO_DECISION, Action, ActionKind, Decision, Event, RuleHit
-from bot.rules.compiled import Rule, RuleSet, TextMatch
+from bot.rules.compiled import Rule, RuleSet, Scorer, TextMatch
 
 REASON_MAX = 500
 # Which reply a follower gets when several rules fire: the strongest action speaks.
@@ -34,8 +34,9 @@ class RuleEngine:
     """
 
     def __init__(self, ruleset: RuleSet, *, flood: WindowState | None = None,
-                 warns: WindowState | None = None):
+                 warns: WindowState | None = None, model: Scorer | None = None):
         self._ruleset = ruleset
+        self.model = model
         self.flood = flood if flood is not None else SlidingWindows()
         self.warns = warns if warns is not None else SlidingWindows()
 
@@ -48,6 +49,10 @@ class RuleEngine:
         """Put new rules in force; flood windows and warn counts carry over."""
         self._ruleset = ruleset  # one reference swap: an evaluation sees old or new, whole
 
+    def use_model(self, model: Scorer | None) -> None:
+        """Put a (new) trained model in force for ``classifier`` conditions."""
+        self.model = model
+
     def evaluate(self, event: Event) -> Decision:
         """Every rule that fires for ``event``, the actions to take and the reply."""
         ruleset = self._ruleset
@@ -55,7 +60,7 @@ class RuleEngine:
         if not plan.rules:
             return NO_DECISION
         allowlisted = event.openid in ruleset.allowlist
-        matches = ruleset.match_texts(event.texts, plan)
+        matches = ruleset.match_texts(event.texts, plan, self.model)
         counts = {} if allowlisted else self._count_flood(ruleset, event, plan.flood_rules)
         candidates = plan.textless
         if matches:  # only rules whose text conditions met something can fire, in rule order
@@ -105,8 +110,7 @@ class RuleEngine:
             return None  # the common case for flood rules: decided before any text work
         if not rule.text_conditions_hold(match):
             return None
-        evidence = [e for e in (match.keywords, match.regex, match.contact) if e] if match \
-            else []
+        evidence = match.evidence() if match else []
         parts = [e.describe() for e in evidence]
         if flood is not None:
             parts.append(f"flood: {count} messages within {flood.seconds}s "

@@ -13,9 +13,9 @@ from bot.normalize import fold
 from bot.rules.contact import compile_re2
 
 RULE_KEYS = ("id", "description", "enabled", "msg_types", "keywords", "regex", "contact",
-             "flood", "except", "action", "warn_limit", "warn_window", "duration", "reply",
-             "examples")
-CONDITION_KEYS = ("keywords", "regex", "contact", "flood")
+             "classifier", "flood", "except", "action", "warn_limit", "warn_window",
+             "duration", "reply", "examples")
+CONDITION_KEYS = ("keywords", "regex", "contact", "classifier", "flood")
 TOP_KEYS = ("allowlist", "rules")
 CONTACT_KINDS = ("wechat_id", "qq", "phone", "url")
 RULE_TYPES = (*MESSAGE_TYPES, "event")
@@ -50,6 +50,7 @@ class RuleSpec:
     regex: tuple[str, ...] = ()
     contact: tuple[str, ...] = ()
     flood: FloodSpec | None = None
+    classifier: float | None = None  # min_score: the model's spam probability
     except_: tuple[str, ...] = ()
     warn_limit: int | None = None
     warn_window: int = DEFAULT_WARN_WINDOW
@@ -281,7 +282,12 @@ class _RuleFields:
             self.fail("duration", "'duration' only applies to blacklist (or warn escalating "
                       "to blacklist)")
         warn_window = self.duration("warn_window") or (flood.seconds if flood else None)
+        classifier = self.classifier()
         match, no_match = self.examples()
+        if classifier is not None and (match or no_match):
+            self.fail("examples", "'examples' cannot be checked on a rule with 'classifier' "
+                      "(its verdict depends on the trained model); try texts with "
+                      "`python -m bot rules test --text ...` instead")
         return RuleSpec(
             id=rule_id, file=self.checker.path, line=line,
             action=action or ActionKind.LOG,
@@ -289,7 +295,7 @@ class _RuleFields:
             enabled=self.typed("enabled", bool, "true or false") is not False,
             msg_types=self.msg_types(), keywords=self.keywords("keywords"),
             regex=self.regexes(), contact=self.contact(),
-            flood=flood, except_=self.keywords("except"),
+            flood=flood, classifier=classifier, except_=self.keywords("except"),
             warn_limit=warn_limit, warn_window=warn_window or DEFAULT_WARN_WINDOW,
             duration=duration, reply=self.typed("reply", str, "a string"),
             examples_match=match, examples_no_match=no_match,
@@ -369,6 +375,27 @@ class _RuleFields:
         if _positive(messages) and _positive(seconds):
             return FloodSpec(messages, seconds)
         return None
+
+    def classifier(self) -> float | None:
+        value = self.raw.get("classifier")
+        if value is None:
+            return None
+        if not isinstance(value, _Map):
+            self.fail("classifier", "'classifier' must be a mapping {min_score: 0.0..1.0}, "
+                      f"got {_kind(value)}")
+            return None
+        for key in value:
+            if key != "min_score":
+                self.checker.error(value.key_lines[key], f"{self.label}: unknown key "
+                                   f"'classifier.{key}' (expected min_score)")
+        score = value.get("min_score")
+        if isinstance(score, bool) or not isinstance(score, int | float) \
+                or not 0.0 <= score <= 1.0:
+            self.checker.error(value.key_lines.get("min_score", value.line),
+                               f"{self.label}: 'classifier.min_score' must be a number "
+                               f"from 0.0 to 1.0, got {score!r}")
+            return None
+        return float(score)
 
     def msg_types(self) -> frozenset[str] | None:
         types = self.checker.strings(self.raw, "msg_types", self.label)

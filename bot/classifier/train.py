@@ -1,0 +1,166 @@
+"""Training and cross-validation: L2 logistic regression fitted with L-BFGS in numpy."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from bot.classifier.features import classifier_form, grams
+from bot.classifier.model import Model, Quality, Sample
+
+# Inverse regularisation strength. Chosen by 5-fold cross-validation on the dev set
+# (recall at 0.5% FPR: C=10 0.849, 30 0.852, 100 0.833).
+C = 30.0
+# Feature scale: idf / sqrt(n) runs about 5x the unit-norm tf-idf the C above was
+# measured with; dividing keeps the same regularisation.
+_SCALE = 0.2
+_MEMORY = 10
+_MAX_ITERATIONS = 300
+
+
+class _Design:
+    """The sparse design matrix of a training set, as flat coordinate arrays."""
+
+    def __init__(self, sets: Sequence[set[str]]):
+        df: dict[str, int] = {}
+        for found in sets:
+            for gram in found:
+                df[gram] = df.get(gram, 0) + 1
+        self.vocab = list(df)
+        column = {gram: index for index, gram in enumerate(self.vocab)}
+        counts = np.fromiter(df.values(), dtype=np.float64, count=len(df))
+        self.idf = np.log((1 + len(sets)) / (1 + counts)) + 1
+        lengths = np.fromiter((len(s) for s in sets), dtype=np.int64, count=len(sets))
+        self.rows = np.repeat(np.arange(len(sets)), lengths)
+        self.cols = np.fromiter((column[g] for s in sets for g in s), dtype=np.int64,
+                                count=int(lengths.sum()))
+        norms = _SCALE / np.sqrt(np.maximum(lengths, 1))
+        self.vals = self.idf[self.cols] * norms[self.rows]
+        self.n, self.d = len(sets), len(self.vocab)
+
+    def margins(self, w: np.ndarray, b: float) -> np.ndarray:
+        return np.bincount(self.rows, weights=self.vals * w[self.cols], minlength=self.n) + b
+
+
+def _objective(design: _Design, y: np.ndarray, weight: np.ndarray, c: float):
+    """Loss and gradient over (w, b) packed in one vector (b unregularised)."""
+
+    def f(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b = theta[:-1], theta[-1]
+        z = design.margins(w, b)
+        # log(1 + exp(-s z)) with s = +-1, stably
+        s = 2 * y - 1
+        loss = c * float(np.dot(weight, np.logaddexp(0, -s * z))) + 0.5 * float(w @ w)
+        r = c * weight * (_sigmoid(z) - y)
+        grad = np.empty_like(theta)
+        grad[:-1] = np.bincount(design.cols, weights=design.vals * r[design.rows],
+                                minlength=design.d) + w
+        grad[-1] = r.sum()
+        return loss, grad
+
+    return f
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return np.exp(-np.logaddexp(0, -z))
+
+
+def _lbfgs(f, theta: np.ndarray) -> np.ndarray:
+    """Minimise the smooth convex ``f`` (loss, gradient) from ``theta``."""
+    loss, grad = f(theta)
+    history: list[tuple[np.ndarray, np.ndarray, float]] = []
+    for _ in range(_MAX_ITERATIONS):
+        direction = -_two_loop(grad, history)
+        slope = float(grad @ direction)
+        if slope >= 0:  # not a descent direction: start the memory again
+            history.clear()
+            direction, slope = -grad, -float(grad @ grad)
+        step = 1.0 if history else min(1.0, 1.0 / max(math.sqrt(-slope), 1e-12))
+        while True:  # backtracking (Armijo)
+            candidate = theta + step * direction
+            new_loss, new_grad = f(candidate)
+            if new_loss <= loss + 1e-4 * step * slope or step < 1e-10:
+                break
+            step *= 0.5
+        s, yk = candidate - theta, new_grad - grad
+        sy = float(s @ yk)
+        if sy > 1e-10:
+            history.append((s, yk, 1.0 / sy))
+            del history[:-_MEMORY]
+        converged = abs(loss - new_loss) <= 1e-7 * max(1.0, abs(loss))
+        theta, loss, grad = candidate, new_loss, new_grad
+        if converged or float(np.abs(grad).max()) < 1e-6:
+            break
+    return theta
+
+
+def _two_loop(grad: np.ndarray, history: list[tuple[np.ndarray, np.ndarray, float]]
+              ) -> np.ndarray:
+    q = grad.copy()
+    alphas = []
+    for s, y, rho in reversed(history):
+        alpha = rho * float(s @ q)
+        alphas.append(alpha)
+        q -= alpha * y
+    if history:
+        s, y, _ = history[-1]
+        q *= float(s @ y) / float(y @ y)
+    for (s, y, rho), alpha in zip(history, reversed(alphas), strict=True):
+        q += (alpha - rho * float(y @ q)) * s
+    return q
+
+
+def fit(samples: Sequence[Sample], *, now: int, c: float = C,
+        quality: Quality | None = None) -> Model:
+    """A model trained on ``samples`` (both labels needed); classes weigh equally."""
+    sets = [grams(classifier_form(s.text)) for s in samples]
+    y = np.fromiter((s.spam for s in samples), dtype=np.float64, count=len(samples))
+    spam = int(y.sum())
+    ham = len(samples) - spam
+    if not spam or not ham:
+        raise ValueError("training needs both spam and ham samples")
+    weight = np.where(y == 1, len(y) / (2 * spam), len(y) / (2 * ham))
+    design = _Design(sets)
+    theta = _lbfgs(_objective(design, y, weight, c), np.zeros(design.d + 1))
+    coef = theta[:-1] * design.idf * _SCALE
+    weights = {g: float(v) for g, v in zip(design.vocab, coef, strict=True) if v}
+    return Model(weights=weights, bias=float(theta[-1]), spam=spam, ham=ham,
+                 trained_at=now, quality=quality)
+
+
+def cross_validate(samples: Sequence[Sample], *, threshold: float, folds: int = 5,
+                   seed: int = 0, extra: Sequence[Sample] = ()
+                   ) -> tuple[Quality, list[float]]:
+    """Quality at ``threshold`` over stratified folds, and each sample's held-out score.
+
+    ``extra`` samples (the seeds) join every training fold and are never scored.
+    """
+    order = np.random.default_rng(seed).permutation(len(samples))
+    fold_of = np.empty(len(samples), dtype=np.int64)
+    for label in (True, False):  # stratified: each fold gets its share of each label
+        members = [i for i in order if samples[i].spam is label]
+        for rank, index in enumerate(members):
+            fold_of[index] = rank % folds
+    scores = [0.0] * len(samples)
+    for k in range(folds):
+        held_out = {samples[i].text for i in np.flatnonzero(fold_of == k).tolist()}
+        train = [samples[i] for i in range(len(samples)) if fold_of[i] != k]
+        train += [s for s in extra if s.text not in held_out]
+        model = fit(train, now=0)
+        for i in np.flatnonzero(fold_of == k).tolist():
+            scores[i] = model.score(samples[i].text)
+    return quality_at(samples, scores, threshold, folds), scores
+
+
+def quality_at(samples: Sequence[Sample], scores: Sequence[float], threshold: float,
+               folds: int) -> Quality:
+    """Precision, recall and ham false-positive rate of ``scores >= threshold``."""
+    tp = sum(1 for s, p in zip(samples, scores, strict=True) if s.spam and p >= threshold)
+    fp = sum(1 for s, p in zip(samples, scores, strict=True) if not s.spam and p >= threshold)
+    spam = sum(1 for s in samples if s.spam)
+    ham = len(samples) - spam
+    return Quality(threshold=threshold, precision=tp / (tp + fp) if tp + fp else 0.0,
+                   recall=tp / spam if spam else 0.0, fpr=fp / ham if ham else 0.0,
+                   folds=folds)

@@ -1,0 +1,157 @@
+"""SQL of the classifier: the stored training samples and the trained models."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from sqlite_utils import Database
+
+from bot.classifier.model import Sample
+
+# A follower's recent texts, for learning from an admin's correction: how far back and
+# how many (the texts that led to the decision are the ones that matter).
+RECENT_SECONDS = 7 * 86400
+RECENT_LIMIT = 20
+MODELS_KEPT = 5
+
+
+@dataclass(frozen=True)
+class Added:
+    """What storing a batch of samples did."""
+
+    added: int = 0
+    relabelled: int = 0
+    unchanged: int = 0
+
+    @property
+    def stored(self) -> int:
+        """Samples that are new or changed."""
+        return self.added + self.relabelled
+
+
+def add_samples(db: Database, samples: Iterable[tuple[str, bool]], *, source: str,
+                now: int, openid: str | None = None) -> Added:
+    """Store labelled texts (call inside a transaction); a known text takes the new label."""
+    added = relabelled = unchanged = 0
+    for text, spam in samples:
+        label = "spam" if spam else "ham"
+        row = db.execute("SELECT label FROM samples WHERE text = ?", [text]).fetchone()
+        if row is None:
+            db.execute("INSERT INTO samples (text, label, source, openid, created_at)"
+                       " VALUES (?, ?, ?, ?, ?)", [text, label, source, openid, now])
+            added += 1
+        elif row[0] != label:
+            db.execute("UPDATE samples SET label = ?, source = ?, openid = ?, created_at = ?"
+                       " WHERE text = ?", [label, source, openid, now, text])
+            relabelled += 1
+        else:
+            unchanged += 1
+    return Added(added, relabelled, unchanged)
+
+
+def stored_samples(db: Database) -> list[Sample]:
+    """Every stored sample, oldest first."""
+    return [Sample(text, label == "spam") for text, label in
+            db.execute("SELECT text, label FROM samples ORDER BY id")]
+
+
+def sample_count(db: Database) -> int:
+    return int(db.execute("SELECT count(*) FROM samples").fetchone()[0])
+
+
+def newest_sample_at(db: Database) -> int:
+    """When the newest sample was stored (0 when none is)."""
+    return int(db.execute("SELECT coalesce(max(created_at), 0) FROM samples").fetchone()[0])
+
+
+def forget(db: Database, openid: str | None) -> int:
+    """Delete the samples taken from one follower, or every sample (``None``)."""
+    if openid is None:
+        return db.execute("DELETE FROM samples").rowcount
+    return db.execute("DELETE FROM samples WHERE openid = ?", [openid]).rowcount
+
+
+def save_model(db: Database, blob: bytes, *, trained_at: int, samples: int,
+               source: str) -> int:
+    """Store a trained model; the newest is the one in force. Old ones are pruned."""
+    cursor = db.execute("INSERT INTO models (trained_at, samples, source, blob)"
+                        " VALUES (?, ?, ?, ?)", [trained_at, samples, source, blob])
+    model_id = int(cursor.lastrowid or 0)
+    db.execute("DELETE FROM models WHERE id <= ?", [model_id - MODELS_KEPT])
+    return model_id
+
+
+def latest_model_id(db: Database) -> int:
+    """The id of the model in force (0 when none was trained)."""
+    return int(db.execute("SELECT coalesce(max(id), 0) FROM models").fetchone()[0])
+
+
+def load_model_blob(db: Database, model_id: int) -> bytes | None:
+    row = db.execute("SELECT blob FROM models WHERE id = ?", [model_id]).fetchone()
+    return None if row is None else bytes(row[0])
+
+
+def recent_texts(db: Database, openid: str, now: int) -> list[str]:
+    """The follower's recent message texts, newest first (what an admin's verdict on the
+    follower says something about)."""
+    rows = db.execute(
+        "SELECT texts FROM events WHERE received_at >= ? AND openid = ? AND texts IS NOT NULL"
+        " ORDER BY id DESC LIMIT ?", [now - RECENT_SECONDS, openid, RECENT_LIMIT * 4])
+    return _texts(rows)[:RECENT_LIMIT]
+
+
+def texts_of_standing_blacklists(db: Database, stood_seconds: int, now: int
+                                 ) -> Iterator[tuple[str, list[str]]]:
+    """Followers a rule blacklisted at least ``stood_seconds`` ago and still blacklisted,
+    with the texts that led to it (the events behind their decisions)."""
+    followers = db.execute(
+        "SELECT openid FROM blacklist WHERE status = 'blacklisted' AND since <= ?"
+        " AND rule_id NOT IN ('', 'cli')", [now - stood_seconds]).fetchall()
+    for (openid,) in followers:
+        texts = decided_texts(db, openid)
+        if texts:
+            yield openid, texts
+
+
+def _texts(rows: Iterable[tuple[str]]) -> list[str]:
+    out: list[str] = []
+    for (raw,) in rows:
+        try:
+            fields = json.loads(raw)
+        except ValueError:
+            continue
+        text = fields.get("content") if isinstance(fields, dict) else None
+        if isinstance(text, str) and text.strip() and text not in out:
+            out.append(text)
+    return out
+
+
+def rule_blacklisted(db: Database, openid: str) -> bool:
+    """Whether a rule (not an admin) decided to blacklist this follower."""
+    return db.execute("SELECT 1 FROM decisions WHERE openid = ? AND action = 'blacklist'"
+                      " LIMIT 1", [openid]).fetchone() is not None
+
+
+def decided_texts(db: Database, openid: str) -> list[str]:
+    """The texts of the follower's pushes that rules decided on, newest first."""
+    rows = db.execute(
+        "SELECT e.texts FROM decisions d JOIN events e ON e.id = d.event_id"
+        " WHERE d.openid = ? AND e.texts IS NOT NULL ORDER BY d.id DESC LIMIT ?",
+        [openid, RECENT_LIMIT * 4])
+    return _texts(rows)[:RECENT_LIMIT]
+
+
+def learn_from_verdict(db: Database, openid: str, *, spam: bool, now: int) -> Added:
+    """An admin's verdict on a follower, as samples: their texts labelled ``spam``.
+
+    Removing a follower a rule blacklisted marks what the rules decided on as ham (a
+    false positive corrected); adding one marks their recent texts as spam.
+    """
+    if not spam and not rule_blacklisted(db, openid):
+        return Added()
+    texts = decided_texts(db, openid) if not spam else []
+    texts = texts or recent_texts(db, openid, now)
+    source = "blacklist add" if spam else "blacklist remove"
+    return add_samples(db, ((t, spam) for t in texts), source=source, now=now, openid=openid)

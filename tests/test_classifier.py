@@ -1,0 +1,109 @@
+"""The classifier: features, training, the stored model, and the ``classifier`` condition."""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import pytest
+
+from bot.classifier.features import classifier_form, grams
+from bot.classifier.model import Model, ModelError, Sample
+from bot.classifier.train import cross_validate, fit
+from bot.errors import RuleError
+from bot.models import Event
+from bot.rules import RuleEngine, load_ruleset
+from tests.learning_data import ham_texts, spam_texts
+
+CLASSIFIER_RULES = """
+rules:
+  - id: model-spam
+    msg_types: [text]
+    classifier: {min_score: 0.8}
+    action: blacklist
+  - id: model-and-word
+    classifier: {min_score: 0.5}
+    keywords: [私聊]
+    action: warn
+"""
+
+
+def samples() -> list[Sample]:
+    return [Sample(t, True) for t in spam_texts()] + [Sample(t, False) for t in ham_texts()]
+
+
+@pytest.fixture(scope="module")
+def model() -> Model:
+    return fit(samples(), now=1_700_000_000).prepare()
+
+
+def push(text: str, openid: str = "oFollower0000000000000001") -> Event:
+    return Event(openid=openid, account="gh", create_time=1_700_000_000, msg_type="text",
+                 msg_id="1", texts={"content": text})
+
+
+def test_classifier_form_folds_evasions_but_keeps_punctuation() -> None:
+    assert classifier_form("ＶＸ  兼職\u200b 12345！") == "vx 兼职 00000!"
+    assert grams("ab") == {"a", "b", "ab"}
+
+
+def test_a_trained_model_separates_spam_from_ham(model: Model) -> None:
+    assert model.score("高佣返利，私聊我领取") > 0.9
+    assert model.score("今天的外卖味道不错，谢谢") < 0.1
+    assert model.spam == 36 and model.ham == 36 and model.trained_at == 1_700_000_000
+    top = dict(model.explain("高佣返利，私聊我"))
+    assert top and all(weight > 0 for weight in top.values())
+
+
+def test_a_model_survives_storage_and_refuses_corruption(model: Model) -> None:
+    again = Model.loads(model.dumps())
+    assert again.score("兼职日结，私聊我") == pytest.approx(model.score("兼职日结，私聊我"))
+    with pytest.raises(ModelError, match="corrupt"):
+        Model.loads(b"not a model")
+    with pytest.raises(ModelError, match="corrupt"):
+        Model.loads(zlib.compress(b'{"format": 1, "features": "char-1-2-grams/light-fold/'
+                                  b'v1", "weights": 3}'))
+    with pytest.raises(ModelError, match="run `learn` again"):
+        Model.loads(zlib.compress(b'{"format": 1, "features": "other"}'))
+
+
+def test_cross_validation_reports_figures_at_the_threshold() -> None:
+    quality, scores = cross_validate(samples(), threshold=0.5, folds=3)
+    assert len(scores) == 72 and quality.folds == 3
+    assert quality.recall > 0.8 and quality.fpr < 0.2
+
+
+def test_training_needs_both_labels() -> None:
+    with pytest.raises(ValueError, match="both"):
+        fit([Sample("只有一种", True)], now=0)
+
+
+def test_classifier_condition_holds_only_with_a_model(tmp_path: Path, model: Model) -> None:
+    (tmp_path / "r.yaml").write_text(CLASSIFIER_RULES, encoding="utf-8")
+    ruleset = load_ruleset(tmp_path)
+    assert ruleset.classifier_threshold == 0.5
+    engine = RuleEngine(ruleset)
+    assert engine.evaluate(push("高佣返利，私聊我")).empty  # no model: never holds
+    engine.use_model(model)
+    decision = engine.evaluate(push("高佣返利，私聊我"))
+    assert [h.rule_id for h in decision.hits] == ["model-spam", "model-and-word"]
+    assert "classifier score 0.9" in decision.hits[0].evidence
+    assert decision.actions[0].rule_id == "model-spam"
+    # AND: the keyword holds but the model is sure this is ham
+    assert engine.evaluate(push("这篇文章挺好的，私聊也行")).empty
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("classifier: 0.9", "must be a mapping"),
+    ("classifier: {min_score: 1.5}", "from 0.0 to 1.0"),
+    ("classifier: {min_score: yes}", "from 0.0 to 1.0"),
+    ("classifier: {min: 0.5}", "unknown key 'classifier.min'"),
+    ("classifier: {min_score: 0.9}\n    examples: {match: [x]}", "cannot be checked"),
+], ids=["not-mapping", "above-one", "bool", "unknown-key", "examples"])
+def test_bad_classifier_conditions_name_file_and_line(tmp_path: Path, body: str,
+                                                      message: str) -> None:
+    (tmp_path / "r.yaml").write_text(
+        f"rules:\n  - id: bad\n    action: log\n    {body}\n", encoding="utf-8")
+    with pytest.raises(RuleError) as caught:
+        load_ruleset(tmp_path)
+    assert message in str(caught.value) and "r.yaml:" in str(caught.value)
