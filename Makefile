@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CONFIG ?= config.yaml
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench eval clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ lint: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	$(PY) bench/run.py
+
+# Detection on labelled texts: rules alone, rules + seed model, rules + classifier k-fold.
+EVAL_DATA ?= ../shared/data/spam-dev.jsonl
+eval: $(VENV)/.installed
+	$(PY) bench/eval.py $(EVAL_DATA)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
