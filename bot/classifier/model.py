@@ -8,6 +8,7 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from operator import itemgetter
 from typing import Any
 
 import ahocorasick
@@ -16,6 +17,7 @@ from bot.classifier.features import FEATURES, classifier_form, grams
 from bot.errors import BotError
 
 FORMAT = 1
+_SECOND = itemgetter(1)  # (end, number) -> number, at C speed
 
 
 class ModelError(BotError):
@@ -95,7 +97,7 @@ class Model:
         automaton, table = self._scan
         if not table:
             return set()
-        return {number for _, number in automaton.iter(classifier_form(text))}
+        return set(map(_SECOND, automaton.iter(classifier_form(text))))
 
     def margin(self, text: str) -> float:
         """The log-odds that ``text`` is spam."""
