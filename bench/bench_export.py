@@ -19,9 +19,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bot.config import ExportConfig, WeChatConfig  # noqa: E402
-from bot.export import Exporter, Progress  # noqa: E402
+from bot.jobs.export import Exporter, Progress  # noqa: E402
 from bot.metrics import Metrics  # noqa: E402
-from bot.store import Store  # noqa: E402
+from bot.storage.sqlite.store import Store  # noqa: E402
 from bot.wechat.api import SqliteTokenCache, WeChatClient  # noqa: E402
 
 SERVER = """

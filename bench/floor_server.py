@@ -1,7 +1,7 @@
 """The architecture's floor: aiohttp plus the real store committing every push.
 
 No signature, no XML parsing, no rules, no retry memory, no metrics: each request
-is read, committed through :class:`bot.store.Store` (the writer thread and group
+is read, committed through :class:`bot.storage.sqlite.store.Store` (the writer thread and group
 commit the service uses, same schema, same ``synchronous``) and answered after its
 COMMIT. What the bench shows between this line and the bare handler is what
 durable storage off the event loop costs; what it shows between this line and the
@@ -19,8 +19,8 @@ import time
 
 from aiohttp import web
 
-from bot.models import NO_DECISION, Event
-from bot.store import Store
+from bot.core.models import NO_DECISION, Event
+from bot.storage.sqlite.store import Store
 
 
 def build(store: Store) -> web.Application:

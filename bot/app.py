@@ -16,15 +16,16 @@ import aiohttp
 from aiohttp import web
 
 from bot.config import Config
-from bot.dedup import InMemoryRecentPushes
-from bot.errors import RuleError
+from bot.core.errors import RuleError
+from bot.core.models import Decision, Event
+from bot.jobs.batcher import Batcher
+from bot.jobs.reload import RuleWatcher
+from bot.jobs.scheduler import ExportScheduler
 from bot.metrics import Metrics
-from bot.models import Decision, Event
-from bot.outbox import Batcher
-from bot.rules import RuleEngine, RuleSet, RuleWatcher, load_ruleset
-from bot.scheduler import ExportScheduler
-from bot.store import Recorded, Store, pending_count, purge_content
-from bot.webhook import Webhook, healthz, metrics_response
+from bot.rules import RuleEngine, RuleSet, load_ruleset
+from bot.storage.sqlite.store import Recorded, Store, pending_count, purge_content
+from bot.web.retries import InMemoryRecentPushes
+from bot.web.webhook import Webhook, healthz, metrics_response
 from bot.wechat.api import SqliteTokenCache, WeChatClient
 from bot.wechat.push import PushCodec
 

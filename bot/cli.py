@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from bot.config import load_config
-from bot.errors import BotError, ConfigError
+from bot.core.errors import BotError, ConfigError
 
 # Each module defines register(subparsers); a handler is set with
 # parser.set_defaults(handler=fn) and called as fn(args, config) -> exit code.

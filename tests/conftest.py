@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.store import Store
+from bot.storage.sqlite.store import Store
 from tests.fake_wechat import FakeWeChat, start_fake
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from bot.config import WeChatConfig
 from bot.metrics import Metrics
-from bot.store import Store
+from bot.storage.sqlite.store import Store
 from bot.wechat.api import (
     BatchTooLargeError,
     CachedToken,

@@ -19,9 +19,8 @@ import pytest
 import yaml
 from aiohttp import web
 
-from bot import snapshots as snap
 from bot.config import ExportConfig, WeChatConfig
-from bot.export import (
+from bot.jobs.export import (
     Exporter,
     ExportError,
     ExportResult,
@@ -29,9 +28,10 @@ from bot.export import (
     RetryPolicy,
     next_begin,
 )
-from bot.export_files import notify, write_atomic
+from bot.jobs.export_files import notify, write_atomic
 from bot.metrics import Metrics
-from bot.store import Store
+from bot.storage.sqlite import snapshots as snap
+from bot.storage.sqlite.store import Store
 from bot.wechat.api import SqliteTokenCache, WeChatClient
 from tests.fake_wechat import FakeWeChat, errcode, http_error, make_openids
 

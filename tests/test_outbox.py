@@ -17,18 +17,8 @@ import aiohttp
 import pytest
 
 from bot.config import ActionsConfig, WeChatConfig
-from bot.metrics import Metrics
-from bot.models import Action, ActionKind
-from bot.outbox import Batcher
-from bot.outbox_queue import (
-    QueueState,
-    claim,
-    complete,
-    heartbeat,
-    queue_expired,
-    reclaim_stale,
-)
-from bot.settle import (
+from bot.core.models import Action, ActionKind
+from bot.core.settle import (
     Backoff,
     Verdict,
     daily_pause_until,
@@ -36,7 +26,17 @@ from bot.settle import (
     settle,
     wait_before_send,
 )
-from bot.store import Store, enqueue_action, open_db
+from bot.jobs.batcher import Batcher
+from bot.metrics import Metrics
+from bot.storage.sqlite.actions import (
+    QueueState,
+    claim,
+    complete,
+    heartbeat,
+    queue_expired,
+    reclaim_stale,
+)
+from bot.storage.sqlite.store import Store, enqueue_action, open_db
 from bot.wechat.api import (
     BatchTooLargeError,
     CredentialError,

@@ -13,9 +13,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.export import build_report, write_report
-from bot.report import Finding, ReportData, render_html, summary_json, summary_text
-from bot.store import Store
+from bot.jobs.export import build_report, write_report
+from bot.jobs.report import Finding, ReportData, render_html, summary_json, summary_text
+from bot.storage.sqlite.store import Store
 
 TZ = "Asia/Shanghai"
 TAKEN = int(datetime(2024, 5, 2, 3, 0, tzinfo=ZoneInfo(TZ)).timestamp())

@@ -13,12 +13,12 @@ import aiohttp
 import pytest
 from apscheduler.triggers.cron import CronTrigger
 
-from bot import snapshots as snap
 from bot.config import Config, ExportConfig, StorageConfig, WeChatConfig
-from bot.export import ExportSkipped
+from bot.jobs.export import ExportSkipped
+from bot.jobs.scheduler import ExportScheduler, missed_run, previous_fire
 from bot.metrics import Metrics
-from bot.scheduler import ExportScheduler, missed_run, previous_fire
-from bot.store import Store
+from bot.storage.sqlite import snapshots as snap
+from bot.storage.sqlite.store import Store
 from bot.wechat.api import SqliteTokenCache, WeChatClient
 from tests.fake_wechat import FakeWeChat, make_openids
 

@@ -6,7 +6,7 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from bot.errors import BotError
+from bot.core.errors import BotError
 
 
 def when(ts: float | None, timezone: str) -> str:

@@ -26,13 +26,13 @@ from sqlite_utils import Database
 from bot.cli import add_config_option
 from bot.commands import existing_db, when
 from bot.config import Config
-from bot.errors import BotError
+from bot.core.errors import BotError
+from bot.core.models import Action, ActionKind, is_valid_openid
+from bot.jobs.batcher import Batcher
 from bot.metrics import Metrics
-from bot.models import Action, ActionKind, is_valid_openid
-from bot.outbox import Batcher
-from bot.outbox_queue import make_owner, read_pause
 from bot.rules.schema import MAX_DURATION_DAYS, parse_duration
-from bot.store import Store, enqueue_action, open_db, run_sync
+from bot.storage.sqlite.actions import make_owner, read_pause
+from bot.storage.sqlite.store import Store, enqueue_action, open_db, run_sync
 from bot.wechat.api import SqliteTokenCache, WeChatClient, explain
 
 SEND_TIMEOUT = 120.0

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import aiohttp
 
-from bot import snapshots as snap
 from bot.cli import add_config_option
 from bot.config import Config
-from bot.errors import BotError
-from bot.export import Exporter, Progress, build_report, write_report
-from bot.export_files import export_paths
+from bot.core.errors import BotError
+from bot.jobs.export import Exporter, Progress, build_report, write_report
+from bot.jobs.export_files import export_paths
 from bot.metrics import Metrics
-from bot.store import Store
+from bot.storage.sqlite import snapshots as snap
+from bot.storage.sqlite.store import Store
 from bot.wechat.api import SqliteTokenCache, WeChatClient
 
 API_TIMEOUT_SECONDS = 30.0

@@ -12,14 +12,14 @@ from sqlite_utils import Database
 
 from bot.commands import existing_db, when
 from bot.config import Config
-from bot.errors import BotError, RuleError
-from bot.models import MESSAGE_TYPES, ActionKind, Decision, Event
-from bot.normalize import Folded
+from bot.core.errors import BotError, RuleError
+from bot.core.models import MESSAGE_TYPES, ActionKind, Decision, Event
+from bot.core.normalize import Folded
 from bot.rules import RuleEngine, load_ruleset, parse_duration
 from bot.rules.schema import MAX_DURATION_DAYS
-from bot.store import iter_events, open_db
+from bot.storage.sqlite.store import iter_events, open_db
 
-# The field a message type's follower-written text arrives in (see bot.models.Event).
+# The field a message type's follower-written text arrives in (see bot.core.models.Event).
 FIELD_BY_TYPE = {"text": "content", "link": "title", "location": "label",
                  "voice": "recognition", "event": "event_key"}
 TEST_OPENID = "oRulesTestFollower0000000000"

@@ -8,7 +8,7 @@ from sqlite_utils import Database
 
 from bot.commands import existing_db, when
 from bot.config import Config
-from bot.store import open_db
+from bot.storage.sqlite.store import open_db
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from bot.config import WeChatConfig
-from bot.errors import WeChatAPIError
+from bot.core.errors import WeChatAPIError
 from bot.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ class _StoreLike(Protocol):
 
 
 class SqliteTokenCache:
-    """TokenCache in the ``kv`` table, through :meth:`bot.store.Store.call`."""
+    """TokenCache in the ``kv`` table, through :meth:`bot.storage.sqlite.store.Store.call`."""
 
     def __init__(self, store: _StoreLike):
         self._store = store

@@ -15,8 +15,8 @@ from wechatpy.exceptions import InvalidAppIdException
 from wechatpy.replies import TextReply
 from wechatpy.utils import WeChatSigner
 
-from bot.errors import PushError
-from bot.models import Event
+from bot.core.errors import PushError
+from bot.core.models import Event
 
 log = logging.getLogger(__name__)
 

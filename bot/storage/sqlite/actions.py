@@ -11,8 +11,8 @@ from typing import Any, Protocol, TypeVar
 
 from sqlite_utils import Database
 
-from bot.models import Action, ActionKind
-from bot.store import enqueue_action, pending_count
+from bot.core.models import Action, ActionKind
+from bot.storage.sqlite.store import enqueue_action, pending_count
 
 T = TypeVar("T")
 HEARTBEAT_PREFIX = "outbox.owner."
@@ -290,5 +290,5 @@ class SqliteActionQueue:
         return await self._store.call(lambda db: queue_expired(db, now, dry_run=dry_run))
 
     async def count_active(self) -> int:
-        """Pending plus in-flight actions (:func:`bot.store.pending_count`)."""
+        """Pending plus in-flight actions (:func:`bot.storage.sqlite.store.pending_count`)."""
         return await self._store.call(pending_count)

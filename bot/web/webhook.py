@@ -12,10 +12,10 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from bot.errors import PushError
+from bot.core.errors import PushError
+from bot.core.models import MESSAGE_TYPES, Decision, Event
 from bot.metrics import CONTENT_TYPE_LATEST, Metrics
-from bot.models import MESSAGE_TYPES, Decision, Event
-from bot.store import Recorded
+from bot.storage.sqlite.store import Recorded
 from bot.wechat.push import PushCodec, parse_event
 
 log = logging.getLogger(__name__)

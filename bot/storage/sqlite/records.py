@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from bot.models import MESSAGE_TYPES, Action, ActionKind, Decision, Event, is_valid_openid
+from bot.core.models import MESSAGE_TYPES, Action, ActionKind, Decision, Event, is_valid_openid
 
 log = logging.getLogger(__name__)
 

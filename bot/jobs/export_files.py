@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from sqlite_utils import Database
 
-from bot import snapshots as snap
+from bot.storage.sqlite import snapshots as snap
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -26,7 +26,7 @@ DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 class StoreLike(Protocol):
-    """The database owner (``bot.store.Store``): runs ``fn(db)`` in a transaction."""
+    """The database owner (``bot.storage.sqlite.store.Store``): runs ``fn(db)`` in a transaction."""
 
     async def call(self, fn: Callable[[Database], T]) -> T: ...
 

@@ -3,8 +3,8 @@
 sqlite3 connections belong to one thread: every database call from the event loop
 goes through :class:`Store`, which runs it on that thread and group-commits pushes
 so that many share one fsync while each is still committed before it is answered.
-The schema lives in :mod:`bot.schema`, the SQL on the tables in :mod:`bot.records`
-(re-exported here, the names callers know the store by).
+The schema lives in :mod:`bot.storage.sqlite.schema`, the SQL on the tables in
+:mod:`bot.storage.sqlite.records` (re-exported here, the names callers know the store by).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 
 from sqlite_utils import Database
 
-from bot.models import Decision, Event
-from bot.records import (
+from bot.core.models import Decision, Event
+from bot.storage.sqlite.records import (
     Push,
     Recorded,
     enqueue_action,
@@ -36,7 +36,7 @@ from bot.records import (
     record_pushes,
     row_to_event,
 )
-from bot.schema import open_db
+from bot.storage.sqlite.schema import open_db
 
 __all__ = [
     "Push", "Recorded", "Store", "enqueue_action", "event_row", "insert_decision",

@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
-from bot import snapshots as snap
 from bot.config import ExportConfig
-from bot.errors import BotError
-from bot.export_files import (
+from bot.core.errors import BotError
+from bot.jobs.export_files import (
     CHUNK,
     StoreLike,
     csv_chunks,
@@ -30,7 +29,8 @@ from bot.export_files import (
     remove_old_files,
     write_atomic,
 )
-from bot.report import Finding, ReportData, render_html, summary_json, summary_text
+from bot.jobs.report import Finding, ReportData, render_html, summary_json, summary_text
+from bot.storage.sqlite import snapshots as snap
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

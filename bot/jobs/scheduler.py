@@ -15,9 +15,8 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from bot import snapshots as snap
 from bot.config import Config
-from bot.export import (
+from bot.jobs.export import (
     BlacklistSource,
     Exporter,
     ExportError,
@@ -26,6 +25,7 @@ from bot.export import (
     StoreLike,
 )
 from bot.metrics import Metrics
+from bot.storage.sqlite import snapshots as snap
 
 log = logging.getLogger(__name__)
 

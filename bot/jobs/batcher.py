@@ -12,17 +12,17 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bot.config import ActionsConfig
-from bot.errors import WeChatAPIError
-from bot.metrics import Metrics
-from bot.models import ActionKind
-from bot.outbox_queue import Claimed, QueueState, SqliteActionQueue, make_owner
-from bot.settle import (
+from bot.core.errors import WeChatAPIError
+from bot.core.models import ActionKind
+from bot.core.settle import (
     Backoff,
     Settlement,
     Verdict,
     settle,
     wait_before_send,
 )
+from bot.metrics import Metrics
+from bot.storage.sqlite.actions import Claimed, QueueState, SqliteActionQueue, make_owner
 from bot.wechat.api import (
     InvalidOpenIDError,
     explain,

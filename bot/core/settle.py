@@ -6,8 +6,8 @@ import random
 from dataclasses import dataclass
 from enum import StrEnum
 
-from bot.errors import WeChatAPIError
-from bot.outbox_queue import QueueState
+from bot.core.errors import WeChatAPIError
+from bot.storage.sqlite.actions import QueueState
 from bot.wechat.api import (
     BatchTooLargeError,
     CredentialError,

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bot.errors import RuleError
+from bot.core.errors import RuleError
 from bot.rules.compiled import RuleSet
 from bot.rules.engine import RuleEngine
 from bot.rules.loader import SUFFIXES, load_ruleset
