@@ -12,6 +12,7 @@ import pytest
 from bot.config import WeChatConfig
 from bot.metrics import Metrics
 from bot.storage.sqlite.store import Store
+from bot.storage.sqlite.tokens import SqliteTokenCache
 from bot.wechat.api import (
     BatchTooLargeError,
     CachedToken,
@@ -20,7 +21,6 @@ from bot.wechat.api import (
     InvalidOpenIDError,
     QuotaError,
     RetryableError,
-    SqliteTokenCache,
     TokenError,
     WeChatClient,
     check_response,

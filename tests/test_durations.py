@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
-from bot.commands import when
+from bot.core.timefmt import when
 from bot.rules.schema import MAX_DURATION_DAYS, parse_duration
 from bot.storage.sqlite.store import open_db, run_sync
 from tests.fake_wechat import make_openids

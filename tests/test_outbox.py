@@ -30,6 +30,7 @@ from bot.jobs.batcher import Batcher
 from bot.metrics import Metrics
 from bot.storage.sqlite.actions import (
     QueueState,
+    SqliteActionQueue,
     claim,
     complete,
     heartbeat,
@@ -37,6 +38,7 @@ from bot.storage.sqlite.actions import (
     reclaim_stale,
 )
 from bot.storage.sqlite.store import Store, enqueue_action, open_db
+from bot.storage.sqlite.tokens import SqliteTokenCache
 from bot.wechat.api import (
     BatchTooLargeError,
     CredentialError,
@@ -44,7 +46,6 @@ from bot.wechat.api import (
     InvalidOpenIDError,
     QuotaError,
     RetryableError,
-    SqliteTokenCache,
     TokenError,
     WeChatClient,
 )
@@ -100,7 +101,7 @@ class Env:
                       dry_run: bool = False, store: Store | None = None, start: bool = True,
                       **kwargs: Any) -> Batcher:
         store = store or self.store
-        b = Batcher(store, None if dry_run else self.client(store),
+        b = Batcher(SqliteActionQueue(store), None if dry_run else self.client(store),
                     ActionsConfig(batch_size=batch_size, max_delay_seconds=max_delay),
                     self.metrics, dry_run=dry_run, backoff=kwargs.pop("backoff", FAST),
                     clock=kwargs.pop("clock", self.clock), rng=random.Random(1), **kwargs)

@@ -445,8 +445,7 @@ async def test_database_down_stays_503_while_sending_is_paused(
             break
         await asyncio.sleep(0.02)
     assert health["status"] == "degraded" and "45009" in health["actions_paused"]
-    store = client.app[SERVICE].store
-    assert store is not None
+    store = client.app[SERVICE].services.storage.store
     await store.close()  # the database is gone; sending is still paused
     response = await client.get("/healthz")
     health = await response.json()
