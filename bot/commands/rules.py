@@ -5,15 +5,14 @@ from __future__ import annotations
 import argparse
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import MappingProxyType
-
-from sqlite_utils import Database
 
 from bot.commands import add_config_option
 from bot.config import Config
 from bot.core.errors import BotError, RuleError
-from bot.core.models import MESSAGE_TYPES, ActionKind, Decision, Event, text_field
+from bot.core.models import MESSAGE_TYPES, TEXT_FIELDS, ActionKind, Decision, Event, text_field
 from bot.core.normalize import Folded
 from bot.core.timefmt import when
 from bot.rules import RuleEngine, load_ruleset, parse_duration
@@ -76,7 +75,8 @@ def run_test(args: argparse.Namespace, config: Config) -> int:
             raise BotError(f"--since must be a duration like 12h or 7d, at most "
                            f"{MAX_DURATION_DAYS}d, got {args.since!r}")
         with reading(config.storage.path, "nothing to replay") as db:
-            report = replay(db, engine, int(time.time()) - since)
+            start = int(time.time()) - since
+            report = replay(stored_events(db, start), engine, actioned(db, start))
         print("\n".join(report.lines(directory, args.since)))
         return 0
     event = sample_event(args.type, args.text, args.openid, int(time.time()))
@@ -135,17 +135,16 @@ class ReplayReport:
         return out
 
 
-def replay(db: Database, engine: RuleEngine, since: int) -> ReplayReport:
-    """Run ``engine`` over events received since ``since`` (in stored order)."""
-    report = ReplayReport()
-    for event in stored_events(db, since):
+def replay(events: Iterable[Event], engine: RuleEngine, was: set[str]) -> ReplayReport:
+    """Run ``engine`` over stored ``events``; ``was``: who was blacklisted meanwhile."""
+    report = ReplayReport(was=was)
+    for event in events:
         report.events += 1
-        if not event.texts and event.msg_type != "event":
+        if not event.texts and event.msg_type in TEXT_FIELDS:  # a type that carries text
             report.purged += 1
         decision = engine.evaluate(event)
         report.hits.update(hit.rule_id for hit in decision.hits)
         for action in decision.actions:
             if action.kind is ActionKind.BLACKLIST:
                 report.would.setdefault(action.openid, action.rule_id)
-    report.was = actioned(db, since)
     return report
