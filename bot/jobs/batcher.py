@@ -22,6 +22,7 @@ from bot.core.settle import (
     settle,
     wait_before_send,
 )
+from bot.core.timefmt import local_time
 from bot.metrics import Metrics
 from bot.storage.owners import make_owner
 from bot.storage.ports import ActionQueue
@@ -311,7 +312,7 @@ class Batcher:
             brief = s.not_before - now <= 60  # the per-minute limit: routine under load
             log.log(logging.WARNING if brief else logging.ERROR,
                     "SENDING PAUSED until %s, %d+ actions kept queued. %s",
-                      time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.not_before)),
+                      local_time(s.not_before),
                       len(rows), reason)
             await self._queue.release(ids, now, not_before=0, errcode=s.errcode,
                                       errmsg=s.errmsg, count_attempt=False)
