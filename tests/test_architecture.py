@@ -51,6 +51,17 @@ def test_core_loads_without_io_frameworks() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("layer", ["jobs", "web", "wechat", "rules"])
+def test_edges_use_ports_not_the_sqlite_backend(layer: str) -> None:
+    """The webhook, the jobs and the client see storage only through its Protocols."""
+    forbidden = ("bot.storage.sqlite", "sqlite_utils", "bot.services", "bot.app",
+                 "bot.commands", "bot.cli")
+    bad = {str(p.relative_to(ROOT)): sorted(m for m in imported_modules(p)
+                                            if m.startswith(forbidden))
+           for p in (BOT / layer).glob("*.py")}
+    assert {k: v for k, v in bad.items() if v} == {}
+
+
 SQL = re.compile(r"\b(SELECT\s+\S|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|"
                  r"CREATE\s+(TABLE|INDEX))")
 

@@ -12,8 +12,9 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from bot.core.errors import PushError
-from bot.core.models import MESSAGE_TYPES, Decision, Event, Recorded
+from bot.core.models import MESSAGE_TYPES, Decision, Event
 from bot.metrics import Metrics
+from bot.storage.ports import Recorder
 from bot.wechat.push import PushCodec, parse_event
 
 log = logging.getLogger(__name__)
@@ -31,12 +32,6 @@ class Engine(Protocol):
     """Decides what to do about one event (the rule engine)."""
 
     def evaluate(self, event: Event) -> Decision: ...
-
-
-class Recorder(Protocol):
-    """Commits an event with its decision and actions (the store)."""
-
-    async def record(self, event: Event, decision: Decision) -> Recorded: ...
 
 
 class RecentPushes(Protocol):
