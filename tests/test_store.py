@@ -304,8 +304,8 @@ def test_after_an_expiry_a_new_blacklist_brings_its_own_end(db) -> None:  # type
 @pytest.mark.parametrize("new_end", [None, 50_000], ids=["permanent", "extended"])
 def test_retry_skips_the_expiry_of_a_blacklist_extended_since(db, new_end: int | None  # type: ignore[no-untyped-def]
                                                               ) -> None:
-    from bot.commands.blacklist import requeue_failed
     from bot.storage.sqlite.actions import claim, finish, queue_expired
+    from bot.storage.sqlite.admin import requeue_failed
 
     enqueue_action(db, blacklist(expires_at=3600), 100)
     drain(db, 100)

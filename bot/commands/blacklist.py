@@ -31,14 +31,12 @@ from bot.storage.owners import make_owner
 from bot.storage.sqlite.admin import (
     QueueStatus,
     action_rows,
-    existing_db,
     queue_admin_actions,
     queue_status,
-    queued_ids,
+    queued,
     reading,
-    requeue_failed,
+    requeue,
 )
-from bot.storage.sqlite.store import run_sync
 
 SEND_TIMEOUT = 120.0
 
@@ -152,9 +150,7 @@ def run_change(args: argparse.Namespace, config: Config) -> int:
 def run_retry(args: argparse.Namespace, config: Config) -> int:
     """Failed actions back to pending (unless superseded), then send them."""
     _refuse_in_dry_run(config)
-    path = existing_db(config.storage.path, "no action was ever queued")
-    now = int(time.time())
-    ids = run_sync(path, lambda db: requeue_failed(db, args.openids, now))
+    ids = requeue(config.storage.path, args.openids, int(time.time()))
     print(f"{len(ids)} failed actions queued again")
     if args.queue_only or not ids:
         return 0
@@ -165,7 +161,7 @@ def run_send(args: argparse.Namespace, config: Config) -> int:
     """Send everything queued now; print how each ended, exit 1 if any failed or is
     still queued (sending paused, or the send timed out)."""
     _refuse_in_dry_run(config)
-    ids = run_sync(existing_db(config.storage.path, "no action was ever queued"), queued_ids)
+    ids = queued(config.storage.path)
     print(f"{len(ids)} queued actions to send")
     if not ids:
         return 0

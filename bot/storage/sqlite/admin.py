@@ -73,6 +73,17 @@ def queued_ids(db: Database) -> list[int]:
     return [row[0] for row in rows]
 
 
+def requeue(path: str | Path, openids: Sequence[str], now: int) -> list[int]:
+    """:func:`requeue_failed` in one transaction on the existing database at ``path``."""
+    return run_sync(existing_db(path, "no action was ever queued"),
+                    lambda db: requeue_failed(db, openids, now))
+
+
+def queued(path: str | Path) -> list[int]:
+    """:func:`queued_ids` of the existing database at ``path``."""
+    return run_sync(existing_db(path, "no action was ever queued"), queued_ids)
+
+
 def action_rows(path: str | Path, ids: Sequence[int]) -> list[tuple[Any, ...]]:
     """``(openid, kind, status, errcode, errmsg)`` of the actions ``ids``, in id order."""
     rows: list[tuple[Any, ...]] = []

@@ -25,6 +25,7 @@ from bot.core.models import (
     is_valid_openid,
 )
 from bot.core.outbox import (
+    EnqueuePlan,
     Queued,
     active_statuses,
     against_state,
@@ -175,27 +176,14 @@ def enqueue_action(db: Database, action: Action, now: int, *, event_id: int | No
         " AND status IN (?, ?) ORDER BY id", [action.openid, *active_statuses(dry_run)],
     ).fetchall()]
     plan = plan_enqueue(kind, action.expires_at, queued, dry_run=dry_run, source=source)
-    for row_id in plan.cancel:
-        db.execute("UPDATE actions SET status = 'cancelled', updated_at = ?, errmsg = ?"
-                   " WHERE id = ?", [now, f"superseded by {kind}", row_id])
-    if plan.reset_end:
-        db.execute("UPDATE blacklist SET expires_at = ?, updated_at = ? WHERE openid = ?"
-                   " AND status = 'blacklisted'", [action.expires_at, now, action.openid])
+    _cancel(db, plan, action, kind, now)
     if plan.absorb_into is not None:
         if plan.extend:
             db.execute("UPDATE actions SET expires_at = ?, updated_at = ? WHERE id = ?",
                        [plan.absorbed_end, now, plan.absorb_into])
         return None
-    if plan.check_state:
-        row = db.execute("SELECT status, expires_at FROM blacklist WHERE openid = ?",
-                         [action.openid]).fetchone()
-        check = against_state(tuple(row) if row else None, kind, action.expires_at,
-                              cancelled_one=bool(plan.cancel))
-        if check.set_end:
-            db.execute("UPDATE blacklist SET expires_at = ?, updated_at = ? WHERE openid = ?",
-                       [check.end, now, action.openid])
-        if check.needless:
-            return None
+    if plan.check_state and _needless(db, action, kind, now, bool(plan.cancel)):
+        return None
     cur = db.execute(
         "INSERT INTO actions (openid, kind, rule_id, reason, source, event_id, status,"
         " created_at, updated_at, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -203,6 +191,32 @@ def enqueue_action(db: Database, action: Action, now: int, *, event_id: int | No
          queued_status(dry_run), now, now, action.expires_at],
     )
     return cur.lastrowid
+
+
+def _cancel(db: Database, plan: EnqueuePlan, action: Action, kind: ActionKind, now: int
+            ) -> None:
+    """Cancel the unsent opposites the plan names; a cancelled unblacklist hands the
+    blacklist in force the new one's end."""
+    for row_id in plan.cancel:
+        db.execute("UPDATE actions SET status = 'cancelled', updated_at = ?, errmsg = ?"
+                   " WHERE id = ?", [now, f"superseded by {kind}", row_id])
+    if plan.reset_end:
+        db.execute("UPDATE blacklist SET expires_at = ?, updated_at = ? WHERE openid = ?"
+                   " AND status = 'blacklisted'", [action.expires_at, now, action.openid])
+
+
+def _needless(db: Database, action: Action, kind: ActionKind, now: int,
+              cancelled_one: bool) -> bool:
+    """Ask :func:`~bot.core.outbox.against_state` with the follower's recorded state,
+    and record the extended end it may set."""
+    row = db.execute("SELECT status, expires_at FROM blacklist WHERE openid = ?",
+                     [action.openid]).fetchone()
+    check = against_state(tuple(row) if row else None, kind, action.expires_at,
+                          cancelled_one=cancelled_one)
+    if check.set_end:
+        db.execute("UPDATE blacklist SET expires_at = ?, updated_at = ? WHERE openid = ?",
+                   [check.end, now, action.openid])
+    return check.needless
 
 
 def row_to_event(row: sqlite3.Row | tuple[Any, ...], columns: Sequence[str]) -> Event:
