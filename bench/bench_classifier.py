@@ -12,8 +12,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bot.classifier.model import Model, Sample  # noqa: E402
-from bot.learn import seed_samples, train  # noqa: E402
+from bot.classifier.files import seed_samples  # noqa: E402
+from bot.classifier.model import Model  # noqa: E402
+from bot.classifier.train import train  # noqa: E402
+from bot.core.models import Sample  # noqa: E402
 
 DEV = ROOT.parent / "shared" / "data" / "spam-dev.jsonl"
 RNG = random.Random(7)

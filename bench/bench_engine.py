@@ -11,8 +11,8 @@ from types import MappingProxyType
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.flood import SlidingWindows  # noqa: E402
-from bot.models import ActionKind, Event  # noqa: E402
+from bot.core.models import ActionKind, Event  # noqa: E402
+from bot.core.windows import SlidingWindows  # noqa: E402
 from bot.rules import RuleEngine, RuleSet, RuleSpec  # noqa: E402
 from bot.rules.schema import FloodSpec  # noqa: E402
 

@@ -13,16 +13,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import aiohttp
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot.config import ExportConfig, WeChatConfig  # noqa: E402
-from bot.export import Exporter, Progress  # noqa: E402
-from bot.metrics import Metrics  # noqa: E402
-from bot.store import Store  # noqa: E402
-from bot.wechat.api import SqliteTokenCache, WeChatClient  # noqa: E402
+from bot.config import build_config  # noqa: E402
+from bot.jobs.export import Progress  # noqa: E402
+from bot.services import build_services  # noqa: E402
+from bot.storage.sqlite.store import Store  # noqa: E402
 
 SERVER = """
 import asyncio, sys
@@ -61,28 +58,26 @@ async def bench(count: int, page_size: int) -> None:
     base_url, appid, secret = (await server.stdout.readline()).decode().split()
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            store = Store(Path(tmp) / "bot.db")
-            await store.start()
-            async with aiohttp.ClientSession() as session:
-                client = WeChatClient(WeChatConfig(appid=appid, secret=secret,
-                                                   api_base=base_url),
-                                      session, SqliteTokenCache(store), Metrics(), timeout=60)
+            config = build_config({
+                "wechat": {"appid": appid, "secret": secret, "api_base": base_url},
+                "storage": {"path": str(Path(tmp) / "bot.db")},
+                "export": {"dir": str(Path(tmp) / "exports")}})
+            async with build_services(config, api_timeout=60) as services:
+                store = services.storage.store
                 before = rss_mb()
                 pages: list[Progress] = []
-                config = ExportConfig(dir=str(Path(tmp) / "exports"))
-                exporter = Exporter(store, client, config, on_page=pages.append)
+                exporter = services.exporter(on_page=pages.append)
                 waits: list[float] = []
                 probe = asyncio.create_task(probe_store(store, waits))
                 started = time.perf_counter()
                 result = await exporter.run()
                 elapsed = time.perf_counter() - started
                 # The next night: the same list again, now diffed against the first snapshot.
-                tomorrow = Exporter(store, client, config, clock=lambda: time.time() + 86400)
+                tomorrow = services.exporter(clock=lambda: time.time() + 86400)
                 started = time.perf_counter()
                 second = await tomorrow.run()
                 elapsed_diff = time.perf_counter() - started
                 probe.cancel()
-            await store.close()
             size = result.paths["csv"].stat().st_size
             db = sum(p.stat().st_size for p in Path(tmp).glob("bot.db*"))
             print(f"{count} OpenIDs, page size {page_size}: {result.progress.pages} pages in "

@@ -17,9 +17,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bot.classifier.model import Model, Sample  # noqa: E402
-from bot.learn import seed_samples, train  # noqa: E402
-from bot.models import ActionKind, Event  # noqa: E402
+from bot.classifier.files import seed_samples  # noqa: E402
+from bot.classifier.model import Model  # noqa: E402
+from bot.classifier.train import train  # noqa: E402
+from bot.core.models import (  # noqa: E402
+    ActionKind,
+    Event,
+    Sample,  # noqa: E402
+)
 from bot.rules import RuleEngine, load_ruleset  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "spam-dev.jsonl"

@@ -1,7 +1,7 @@
 """The architecture's floor: aiohttp plus the real store committing every push.
 
 No signature, no XML parsing, no rules, no retry memory, no metrics: each request
-is read, committed through :class:`bot.store.Store` (the writer thread and group
+is read, committed through the service's Recorder (the store's writer thread and group
 commit the service uses, same schema, same ``synchronous``) and answered after its
 COMMIT. What the bench shows between this line and the bare handler is what
 durable storage off the event loop costs; what it shows between this line and the
@@ -19,13 +19,15 @@ import time
 
 from aiohttp import web
 
-from bot.models import NO_DECISION, Event
-from bot.store import Store
+from bot.config import build_config
+from bot.core.models import NO_DECISION, Event
+from bot.services import Services, build_services
 
 
-def build(store: Store) -> web.Application:
+def build(services: Services) -> web.Application:
     """The app: one POST route that commits a push per request, and /healthz."""
     sequence = itertools.count()
+    recorder = services.storage.recorder
 
     async def push(request: web.Request) -> web.Response:
         await request.read()
@@ -33,16 +35,16 @@ def build(store: Store) -> web.Application:
         event = Event(openid=f"oFloor{number % 50_000:022d}", account="gh_bench",
                       create_time=int(time.time()), msg_type="text", msg_id=str(number),
                       texts={"content": "floor"})
-        await store.record(event, NO_DECISION)
+        await recorder.record(event, NO_DECISION)
         return web.Response(text="success")
 
     async def health(_request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
     async def lifetime(_app: web.Application):  # type: ignore[no-untyped-def]
-        await store.start()
+        await services.storage.start()
         yield
-        await store.close()
+        await services.storage.close()
 
     app = web.Application()
     app.router.add_post("/wechat", push)
@@ -61,7 +63,8 @@ def main() -> None:
     else:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     sys.setswitchinterval(0.001)  # as `serve` sets it
-    web.run_app(build(Store(path, synchronous=synchronous)), host="127.0.0.1", port=port,
+    config = build_config({"storage": {"path": path, "synchronous": synchronous}})
+    web.run_app(build(build_services(config)), host="127.0.0.1", port=port,
                 access_log=None, print=None)
 
 

@@ -1,56 +1,58 @@
-"""Composition root: build every component from the config and run their lifecycles."""
+"""Composition root: the aiohttp application and the lifecycle of every component."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import suppress
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
+from bot.classifier.model import DEFAULT_THRESHOLD
 from bot.config import Config
-from bot.dedup import InMemoryRecentPushes
-from bot.errors import RuleError
-from bot.learn import DEFAULT_THRESHOLD
+from bot.core.errors import RuleError
+from bot.jobs.batcher import Batcher
+from bot.jobs.models import ModelWatcher
+from bot.jobs.reload import RuleWatcher
+from bot.jobs.retention import purge_loop
+from bot.jobs.scheduler import ExportScheduler
 from bot.metrics import Metrics
-from bot.model_watcher import ModelWatcher
-from bot.models import Decision, Event
-from bot.outbox import Batcher
-from bot.rules import RuleEngine, RuleSet, RuleWatcher, load_ruleset
-from bot.scheduler import ExportScheduler
-from bot.store import Recorded, Store, pending_count, purge_content
-from bot.webhook import Webhook, healthz, metrics_response
-from bot.wechat.api import SqliteTokenCache, WeChatClient
+from bot.rules import RuleEngine, RuleSet, load_ruleset
+from bot.services import Services, build_services
+from bot.web.health import healthz, metrics_response, worsen
+from bot.web.retries import InMemoryRecentPushes
+from bot.web.webhook import Webhook
 from bot.wechat.push import PushCodec
 
 log = logging.getLogger(__name__)
 
-PURGE_INTERVAL_SECONDS = 3600.0
-PURGE_CHUNK = 5000
-API_TIMEOUT_SECONDS = 10.0
-
 
 @dataclass
 class Service:
-    """Everything the running service holds; one per aiohttp Application."""
+    """Everything the running service holds; one per aiohttp Application.
+
+    The shared parts (``services``) and the engine exist from the start;
+    the jobs are created as their lifecycles begin (the batcher needs the started
+    client, the watcher the loaded rules), before the server accepts pushes.
+    """
 
     config: Config
-    metrics: Metrics = field(default_factory=Metrics)
-    store: Store | None = None
-    engine: RuleEngine | None = None
+    services: Services
+    engine: RuleEngine
     watcher: RuleWatcher | None = None
     models: ModelWatcher | None = None
-    client: WeChatClient | None = None
     batcher: Batcher | None = None
     scheduler: ExportScheduler | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    @property
+    def metrics(self) -> Metrics:
+        """The service's metrics registry."""
+        return self.services.metrics
 
     def spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
         """Start a background task and keep a strong reference to it until it ends."""
@@ -65,16 +67,6 @@ class Service:
         if not task.cancelled() and task.exception() is not None:
             log.error("background task %s died", task.get_name(), exc_info=task.exception())
 
-    def evaluate(self, event: Event) -> Decision:
-        """Decide about one event with the rules in force (the webhook's Engine)."""
-        assert self.engine is not None, "rules are loaded before the server accepts pushes"
-        return self.engine.evaluate(event)
-
-    async def record(self, event: Event, decision: Decision) -> Recorded:
-        """Commit one push (the webhook's Recorder); in dry-run its actions are would-be."""
-        assert self.store is not None, "the store opens before the server accepts pushes"
-        return await self.store.record(event, decision, dry_run=self.config.dry_run)
-
     def wake(self) -> None:
         """New actions were committed: let the batcher send a full batch now."""
         if self.batcher is not None:
@@ -83,45 +75,34 @@ class Service:
     async def health(self) -> dict[str, Any]:
         """The /healthz body: overall status, rules in force, pending actions."""
         state: dict[str, Any] = {"status": "ok", "dry_run": self.config.dry_run}
-        ruleset = self.engine.ruleset if self.engine else None
-        state["rules"] = len(ruleset) if ruleset is not None else 0
+        state["rules"] = len(self.engine.ruleset)
         if self.watcher is not None and self.watcher.loaded_at:
             state["rules_loaded_at"] = int(self.watcher.loaded_at)
         rules_error = self.watcher.last_error if self.watcher else None
         if rules_error:
-            _worsen(state, "degraded")
+            worsen(state, "degraded")
             state["rules_error"] = rules_error
         try:
-            assert self.store is not None
-            state["pending_actions"] = await self.store.call(pending_count)
+            state["pending_actions"] = await self.services.storage.reads.pending_count()
         except Exception as exc:  # reported, not raised: health must answer
-            _worsen(state, "down")
+            worsen(state, "down")
             state["error"] = f"database: {exc.__class__.__name__}"
         if self.models is not None:
             model = self.models.model
             state["model"] = model.summary() if model is not None else None
-            state["uses_classifier"] = ruleset is not None and ruleset.uses_classifier
+            state["uses_classifier"] = self.engine.ruleset.uses_classifier
             if self.models.last_error:
-                _worsen(state, "degraded")
+                worsen(state, "degraded")
                 state["model_error"] = self.models.last_error
         if self.scheduler is not None and self.scheduler.last_error:
             state["export_error"] = self.scheduler.last_error
         if self.batcher is not None:
             actions = self.batcher.status.as_dict()
             if actions["paused_reason"]:
-                _worsen(state, "degraded")
+                worsen(state, "degraded")
                 state["actions_paused"] = actions["paused_reason"]
                 state["actions_paused_until"] = actions["paused_until"]
         return state
-
-
-_SEVERITY = {"ok": 0, "degraded": 1, "down": 2}
-
-
-def _worsen(state: dict[str, Any], status: str) -> None:
-    """Raise the health status to ``status``, never lower it (down stays down: 503)."""
-    if _SEVERITY[status] > _SEVERITY[state["status"]]:
-        state["status"] = status
 
 
 SERVICE = web.AppKey("service", Service)
@@ -140,15 +121,13 @@ def load_initial_rules(config: Config, metrics: Metrics) -> tuple[RuleSet, str |
     return ruleset, None
 
 
-async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     service = app[SERVICE]
-    service.store = Store(service.config.storage.path,
-                          synchronous=service.config.storage.synchronous)
-    await service.store.start()
-    log.info("database: %s (WAL, synchronous=%s)", service.config.storage.path,
-             service.config.storage.synchronous)
+    storage = service.config.storage
+    await service.services.start()
+    log.info("database: %s (WAL, synchronous=%s)", storage.path, storage.synchronous)
     yield
-    await service.store.close()
+    await service.services.close()
     log.info("database closed")
 
 
@@ -156,7 +135,7 @@ async def _rules_ctx(app: web.Application) -> AsyncIterator[None]:
     service = app[SERVICE]
     config = service.config
     ruleset, error = await asyncio.to_thread(load_initial_rules, config, service.metrics)
-    service.engine = RuleEngine(ruleset)
+    service.engine.replace(ruleset)
     service.watcher = RuleWatcher(
         config.rules.dir, service.engine, config.rules.reload_seconds,
         on_change=lambda rs: service.metrics.rules_loaded.set(len(rs)),
@@ -165,57 +144,36 @@ async def _rules_ctx(app: web.Application) -> AsyncIterator[None]:
     service.watcher.last_error = error
     service.metrics.rules_loaded.set(len(ruleset))
     log.info("rules: %s", ruleset.summary())
-    assert service.store is not None
-    service.models = ModelWatcher(service.store.call, service.engine, config.rules.reload_seconds,
-                                  threshold=lambda: _classifier_threshold(service))
-    tasks = [service.spawn(service.watcher.run(), "rule-watcher"),
-             service.spawn(service.models.run(), "model-watcher")]
-    yield
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with suppress(asyncio.CancelledError):
-            await task
-
-
-async def _retrained(models: ModelWatcher) -> None:
-    await models.retrain_if_new()
+    service.models = ModelWatcher(
+        service.services.storage.classifier, service.engine, config.rules.reload_seconds,
+        clock=time.time, threshold=lambda: _classifier_threshold(service))
+    async with _background(service, service.watcher.run(), "rule-watcher"), \
+            _background(service, service.models.run(), "model-watcher"):
+        yield
 
 
 def _classifier_threshold(service: Service) -> float:
     """Where training figures are quoted: the lowest classifier min_score in force."""
-    ruleset = service.engine.ruleset if service.engine else RuleSet.empty()
-    return ruleset.classifier_threshold or DEFAULT_THRESHOLD
+    return service.engine.ruleset.classifier_threshold or DEFAULT_THRESHOLD
 
 
 async def _actions_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The API client and the batcher; in dry-run no client exists at all."""
+    """The batcher; in dry-run no API client exists at all."""
     service = app[SERVICE]
-    config = service.config
-    assert service.store is not None
-    session = aiohttp.ClientSession() if not config.dry_run else None
-    client = None
-    if session is not None:
-        client = WeChatClient(config.wechat, session, SqliteTokenCache(service.store),
-                              service.metrics, timeout=API_TIMEOUT_SECONDS)
-    service.client = client
-    service.batcher = Batcher(service.store, client, config.actions, service.metrics,
-                              dry_run=config.dry_run)
+    service.batcher = service.services.batcher()
     await service.batcher.start()
     yield
     await service.batcher.stop()
-    if session is not None:
-        await session.close()
 
 
 async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     """The nightly export (expiry of timed blacklists runs in the batcher)."""
     service = app[SERVICE]
-    assert service.store is not None
+    services = service.services
     models = service.models
     service.scheduler = ExportScheduler(
-        service.config, service.store, lambda: service.client, service.metrics,
-        after_run=(lambda: _retrained(models)) if models is not None else None)
+        service.config, services.storage, lambda: services.client, service.metrics,
+        after_run=models.retrain_if_new if models is not None else None)
     await service.scheduler.start()
     yield
     await service.scheduler.stop()
@@ -223,59 +181,43 @@ async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _purge_ctx(app: web.Application) -> AsyncIterator[None]:
     service = app[SERVICE]
-    task = service.spawn(_purge_loop(service), "retention-purge")
+    loop = purge_loop(service.services.storage.retention,
+                      service.config.storage.retention_days)
+    async with _background(service, loop, "retention-purge"):
+        yield
+
+
+@asynccontextmanager
+async def _background(service: Service, coro: Awaitable[Any], name: str) -> AsyncIterator[None]:
+    """Run a background task while the block runs, then cancel it and wait for it."""
+    task = service.spawn(coro, name)
     yield
     task.cancel()
     with suppress(asyncio.CancelledError):
         await task
 
 
-async def _purge_loop(service: Service) -> None:
-    """Purge old message content in small transactions, hourly; never die of an error."""
-    days = service.config.storage.retention_days
-    while True:
-        try:
-            purged = await purge_old_content(service, int(time.time()) - days * 86400)
-        except sqlite3.Error as exc:
-            log.error("purging message content failed, retrying next hour: %s", exc)
-        else:
-            if purged:
-                log.info("purged followers' words from %d rows older than %d days", purged,
-                         days)
-        await asyncio.sleep(PURGE_INTERVAL_SECONDS)
-
-
-async def purge_old_content(service: Service, before: int) -> int:
-    """Purge in chunks so pushes keep committing in between; return rows purged."""
-    assert service.store is not None
-    total = 0
-    while True:
-        purged = await service.store.call(
-            functools.partial(purge_content, before=before, limit=PURGE_CHUNK))
-        total += purged
-        if purged < PURGE_CHUNK:
-            return total
-
-
-def _webhook(service: Service) -> Webhook:
-    config = service.config
+def _webhook(config: Config, engine: RuleEngine, services: Services,
+             on_actions: Callable[[], None]) -> Webhook:
     codec = PushCodec(
         config.wechat.token, config.wechat.appid,
         [config.wechat.encoding_aes_key, config.wechat.previous_encoding_aes_key],
         tolerance=config.server.timestamp_tolerance_seconds,
     )
-
-    return Webhook(codec, service, service, InMemoryRecentPushes(), service.metrics,
-                   max_body=config.server.max_body_bytes, on_actions=service.wake)
+    return Webhook(codec, engine, services.storage.recorder, InMemoryRecentPushes(),
+                   services.metrics, max_body=config.server.max_body_bytes,
+                   on_actions=on_actions)
 
 
 def build_app(config: Config, *, extra_contexts: tuple[Callable[..., Any], ...] = ()
               ) -> web.Application:
     """The aiohttp application for ``config``: routes plus every component's lifecycle."""
-    service = Service(config)
+    services = build_services(config)
+    engine = RuleEngine(RuleSet.empty())  # the rules are loaded before pushes are accepted
+    service = Service(config, services, engine)
+    webhook = _webhook(config, engine, services, service.wake)
     app = web.Application(client_max_size=config.server.max_body_bytes)
     app[SERVICE] = service
-    webhook = _webhook(service)
     path = config.server.path
     app.router.add_get(path, webhook.verify_url)
     app.router.add_post(path, webhook.push)
@@ -288,6 +230,6 @@ def build_app(config: Config, *, extra_contexts: tuple[Callable[..., Any], ...] 
 
     app.router.add_get("/healthz", health_handler)
     app.router.add_get("/metrics", metrics_handler)
-    app.cleanup_ctx.extend([_store_ctx, _rules_ctx, _actions_ctx, _scheduler_ctx, _purge_ctx,
-                            *extra_contexts])
+    app.cleanup_ctx.extend([_services_ctx, _rules_ctx, _actions_ctx, _scheduler_ctx,
+                            _purge_ctx, *extra_contexts])
     return app

@@ -9,8 +9,9 @@ import sqlite3
 import sys
 from collections.abc import Sequence
 
+from bot.commands import add_config_option
 from bot.config import load_config
-from bot.errors import BotError, ConfigError
+from bot.core.errors import BotError, ConfigError
 
 # Each module defines register(subparsers); a handler is set with
 # parser.set_defaults(handler=fn) and called as fn(args, config) -> exit code.
@@ -24,6 +25,7 @@ COMMAND_MODULES = (
 )
 
 EXIT_FAILED, EXIT_CONFIG = 1, 2
+__all__ = ["COMMAND_MODULES", "add_config_option", "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,14 +44,6 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module.register(sub)
     return parser
-
-
-def add_config_option(parser: argparse.ArgumentParser) -> None:
-    """Give a command the contract's ``--config PATH`` option."""
-    parser.add_argument(
-        "--config", metavar="PATH", default=None,
-        help="configuration file (default: $BOT_CONFIG or ./config.yaml)",
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

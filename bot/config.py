@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from bot.errors import ConfigError
+from bot.core.errors import ConfigError
 
 DEFAULT_PATH = "config.yaml"
 ENV_OVERRIDES = {

@@ -7,14 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from bot.store import Store
+from bot.config import build_config
+from bot.services import build_services
+from bot.storage.sqlite.store import Store
 from tests.fake_wechat import FakeWeChat, start_fake
 
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    """A running Store (the database's owning thread) on a fresh SQLite file."""
-    running = Store(tmp_path / "bot.db")
+    """A running Store (the database's owning thread) on a fresh SQLite file, built as
+    the service builds it (:func:`bot.services.build_services`)."""
+    config = build_config({"storage": {"path": str(tmp_path / "bot.db")}})
+    running = build_services(config).storage.store
     await running.start()
     yield running
     await running.close()

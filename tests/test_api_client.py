@@ -11,7 +11,8 @@ import pytest
 
 from bot.config import WeChatConfig
 from bot.metrics import Metrics
-from bot.store import Store
+from bot.storage.sqlite.store import Store
+from bot.storage.sqlite.tokens import SqliteTokenCache
 from bot.wechat.api import (
     BatchTooLargeError,
     CachedToken,
@@ -20,7 +21,6 @@ from bot.wechat.api import (
     InvalidOpenIDError,
     QuotaError,
     RetryableError,
-    SqliteTokenCache,
     TokenError,
     WeChatClient,
     check_response,

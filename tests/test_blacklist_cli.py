@@ -16,10 +16,10 @@ import yaml
 
 from bot.cli import main
 from bot.commands.blacklist import collect_openids, duration_seconds
-from bot.errors import BotError
-from bot.models import Action, ActionKind
+from bot.core.errors import BotError
+from bot.core.models import Action, ActionKind
 from bot.rules.schema import parse_duration
-from bot.store import enqueue_action, run_sync
+from bot.storage.sqlite.store import enqueue_action, run_sync
 from tests.fake_wechat import FakeWeChat, delay, errcode, flatten, make_openids
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -207,7 +207,7 @@ async def test_sigkill_mid_send_loses_nothing(tmp_path: Path, fake_wechat: FakeW
 
 async def test_send_exits_1_when_sending_is_paused(tmp_path: Path, fake_wechat: FakeWeChat
                                                    ) -> None:
-    from bot.outbox_queue import set_pause
+    from bot.storage.sqlite.actions import set_pause
 
     config = write_config(tmp_path, fake_wechat)
     openid = make_openids(1)[0]

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from bot.classifier.features import classifier_form, grams
-from bot.classifier.model import Model, ModelError, Sample
+from bot.classifier.model import Model, ModelError
 from bot.classifier.train import cross_validate, fit
-from bot.errors import RuleError
-from bot.models import Event
+from bot.core.errors import RuleError
+from bot.core.models import Event, Sample
 from bot.rules import RuleEngine, load_ruleset
 from tests.learning_data import ham_texts, spam_texts
 

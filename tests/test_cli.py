@@ -67,8 +67,8 @@ def test_config_error_exits_2_naming_key(tmp_path: Path, capsys: pytest.CaptureF
 
 
 def test_why_explains_a_follower(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from bot.models import Action, ActionKind, Decision, Event, RuleHit
-    from bot.store import insert_event, run_sync
+    from bot.core.models import Action, ActionKind, Decision, Event, RuleHit
+    from bot.storage.sqlite.store import insert_event, run_sync
 
     db_path = tmp_path / "bot.db"
     config = tmp_path / "c.yaml"

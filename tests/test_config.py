@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bot.config import build_config, load_config
-from bot.errors import ConfigError
+from bot.core.errors import ConfigError
 
 
 @pytest.mark.parametrize(

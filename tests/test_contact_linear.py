@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.normalize import Folded
+from bot.core.normalize import Folded
 from bot.rules.contact import DETECTOR
 
 PATHOLOGICAL = [

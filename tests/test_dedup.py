@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.dedup import InMemoryRecentPushes
+from bot.web.retries import InMemoryRecentPushes
 
 
 class Clock:

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
-from bot.commands import when
+from bot.core.timefmt import when
 from bot.rules.schema import MAX_DURATION_DAYS, parse_duration
-from bot.store import open_db, run_sync
+from bot.storage.sqlite.store import open_db, run_sync
 from tests.fake_wechat import make_openids
 
 HUGE = "99999999999999999999d"

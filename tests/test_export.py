@@ -19,9 +19,8 @@ import pytest
 import yaml
 from aiohttp import web
 
-from bot import snapshots as snap
 from bot.config import ExportConfig, WeChatConfig
-from bot.export import (
+from bot.jobs.export import (
     Exporter,
     ExportError,
     ExportResult,
@@ -29,10 +28,13 @@ from bot.export import (
     RetryPolicy,
     next_begin,
 )
-from bot.export_files import notify, write_atomic
+from bot.jobs.export_files import notify, write_atomic
 from bot.metrics import Metrics
-from bot.store import Store
-from bot.wechat.api import SqliteTokenCache, WeChatClient
+from bot.storage.sqlite import snapshots as snap
+from bot.storage.sqlite.adapters import SqliteStorage
+from bot.storage.sqlite.store import Store
+from bot.storage.sqlite.tokens import SqliteTokenCache
+from bot.wechat.api import WeChatClient
 from tests.fake_wechat import FakeWeChat, errcode, http_error, make_openids
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,7 +82,7 @@ def make_exporter(store: Store, client: WeChatClient, tmp_path: Path, clock: Clo
 
     def build(source: object = None, **config: object) -> Exporter:
         export = ExportConfig(timezone=TZ, dir=str(tmp_path / "exports"), **config)  # type: ignore[arg-type]
-        return Exporter(store, source or client, export, clock=clock,  # type: ignore[arg-type]
+        return Exporter(SqliteStorage(store), source or client, export, clock=clock,  # type: ignore[arg-type]
                         sleep=sleep, policy=RetryPolicy(attempts=4, base=1.0, cap=8.0))
 
     return build

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.flood import SlidingWindows
+from bot.core.windows import SlidingWindows
 
 
 def test_exactly_n_in_window_counts_this_one_included() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.normalize import Folded, contact_form, fold
+from bot.core.normalize import Folded, contact_form, fold
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -78,7 +78,7 @@ def test_every_plus_form_is_known() -> None:
     import sys
     import unicodedata
 
-    from bot.normalize import PLUS_FORMS, _has_plus
+    from bot.core.normalize import PLUS_FORMS, _has_plus
 
     plus = [chr(c) for c in range(sys.maxunicode + 1)
             if unicodedata.normalize("NFKC", chr(c)) == "+"]

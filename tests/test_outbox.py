@@ -17,18 +17,8 @@ import aiohttp
 import pytest
 
 from bot.config import ActionsConfig, WeChatConfig
-from bot.metrics import Metrics
-from bot.models import Action, ActionKind
-from bot.outbox import Batcher
-from bot.outbox_queue import (
-    QueueState,
-    claim,
-    complete,
-    heartbeat,
-    queue_expired,
-    reclaim_stale,
-)
-from bot.settle import (
+from bot.core.models import Action, ActionKind
+from bot.core.settle import (
     Backoff,
     Verdict,
     daily_pause_until,
@@ -36,7 +26,19 @@ from bot.settle import (
     settle,
     wait_before_send,
 )
-from bot.store import Store, enqueue_action, open_db
+from bot.jobs.batcher import Batcher
+from bot.metrics import Metrics
+from bot.storage.sqlite.actions import (
+    QueueState,
+    SqliteActionQueue,
+    claim,
+    complete,
+    heartbeat,
+    queue_expired,
+    reclaim_stale,
+)
+from bot.storage.sqlite.store import Store, enqueue_action, open_db
+from bot.storage.sqlite.tokens import SqliteTokenCache
 from bot.wechat.api import (
     BatchTooLargeError,
     CredentialError,
@@ -44,7 +46,6 @@ from bot.wechat.api import (
     InvalidOpenIDError,
     QuotaError,
     RetryableError,
-    SqliteTokenCache,
     TokenError,
     WeChatClient,
 )
@@ -100,7 +101,7 @@ class Env:
                       dry_run: bool = False, store: Store | None = None, start: bool = True,
                       **kwargs: Any) -> Batcher:
         store = store or self.store
-        b = Batcher(store, None if dry_run else self.client(store),
+        b = Batcher(SqliteActionQueue(store), None if dry_run else self.client(store),
                     ActionsConfig(batch_size=batch_size, max_delay_seconds=max_delay),
                     self.metrics, dry_run=dry_run, backoff=kwargs.pop("backoff", FAST),
                     clock=kwargs.pop("clock", self.clock), rng=random.Random(1), **kwargs)

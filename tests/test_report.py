@@ -13,9 +13,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.export import build_report, write_report
-from bot.report import Finding, ReportData, render_html, summary_json, summary_text
-from bot.store import Store
+from bot.jobs.export import build_report, write_report
+from bot.jobs.report import Finding, ReportData, render_html, summary_json, summary_text
+from bot.storage.sqlite.adapters import SqliteStorage
+from bot.storage.sqlite.store import Store
 
 TZ = "Asia/Shanghai"
 TAKEN = int(datetime(2024, 5, 2, 3, 0, tzinfo=ZoneInfo(TZ)).timestamp())
@@ -165,7 +166,7 @@ async def test_report_built_from_the_database(tmp_path: Path) -> None:
                    [status, TAKEN - 100, TAKEN - 100, code])
 
         await store.call(seed)
-        data = await build_report(store, "2024-05-02", TZ)
+        data = await build_report(SqliteStorage(store).snapshots, "2024-05-02", TZ)
         paths = await write_report(tmp_path / "exports", data)
     finally:
         await store.close()

@@ -8,8 +8,8 @@ from types import MappingProxyType
 
 import pytest
 
-from bot.errors import RuleError
-from bot.models import ActionKind, Event
+from bot.core.errors import RuleError
+from bot.core.models import ActionKind, Event
 from bot.rules import RuleEngine, RuleSet, load_ruleset
 
 ROOT = Path(__file__).resolve().parents[1]

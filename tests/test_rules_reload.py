@@ -11,9 +11,10 @@ from types import MappingProxyType
 import pytest
 
 from bot.cli import main
-from bot.models import Action, ActionKind, Decision, Event, RuleHit
-from bot.rules import RuleEngine, RuleSet, RuleWatcher, load_ruleset
-from bot.store import insert_decision, insert_event, open_db
+from bot.core.models import Action, ActionKind, Decision, Event, RuleHit
+from bot.jobs.reload import RuleWatcher
+from bot.rules import RuleEngine, RuleSet, load_ruleset
+from bot.storage.sqlite.store import insert_decision, insert_event, open_db
 
 ROOT = Path(__file__).resolve().parents[1]
 SPAM = "rules:\n  - id: spam\n    keywords: [加微信]\n    action: blacklist\n"
@@ -198,7 +199,8 @@ def test_replay_without_a_database_is_an_error(tmp_path: Path, rules_dir: Path,
 
 
 def test_pure_core_imports_no_io_frameworks() -> None:
-    code = ("import sys; import bot.models, bot.errors, bot.normalize, bot.flood, bot.rules; "
+    code = ("import sys; import bot.core.models, bot.core.errors, bot.core.normalize, "
+            "bot.core.windows, bot.rules; "
             "bad = [m for m in ('aiohttp', 'sqlite_utils', 'apscheduler') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False,

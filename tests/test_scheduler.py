@@ -13,13 +13,16 @@ import aiohttp
 import pytest
 from apscheduler.triggers.cron import CronTrigger
 
-from bot import snapshots as snap
 from bot.config import Config, ExportConfig, StorageConfig, WeChatConfig
-from bot.export import ExportSkipped
+from bot.jobs.export import ExportSkipped
+from bot.jobs.scheduler import ExportScheduler, missed_run, previous_fire
 from bot.metrics import Metrics
-from bot.scheduler import ExportScheduler, missed_run, previous_fire
-from bot.store import Store
-from bot.wechat.api import SqliteTokenCache, WeChatClient
+from bot.storage.sqlite import kv
+from bot.storage.sqlite import snapshots as snap
+from bot.storage.sqlite.adapters import SqliteStorage
+from bot.storage.sqlite.store import Store
+from bot.storage.sqlite.tokens import SqliteTokenCache
+from bot.wechat.api import WeChatClient
 from tests.fake_wechat import FakeWeChat, make_openids
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -105,7 +108,7 @@ async def test_missed_run_runs_once_on_start(config: Config, store: Store,
     # Nightly at 03:00; the service starts at 03:20 and never exported: catch up now.
     nightly = ExportConfig(cron="0 3 * * *", timezone="Asia/Shanghai", dir=config.export.dir)
     cfg = Config(wechat=config.wechat, storage=config.storage, export=nightly)
-    sched = ExportScheduler(cfg, store, lambda: client, metrics,
+    sched = ExportScheduler(cfg, SqliteStorage(store), lambda: client, metrics,
                             clock=lambda: at(2, 3, 20).timestamp())
     await sched.start()
     try:
@@ -128,7 +131,7 @@ async def test_catch_up_after_downtime_longer_than_an_hour_runs_once(
     cfg = Config(wechat=config.wechat, storage=config.storage, export=nightly)
     await store.call(lambda db: snap.write_last_run(db, at(1, 3, 1).timestamp(), "2024-05-01"))
     # Down 02:30-04:05 on the 2nd: its 03:00 export runs on start, an hour past its time.
-    sched = ExportScheduler(cfg, store, lambda: client, metrics,
+    sched = ExportScheduler(cfg, SqliteStorage(store), lambda: client, metrics,
                             clock=lambda: at(2, 4, 5).timestamp())
     await sched.start()
     try:
@@ -138,7 +141,7 @@ async def test_catch_up_after_downtime_longer_than_an_hour_runs_once(
     finally:
         await sched.stop()
     # Restarted a minute later: caught up already, nothing runs again.
-    await assert_no_catch_up(ExportScheduler(cfg, store, lambda: client, metrics,
+    await assert_no_catch_up(ExportScheduler(cfg, SqliteStorage(store), lambda: client, metrics,
                                              clock=lambda: at(2, 4, 6).timestamp()))
     assert exports(metrics, "ok") == 1
 
@@ -160,7 +163,7 @@ async def test_no_catch_up_after_a_successful_run(config: Config, store: Store,
     nightly = ExportConfig(cron="0 3 * * *", timezone="Asia/Shanghai", dir=config.export.dir)
     cfg = Config(wechat=config.wechat, storage=config.storage, export=nightly)
     await store.call(lambda db: snap.write_last_run(db, at(2, 3, 2).timestamp(), "2024-05-02"))
-    await assert_no_catch_up(ExportScheduler(cfg, store, lambda: client,
+    await assert_no_catch_up(ExportScheduler(cfg, SqliteStorage(store), lambda: client,
                                              clock=lambda: at(2, 3, 20).timestamp()))
 
 
@@ -170,7 +173,8 @@ async def test_cron_fires_the_export(config: Config, store: Store, client: WeCha
     metrics = Metrics()
     await store.call(lambda db: snap.write_last_run(db, time.time(), "x"))  # nothing missed
     every_second = CronTrigger(second="*", timezone=TZ)
-    sched = ExportScheduler(config, store, lambda: client, metrics, trigger=every_second)
+    sched = ExportScheduler(config, SqliteStorage(store), lambda: client, metrics,
+                            trigger=every_second)
     await sched.start()
     try:
         await until(lambda: exports(metrics, "ok") >= 1)
@@ -197,7 +201,7 @@ class GatedSource:
 
 async def test_never_two_runs_at_once(config: Config, store: Store) -> None:
     source = GatedSource()
-    sched = ExportScheduler(config, store, lambda: source)  # type: ignore[arg-type,return-value]
+    sched = ExportScheduler(config, SqliteStorage(store), lambda: source)  # type: ignore[arg-type,return-value]
     first = asyncio.create_task(sched.run_now())
     await source.entered.wait()
     with pytest.raises(ExportSkipped, match="already running"):
@@ -209,7 +213,7 @@ async def test_never_two_runs_at_once(config: Config, store: Store) -> None:
 
 async def test_dry_run_skips_and_counts(config: Config, store: Store) -> None:
     metrics = Metrics()
-    sched = ExportScheduler(config, store, lambda: None, metrics)
+    sched = ExportScheduler(config, SqliteStorage(store), lambda: None, metrics)
     with pytest.raises(ExportSkipped, match="dry-run"):
         await sched.run_now()
     await sched._scheduled()  # what APScheduler calls: counted, never raised
@@ -225,7 +229,7 @@ async def test_interval_jobs_run(config: Config, store: Store) -> None:
 
     jobs: list[tuple[Callable[[], Awaitable[None]], float]] = [(expiry_check, 0.05)]
     await store.call(lambda db: snap.write_last_run(db, time.time(), "x"))
-    sched = ExportScheduler(config, store, lambda: None, interval_jobs=jobs,
+    sched = ExportScheduler(config, SqliteStorage(store), lambda: None, interval_jobs=jobs,
                             trigger=CronTrigger.from_crontab("0 3 1 1 *", timezone=TZ))
     await sched.start()
     try:
@@ -239,16 +243,16 @@ async def test_stop_cancels_a_running_export_and_frees_the_lock(
     source = GatedSource()
     metrics = Metrics()
     # Never exported and "* * * * *": the minute's fire was missed, so it runs on start.
-    sched = ExportScheduler(config, store, lambda: source, metrics)  # type: ignore[arg-type,return-value]
+    sched = ExportScheduler(config, SqliteStorage(store), lambda: source, metrics)  # type: ignore[arg-type,return-value]
     await sched.start()
     await asyncio.wait_for(source.entered.wait(), 5)
     await asyncio.wait_for(sched.stop(), 5)
     assert await store.call(lambda db: db.execute(
-        "SELECT COUNT(*) FROM kv WHERE key = ?", [snap.LOCK_KEY]).fetchone()[0]) == 0
+        "SELECT COUNT(*) FROM kv WHERE key = ?", [kv.LOCK_KEY]).fetchone()[0]) == 0
     # The staged snapshot is left for the next run to purge; no day was completed.
     assert await store.call(snap.latest_day) is None
     source.release.set()
-    result = await ExportScheduler(config, store, lambda: source).run_now()  # type: ignore[arg-type,return-value]
+    result = await ExportScheduler(config, SqliteStorage(store), lambda: source).run_now()  # type: ignore[arg-type,return-value]
     assert result.total == 1
     assert await store.call(snap.leftovers) == []
 
@@ -258,6 +262,7 @@ async def test_dry_run_does_not_catch_up_at_start(config: Config, store: Store) 
     # that would only put "export skipped" into /healthz at every start.
     nightly = ExportConfig(cron="0 3 * * *", timezone="Asia/Shanghai", dir=config.export.dir)
     cfg = Config(wechat=config.wechat, storage=config.storage, export=nightly)
-    sched = ExportScheduler(cfg, store, lambda: None, clock=lambda: at(2, 4, 5).timestamp())
+    sched = ExportScheduler(cfg, SqliteStorage(store), lambda: None,
+                            clock=lambda: at(2, 4, 5).timestamp())
     await assert_no_catch_up(sched)
     assert sched.last_error is None

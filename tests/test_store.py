@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.models import Action, ActionKind, Decision, Event, RuleHit
-from bot.store import Store, enqueue_action, iter_events, open_db, purge_content
+from bot.core.models import Action, ActionKind, Decision, Event, RuleHit
+from bot.storage.sqlite.store import Store, enqueue_action, iter_events, open_db, purge_content
 
 OPENID = "oStoreFollower00000000000001"
 
@@ -175,7 +175,7 @@ def test_dry_run_actions_are_recorded_never_pending(db) -> None:  # type: ignore
 
 
 def test_purge_works_in_bounded_chunks(db) -> None:  # type: ignore[no-untyped-def]
-    from bot.store import insert_event
+    from bot.storage.sqlite.store import insert_event
 
     for index in range(7):
         insert_event(db, text_event(index), Decision(), now=100)
@@ -184,7 +184,7 @@ def test_purge_works_in_bounded_chunks(db) -> None:  # type: ignore[no-untyped-d
 
 def drain(db, now: int) -> list[str]:  # type: ignore[no-untyped-def]
     """Send everything queued, in the order the batcher may, all successfully."""
-    from bot.outbox_queue import claim, complete
+    from bot.storage.sqlite.actions import claim, complete
 
     sent: list[str] = []
     while True:
@@ -202,7 +202,7 @@ def follower_state(db) -> tuple[str, int | None]:  # type: ignore[no-untyped-def
 
 
 def test_a_permanent_blacklist_outranks_a_timed_one_queued_or_applied(db) -> None:  # type: ignore[no-untyped-def]
-    from bot.outbox_queue import queue_expired
+    from bot.storage.sqlite.actions import queue_expired
 
     enqueue_action(db, blacklist(expires_at=5000), 100)
     enqueue_action(db, blacklist(expires_at=None), 101)  # absorbed: makes the queued one permanent
@@ -219,7 +219,7 @@ def test_a_permanent_blacklist_outranks_a_timed_one_queued_or_applied(db) -> Non
 
 
 def test_the_last_decision_wins_after_a_failed_send(db) -> None:  # type: ignore[no-untyped-def]
-    from bot.outbox_queue import claim, release
+    from bot.storage.sqlite.actions import claim, release
 
     enqueue_action(db, blacklist(), 100)
     sending = claim(db, "blacklist", "test-owner", 100, 20)
@@ -231,7 +231,7 @@ def test_the_last_decision_wins_after_a_failed_send(db) -> None:  # type: ignore
 
 
 def test_an_action_that_may_have_reached_wechat_is_never_cancelled(db) -> None:  # type: ignore[no-untyped-def]
-    from bot.outbox_queue import claim, release
+    from bot.storage.sqlite.actions import claim, release
 
     enqueue_action(db, blacklist(), 100)
     sending = claim(db, "blacklist", "test-owner", 100, 20)
@@ -243,7 +243,7 @@ def test_an_action_that_may_have_reached_wechat_is_never_cancelled(db) -> None: 
 
 
 def test_an_expiry_does_not_cancel_a_newer_queued_blacklist(db) -> None:  # type: ignore[no-untyped-def]
-    from bot.outbox_queue import queue_expired
+    from bot.storage.sqlite.actions import queue_expired
 
     enqueue_action(db, blacklist(expires_at=3600), 100)
     drain(db, 100)
@@ -255,7 +255,7 @@ def test_an_expiry_does_not_cancel_a_newer_queued_blacklist(db) -> None:  # type
 
 
 def test_a_blacklist_queued_behind_one_in_flight_keeps_the_stronger_end(db) -> None:  # type: ignore[no-untyped-def]
-    from bot.outbox_queue import claim, complete
+    from bot.storage.sqlite.actions import claim, complete
 
     for first, second, kept in ((None, 5000, None), (9000, 5000, 9000), (5000, 9000, 9000)):
         db.execute("DELETE FROM actions")
@@ -269,7 +269,7 @@ def test_a_blacklist_queued_behind_one_in_flight_keeps_the_stronger_end(db) -> N
 
 
 def test_reoffending_after_an_expiry_gets_the_new_end_not_permanent(db) -> None:  # type: ignore[no-untyped-def]
-    from bot.outbox_queue import queue_expired
+    from bot.storage.sqlite.actions import queue_expired
 
     enqueue_action(db, blacklist(expires_at=3600), 100)
     drain(db, 100)
@@ -281,7 +281,7 @@ def test_reoffending_after_an_expiry_gets_the_new_end_not_permanent(db) -> None:
 
 
 def test_after_an_expiry_a_new_blacklist_brings_its_own_end(db) -> None:  # type: ignore[no-untyped-def]
-    from bot.outbox_queue import claim, finish, queue_expired
+    from bot.storage.sqlite.actions import claim, finish, queue_expired
 
     # an admin's timed blacklist while the expiry's unblacklist waits (sending paused)
     enqueue_action(db, blacklist(expires_at=3600), 100)
@@ -304,8 +304,8 @@ def test_after_an_expiry_a_new_blacklist_brings_its_own_end(db) -> None:  # type
 @pytest.mark.parametrize("new_end", [None, 50_000], ids=["permanent", "extended"])
 def test_retry_skips_the_expiry_of_a_blacklist_extended_since(db, new_end: int | None  # type: ignore[no-untyped-def]
                                                               ) -> None:
-    from bot.commands.blacklist import requeue_failed
-    from bot.outbox_queue import claim, finish, queue_expired
+    from bot.storage.sqlite.actions import claim, finish, queue_expired
+    from bot.storage.sqlite.admin import requeue_failed
 
     enqueue_action(db, blacklist(expires_at=3600), 100)
     drain(db, 100)
@@ -329,7 +329,7 @@ def test_remove_then_add_for_shortens_a_permanent_blacklist(db) -> None:  # type
 
 
 def test_purge_leaves_an_admins_own_quotes_and_ends(db) -> None:  # type: ignore[no-untyped-def]
-    from bot.outbox_queue import claim, complete
+    from bot.storage.sqlite.actions import claim, complete
 
     for index in range(3):
         enqueue_action(db, Action(ActionKind.BLACKLIST, f"oAdminQuoted{index:016d}", "cli",
@@ -345,7 +345,7 @@ def test_purge_leaves_an_admins_own_quotes_and_ends(db) -> None:  # type: ignore
 def test_purge_is_not_held_up_by_a_row_from_a_wrong_clock(db) -> None:  # type: ignore[no-untyped-def]
     import time
 
-    from bot.store import insert_event
+    from bot.storage.sqlite.store import insert_event
 
     insert_event(db, text_event(1), Decision(), now=100)
     insert_event(db, text_event(2), Decision(), now=int(time.time()) + 10 * 86400)
@@ -366,7 +366,7 @@ def test_invalid_openid_is_never_queued(db) -> None:  # type: ignore[no-untyped-
 
 
 def test_purge_drops_content_keeps_metadata(db) -> None:  # type: ignore[no-untyped-def]
-    from bot.store import insert_event
+    from bot.storage.sqlite.store import insert_event
 
     insert_event(db, text_event(1, content="secret phone 13800000000"), Decision(), now=100)
     insert_event(db, text_event(2), Decision(), now=200)
@@ -388,9 +388,9 @@ rules:
 
 def test_purge_drops_quoted_words_from_evidence_and_reasons(db, tmp_path: Path  # type: ignore[no-untyped-def]
                                                             ) -> None:
-    from bot.outbox_queue import claim, complete
     from bot.rules import RuleEngine, load_ruleset
-    from bot.store import insert_event
+    from bot.storage.sqlite.actions import claim, complete
+    from bot.storage.sqlite.store import insert_event
 
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "r.yaml").write_text(PURGE_RULES, encoding="utf-8")
@@ -419,7 +419,7 @@ def test_purge_drops_quoted_words_from_evidence_and_reasons(db, tmp_path: Path  
 def test_cli_transaction_waits_for_the_service_lock(tmp_path: Path) -> None:
     import threading
 
-    from bot.store import run_sync
+    from bot.storage.sqlite.store import run_sync
 
     path = tmp_path / "bot.db"
     open_db(path).close()
@@ -445,7 +445,7 @@ def test_cli_transaction_waits_for_the_service_lock(tmp_path: Path) -> None:
 
 
 def test_bulk_record_maps_each_decision_to_its_event(db) -> None:  # type: ignore[no-untyped-def]
-    from bot.store import Push, event_row, record_pushes
+    from bot.storage.sqlite.store import Push, event_row, record_pushes
 
     hit = RuleHit("spam", ActionKind.BLACKLIST, "kw")
     pushes = []

@@ -341,8 +341,8 @@ def test_app_factory_builds_routes(config: Config) -> None:
 
 async def test_old_message_content_is_purged_on_start(aiohttp_client: MakeClient,
                                                       config: Config) -> None:
-    from bot.models import Decision
-    from bot.store import insert_event, run_sync
+    from bot.core.models import Decision
+    from bot.storage.sqlite.store import insert_event, run_sync
     from bot.wechat.push import parse_event
 
     old = parse_event(text_xml(OPENID, "my phone is 13800000000", 9901).encode())
@@ -445,8 +445,7 @@ async def test_database_down_stays_503_while_sending_is_paused(
             break
         await asyncio.sleep(0.02)
     assert health["status"] == "degraded" and "45009" in health["actions_paused"]
-    store = client.app[SERVICE].store
-    assert store is not None
+    store = client.app[SERVICE].services.storage.store
     await store.close()  # the database is gone; sending is still paused
     response = await client.get("/healthz")
     health = await response.json()

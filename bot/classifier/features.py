@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.normalize import LIGHT, FoldTable
+from bot.core.normalize import FoldTable
 
 # Digits carry the shape of a price or a phone number, not their value.
 _DIGITS = str.maketrans({str(d): "0" for d in range(10)})

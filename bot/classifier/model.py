@@ -14,22 +14,16 @@ from typing import Any
 import ahocorasick
 
 from bot.classifier.features import FEATURES, classifier_form, grams
-from bot.errors import BotError
+from bot.core.errors import BotError
 
 FORMAT = 1
+# Where training figures are quoted when no rule has a classifier condition.
+DEFAULT_THRESHOLD = 0.9
 _SECOND = itemgetter(1)  # (end, number) -> number, at C speed
 
 
 class ModelError(BotError):
     """A stored model that cannot be used (corrupt, or from another feature version)."""
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One labelled text."""
-
-    text: str
-    spam: bool
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from bot.classifier.features import classifier_form, grams
-from bot.classifier.model import Model, Quality, Sample
+from bot.classifier.model import Model, Quality
+from bot.core.models import Sample
 
 # Inverse regularisation strength. Chosen by 5-fold cross-validation on the dev set
 # (recall at 0.5% FPR: C=10 0.849, 30 0.852, 100 0.833).
@@ -17,6 +18,7 @@ C = 30.0
 # measured with; dividing keeps the same regularisation.
 _SCALE = 0.2
 _MEMORY = 10
+FOLDS = 5
 _MAX_ITERATIONS = 300
 
 
@@ -164,3 +166,25 @@ def quality_at(samples: Sequence[Sample], scores: Sequence[float], threshold: fl
     return Quality(threshold=threshold, precision=tp / (tp + fp) if tp + fp else 0.0,
                    recall=tp / spam if spam else 0.0, fpr=fp / ham if ham else 0.0,
                    folds=folds)
+
+
+def train(stored: Sequence[Sample], seeds: Sequence[Sample], *, threshold: float, now: int,
+          validate: bool = True) -> Model:
+    """A model trained on ``stored`` plus ``seeds`` (pure computation: run it off the loop).
+
+    With ``validate``, the stored samples are also scored by ``FOLDS``-fold
+    cross-validation (seeds always in the training folds) and the model keeps the
+    figures at ``threshold``.
+    """
+    quality: Quality | None = None
+    if validate and len({s.spam for s in stored}) == 2 and len(stored) >= 2 * FOLDS:
+        quality, _ = cross_validate(stored, threshold=threshold, folds=FOLDS, extra=seeds)
+    return fit(_unique([*stored, *seeds]), now=now, quality=quality)
+
+
+def _unique(samples: list[Sample]) -> list[Sample]:
+    """One sample per text, the first label given winning (stored samples come first)."""
+    seen: dict[str, Sample] = {}
+    for sample in samples:
+        seen.setdefault(sample.text, sample)
+    return list(seen.values())

@@ -20,21 +20,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-from sqlite_utils import Database
-
-from bot.cli import add_config_option
-from bot.commands import existing_db, when
+from bot.commands import add_config_option
 from bot.config import Config
-from bot.errors import BotError
-from bot.metrics import Metrics
-from bot.models import Action, ActionKind, is_valid_openid
-from bot.outbox import Batcher
-from bot.outbox_queue import make_owner, read_pause
+from bot.core.errors import BotError, explain
+from bot.core.models import Action, ActionKind, is_valid_openid
+from bot.core.timefmt import when
 from bot.rules.schema import MAX_DURATION_DAYS, parse_duration
-from bot.samples import learn_from_verdict
-from bot.store import Store, enqueue_action, open_db, run_sync
-from bot.wechat.api import SqliteTokenCache, WeChatClient, explain
+from bot.services import build_services
+from bot.storage.owners import make_owner
+from bot.storage.sqlite.admin import (
+    QueueStatus,
+    action_rows,
+    queue_admin_actions,
+    queue_status,
+    queued,
+    reading,
+    requeue,
+)
 
 SEND_TIMEOUT = 120.0
 
@@ -131,14 +133,7 @@ def run_change(args: argparse.Namespace, config: Config) -> int:
     expires = now + duration_seconds(duration) if duration else None
     actions = [Action(args.kind, o, "cli", args.reason, expires) for o in openids]
     dry = config.dry_run
-
-    def queue(db: Database) -> tuple[list[int | None], int]:
-        # the admin's verdict also teaches the classifier (read before the action lands)
-        learnt = sum(learn_from_verdict(db, a.openid, spam=a.kind is ActionKind.BLACKLIST,
-                                        now=now).stored for a in actions)
-        return [enqueue_action(db, a, now, source="cli", dry_run=dry) for a in actions], learnt
-
-    queued, learnt = run_sync(config.storage.path, queue)
+    queued, learnt = queue_admin_actions(config.storage.path, actions, now, dry_run=dry)
     ids = [i for i in queued if i is not None]
     if learnt:
         label = "spam" if args.kind is ActionKind.BLACKLIST else "ham"
@@ -159,9 +154,7 @@ def run_change(args: argparse.Namespace, config: Config) -> int:
 def run_retry(args: argparse.Namespace, config: Config) -> int:
     """Failed actions back to pending (unless superseded), then send them."""
     _refuse_in_dry_run(config)
-    path = existing_db(config.storage.path, "no action was ever queued")
-    now = int(time.time())
-    ids = run_sync(path, lambda db: requeue_failed(db, args.openids, now))
+    ids = requeue(config.storage.path, args.openids, int(time.time()))
     print(f"{len(ids)} failed actions queued again")
     if args.queue_only or not ids:
         return 0
@@ -172,18 +165,11 @@ def run_send(args: argparse.Namespace, config: Config) -> int:
     """Send everything queued now; print how each ended, exit 1 if any failed or is
     still queued (sending paused, or the send timed out)."""
     _refuse_in_dry_run(config)
-    ids = run_sync(existing_db(config.storage.path, "no action was ever queued"), queued_ids)
+    ids = queued(config.storage.path)
     print(f"{len(ids)} queued actions to send")
     if not ids:
         return 0
     return _send_and_report(config, ids)
-
-
-def queued_ids(db: Database) -> list[int]:
-    """Actions waiting to be sent (or claimed by a sender, perhaps a dead one)."""
-    rows = db.execute("SELECT id FROM actions WHERE status IN ('pending', 'sending')"
-                      " ORDER BY id").fetchall()
-    return [row[0] for row in rows]
 
 
 def _refuse_in_dry_run(config: Config) -> None:
@@ -193,57 +179,29 @@ def _refuse_in_dry_run(config: Config) -> None:
                        "was changed; queued actions are left to a service with credentials")
 
 
-def requeue_failed(db: Database, openids: Sequence[str], now: int) -> list[int]:
-    """Failed -> pending, except actions a later one for the same follower supersedes,
-    and expiries of a blacklist extended since (its end now later, or permanent)."""
-    rows = db.execute(
-        "SELECT a.id, a.openid FROM actions a WHERE a.status = 'failed' AND NOT EXISTS ("
-        " SELECT 1 FROM actions b WHERE b.openid = a.openid AND b.id > a.id"
-        " AND b.status NOT IN ('failed', 'cancelled')) AND NOT (a.source = 'expiry' AND"
-        " EXISTS (SELECT 1 FROM blacklist l WHERE l.openid = a.openid AND l.status ="
-        " 'blacklisted' AND (l.expires_at IS NULL OR l.expires_at > a.created_at)))"
-        " ORDER BY a.id").fetchall()
-    wanted = set(openids)
-    ids = [i for i, o in rows if not wanted or o in wanted]
-    for i in ids:
-        db.execute("UPDATE actions SET status = 'pending', attempts = 0, not_before = 0,"
-                   " errcode = NULL, errmsg = NULL, updated_at = ? WHERE id = ?", [now, i])
-    return ids
-
-
 def run_status(args: argparse.Namespace, config: Config) -> int:
     """Print pending, failed (with explanations) and recent actions."""
-    db = open_db(existing_db(config.storage.path, "no action was ever queued"))
-    try:
-        for line in status_lines(db, args.limit, dry_run=config.dry_run,
-                                 timezone=config.export.timezone):
-            print(line)
-    finally:
-        db.close()
+    with reading(config.storage.path, "no action was ever queued") as db:
+        status = queue_status(db, args.limit)
+    for line in status_lines(status, dry_run=config.dry_run, now=time.time(),
+                             timezone=config.export.timezone):
+        print(line)
     return 0
 
 
-def status_lines(db: Database, limit: int, *, dry_run: bool,
+def status_lines(status: QueueStatus, *, dry_run: bool, now: float,
                  timezone: str = "Asia/Shanghai") -> list[str]:
     """The ``status`` report as lines."""
-    counts = db.execute("SELECT status, COUNT(*) FROM actions GROUP BY status").fetchall()
-    lines = ["actions: " + (", ".join(f"{s} {n}" for s, n in sorted(counts)) or "none")]
+    lines = ["actions: " + (", ".join(f"{s} {n}" for s, n in status.counts) or "none")]
     if dry_run:
         lines.append("DRY-RUN: actions are recorded, no API call is made")
-    until, reason = read_pause(db)
-    if until > time.time():
-        lines.append(f"SENDING PAUSED until {when(until, timezone)}: {reason}")
-    sections = [("pending", "status IN ('pending', 'sending') ORDER BY id"),
-                ("failed", "status = 'failed' ORDER BY id DESC"),
-                ("recent", "status IN ('done', 'dry_run', 'skipped') ORDER BY updated_at DESC,"
-                           " id DESC")]
-    for title, where in sections:
-        rows = db.execute("SELECT id, openid, kind, status, source, updated_at, attempts,"
-                          f" errcode, errmsg FROM actions WHERE {where} LIMIT ?",
-                          [limit]).fetchall()
+    if status.paused_until > now:
+        lines.append(f"SENDING PAUSED until {when(status.paused_until, timezone)}: "
+                     f"{status.paused_reason}")
+    for title, rows in status.sections:
         lines.append(f"{title} ({len(rows)} shown):")
-        for i, openid, kind, status, source, updated, attempts, code, msg in rows:
-            line = (f"  #{i} {when(updated, timezone)} {kind:<11} {openid} {status} via {source}"
+        for i, openid, kind, state, source, updated, attempts, code, msg in rows:
+            line = (f"  #{i} {when(updated, timezone)} {kind:<11} {openid} {state} via {source}"
                     f" attempts {attempts}")
             if code is not None:
                 line += f"\n      errcode {code}: {msg or ''}. {explain(code)}".rstrip()
@@ -267,18 +225,7 @@ def _send_and_report(config: Config, ids: list[int]) -> int:
 
 def _print_rows(config: Config, ids: list[int]) -> list[tuple[Any, ...]]:
     """Print the rows ``ids`` with their status; return them."""
-    rows: list[tuple[Any, ...]] = []
-    if not ids:
-        return rows
-    db = open_db(config.storage.path)
-    try:
-        for start in range(0, len(ids), 500):  # under SQLite's limit on bound parameters
-            chunk = ids[start:start + 500]
-            rows += db.execute(f"SELECT openid, kind, status, errcode, errmsg FROM actions"
-                               f" WHERE id IN ({','.join('?' * len(chunk))}) ORDER BY id",
-                               chunk).fetchall()
-    finally:
-        db.close()
+    rows = action_rows(config.storage.path, ids)
     for openid, kind, status, code, msg in rows:
         extra = f" errcode {code}: {msg or ''}. {explain(code)}" if code is not None else ""
         print(f"  {kind} {openid}: {status}{extra}".rstrip())
@@ -286,18 +233,10 @@ def _print_rows(config: Config, ids: list[int]) -> list[tuple[Any, ...]]:
 
 
 async def _drain(config: Config) -> bool:
-    store = Store(config.storage.path)
-    await store.start()
-    metrics = Metrics()
-    try:
-        async with aiohttp.ClientSession() as session:
-            client = WeChatClient(config.wechat, session, SqliteTokenCache(store), metrics)
-            batcher = Batcher(store, client, config.actions, metrics, dry_run=False,
-                              owner=make_owner("cli"))
-            await batcher.start()
-            try:
-                return await batcher.drain(SEND_TIMEOUT)
-            finally:
-                await batcher.stop()
-    finally:
-        await store.close()
+    async with build_services(config) as services:
+        batcher = services.batcher(owner=make_owner("cli"))
+        await batcher.start()
+        try:
+            return await batcher.drain(SEND_TIMEOUT)
+        finally:
+            await batcher.stop()

@@ -8,17 +8,12 @@ import sys
 from datetime import date
 from pathlib import Path
 
-import aiohttp
-
-from bot import snapshots as snap
-from bot.cli import add_config_option
+from bot.commands import add_config_option
 from bot.config import Config
-from bot.errors import BotError
-from bot.export import Exporter, Progress, build_report, write_report
-from bot.export_files import export_paths
-from bot.metrics import Metrics
-from bot.store import Store
-from bot.wechat.api import SqliteTokenCache, WeChatClient
+from bot.core.errors import BotError
+from bot.jobs.export import Progress, build_report, write_report
+from bot.jobs.export_files import export_paths
+from bot.services import build_services
 
 API_TIMEOUT_SECONDS = 30.0
 
@@ -62,16 +57,8 @@ def run_export(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _export(config: Config) -> list[Path]:
-    store = Store(config.storage.path)
-    await store.start()
-    try:
-        async with aiohttp.ClientSession() as session:
-            client = WeChatClient(config.wechat, session, SqliteTokenCache(store), Metrics(),
-                                  timeout=API_TIMEOUT_SECONDS)
-            exporter = Exporter(store, client, config.export, on_page=_show_progress)
-            result = await exporter.run()
-    finally:
-        await store.close()
+    async with build_services(config, api_timeout=API_TIMEOUT_SECONDS) as services:
+        result = await services.exporter(on_page=_show_progress).run()
     print(f"\nexported {result.total} OpenIDs in {result.progress.pages} pages "
           f"({result.progress.end}); change "
           f"{'n/a' if result.report.change is None else f'{result.report.change:+d}'}",
@@ -96,17 +83,14 @@ def run_report(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _report(config: Config, day: str | None) -> list[Path]:
-    store = Store(config.storage.path)
-    await store.start()
-    try:
-        latest = await store.call(snap.latest_day)
+    async with build_services(config) as services:
+        snapshots = services.storage.snapshots
+        latest = await snapshots.latest_day()
         if latest is None:
             raise BotError("no export stored yet: run `python -m bot export` first")
         day = day or latest
-        data = await build_report(store, day, config.export.timezone,
+        data = await build_report(snapshots, day, config.export.timezone,
                                   reconcile=day == latest)
         await write_report(config.export.dir, data)
-    finally:
-        await store.close()
     paths = export_paths(config.export.dir, day)
     return [paths["html"], paths["json"]]

@@ -5,20 +5,19 @@ from __future__ import annotations
 import argparse
 import time
 
+from bot.classifier.files import SampleFileError, read_files, seed_samples
+from bot.classifier.model import DEFAULT_THRESHOLD
+from bot.commands import add_config_option
 from bot.config import Config
-from bot.errors import BotError, RuleError
-from bot.learn import DEFAULT_THRESHOLD, SampleFileError, read_files, train_and_store
-from bot.models import is_valid_openid
+from bot.core.errors import BotError, RuleError
+from bot.core.models import is_valid_openid
 from bot.rules import load_ruleset, parse_duration
 from bot.rules.schema import MAX_DURATION_DAYS
-from bot.samples import add_samples, forget, sample_count, texts_of_standing_blacklists
-from bot.store import open_db, run_sync
+from bot.storage.sqlite.samples import learn_into, store_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the ``learn`` command."""
-    from bot.cli import add_config_option
-
     parser = sub.add_parser(
         "learn", help="teach the classifier with labelled texts, then retrain it",
         description="Add labelled samples to the stored training set (a text is stored "
@@ -62,43 +61,35 @@ def run(args: argparse.Namespace, config: Config) -> int:
     now = int(time.time())
     threshold = shipped_threshold(config)
 
-    def store(db):  # type: ignore[no-untyped-def]
-        lines = []
-        if args.forget:
-            gone = forget(db, None if args.forget == "all" else args.forget)
-            lines.append(f"forgot {gone} sample(s)"
-                         + ("" if args.forget == "all" else f" of {args.forget}"))
-        if samples:
-            added = add_samples(db, ((s.text, s.spam) for s in samples), source="learn",
-                                now=now)
-            lines.append(f"files: {len(samples)} sample(s) read: {added.added} new, "
-                         f"{added.relabelled} relabelled, {added.unchanged} known")
-        if stood is not None:
-            total = followers = 0
-            for openid, texts in texts_of_standing_blacklists(db, stood, now):
-                added = add_samples(db, ((t, True) for t in texts), source="history",
-                                    now=now, openid=openid)
-                total += added.stored
-                followers += 1
-            lines.append(f"history: {total} new spam sample(s) from {followers} follower(s) "
-                         f"blacklisted by a rule at least {args.from_history} ago")
-        return lines
+    learnt = learn_into(config.storage.path, samples, now=now, stood=stood,
+                        forget=None if not args.forget else
+                        ("" if args.forget == "all" else args.forget))
+    if learnt.forgot is not None:
+        print(f"forgot {learnt.forgot} sample(s)"
+              + ("" if args.forget == "all" else f" of {args.forget}"))
+    if samples:
+        added = learnt.added
+        print(f"files: {len(samples)} sample(s) read: {added.added} new, "
+              f"{added.relabelled} relabelled, {added.unchanged} known")
+    if stood is not None:
+        print(f"history: {learnt.history} new spam sample(s) from {learnt.followers} "
+              f"follower(s) blacklisted by a rule at least {args.from_history} ago")
+    stored = learnt.stored
+    from bot.classifier.train import train  # numpy: only when training
 
-    for line in run_sync(config.storage.path, store):
-        print(line)
-    db = open_db(config.storage.path)
+    seeds = seed_samples()
+    started = time.process_time()
     try:
-        trained = train_and_store(db, threshold=threshold, now=now, source="learn")
-        total = sample_count(db)
+        model = train(stored, seeds, threshold=threshold, now=now)
     except ValueError as exc:  # one label only: nothing to tell apart
         print(f"not trained: {exc}; the model in force stays")
         return 0 if args.forget and not samples else 1
-    finally:
-        db.close()
-    model = trained.model
+    seconds = time.process_time() - started
+    model_id = store_model(config.storage.path, model.dumps(), trained_at=now,
+                           samples=model.samples, source="learn")
     print(f"trained on {model.samples} sample(s) ({model.spam} spam, {model.ham} ham: "
-          f"{total} stored, {trained.seeds} shipped seeds) in {trained.seconds:.1f} s "
-          f"CPU; model {trained.model_id} in force, {len(model.weights)} n-grams")
+          f"{len(stored)} stored, {len(seeds)} shipped seeds) in {seconds:.1f} s CPU; "
+          f"model {model_id} in force, {len(model.weights)} n-grams")
     if model.quality is None:
         print("cross-validation: needs at least 10 stored samples of both labels")
     else:

@@ -5,33 +5,28 @@ from __future__ import annotations
 import argparse
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from sqlite_utils import Database
-
-from bot.classifier.model import ModelError
-from bot.commands import existing_db, when
+from bot.classifier.model import Model, ModelError
+from bot.commands import add_config_option
 from bot.config import Config
-from bot.errors import BotError, RuleError
-from bot.learn import stored_model
-from bot.models import MESSAGE_TYPES, ActionKind, Decision, Event
-from bot.normalize import Folded
+from bot.core.errors import BotError, RuleError
+from bot.core.models import MESSAGE_TYPES, TEXT_FIELDS, ActionKind, Decision, Event, text_field
+from bot.core.normalize import Folded
+from bot.core.timefmt import when
 from bot.rules import RuleEngine, load_ruleset, parse_duration
 from bot.rules.schema import MAX_DURATION_DAYS
-from bot.store import iter_events, open_db
+from bot.storage.sqlite.admin import actioned, reading, stored_events
+from bot.storage.sqlite.samples import newest_model_blob
 
-# The field a message type's follower-written text arrives in (see bot.models.Event).
-FIELD_BY_TYPE = {"text": "content", "link": "title", "location": "label",
-                 "voice": "recognition", "event": "event_key"}
 TEST_OPENID = "oRulesTestFollower0000000000"
 LIST_LIMIT = 50
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``rules check`` and ``rules test``."""
-    from bot.cli import add_config_option
-
     group = sub.add_parser("rules", help="check rule files or try them before deploying",
                            description="Validate the YAML rules or see what they would do.")
     inner = group.add_subparsers(dest="rules_command", metavar="SUBCOMMAND", required=True)
@@ -74,6 +69,13 @@ def run_check(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def stored_model(path: str) -> Model | None:
+    """The model in force in the database at ``path`` (None: no database or no model);
+    ModelError when it cannot be read."""
+    blob = newest_model_blob(path)
+    return Model.loads(blob) if blob is not None else None
+
+
 def classifier_note(config: Config) -> str:
     """Whether the classifier rules can fire: the model in force, or a warning."""
     try:
@@ -99,17 +101,16 @@ def run_test(args: argparse.Namespace, config: Config) -> int:
         if since is None:
             raise BotError(f"--since must be a duration like 12h or 7d, at most "
                            f"{MAX_DURATION_DAYS}d, got {args.since!r}")
-        db = open_db(existing_db(config.storage.path, "nothing to replay"))
-        try:
-            report = replay(db, engine, int(time.time()) - since)
-        finally:
-            db.close()
+        with reading(config.storage.path, "nothing to replay") as db:
+            start = int(time.time()) - since
+            report = replay(stored_events(db, start), engine, actioned(db, start))
         print("\n".join(report.lines(directory, args.since)))
         return 0
-    field_name = FIELD_BY_TYPE.get(args.type, "content")
-    event = Event(openid=args.openid, account="", create_time=int(time.time()),
-                  msg_type=args.type, texts=MappingProxyType({field_name: args.text}))
+    event = sample_event(args.type, args.text, args.openid, int(time.time()))
     print(f"normalised: {Folded(args.text).dense!r}")
+    if not event.texts:
+        print(f"note: a {args.type} push carries no text the rules see; only conditions "
+              "without text (flood, msg_types) can fire")
     if model is not None:
         print(f"classifier score: {model.score(args.text):.3f}"
               f" (rules fire at >= {engine.ruleset.classifier_threshold:g})")
@@ -120,6 +121,14 @@ def run_test(args: argparse.Namespace, config: Config) -> int:
         print(classifier_note(config))
     print("\n".join(describe(engine.evaluate(event), config.export.timezone)))
     return 0
+
+
+def sample_event(msg_type: str, text: str, openid: str, now: int) -> Event:
+    """The event a push of ``msg_type`` carrying ``text`` becomes, as the parser builds it
+    (``bot.core.models.TEXT_FIELDS``): a type without a text field gets none."""
+    name = text_field(msg_type)
+    return Event(openid=openid, account="", create_time=now, msg_type=msg_type,
+                 texts=MappingProxyType({name: text} if name else {}))
 
 
 def describe(decision: Decision, timezone: str) -> list[str]:
@@ -161,26 +170,16 @@ class ReplayReport:
         return out
 
 
-def replay(db: Database, engine: RuleEngine, since: int) -> ReplayReport:
-    """Run ``engine`` over events received since ``since`` (in stored order)."""
-    report = ReplayReport()
-    for _event_id, event in iter_events(db, since):
+def replay(events: Iterable[Event], engine: RuleEngine, was: set[str]) -> ReplayReport:
+    """Run ``engine`` over stored ``events``; ``was``: who was blacklisted meanwhile."""
+    report = ReplayReport(was=was)
+    for event in events:
         report.events += 1
-        if not event.texts and event.msg_type != "event":
+        if not event.texts and event.msg_type in TEXT_FIELDS:  # a type that carries text
             report.purged += 1
         decision = engine.evaluate(event)
         report.hits.update(hit.rule_id for hit in decision.hits)
         for action in decision.actions:
             if action.kind is ActionKind.BLACKLIST:
                 report.would.setdefault(action.openid, action.rule_id)
-    report.was = actioned(db, since)
     return report
-
-
-def actioned(db: Database, since: int) -> set[str]:
-    """Followers the service decided to blacklist since ``since`` (rules or admins)."""
-    rows = db.execute(
-        "SELECT openid FROM decisions WHERE action = 'blacklist' AND created_at >= ?"
-        " UNION SELECT openid FROM actions WHERE kind = 'blacklist' AND created_at >= ?"
-        " AND status != 'cancelled'", [since, since]).fetchall()
-    return {row[0] for row in rows}

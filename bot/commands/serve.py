@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from bot.commands import add_config_option
 from bot.config import Config
 
 log = logging.getLogger("bot.serve")
@@ -17,8 +18,6 @@ log = logging.getLogger("bot.serve")
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the ``serve`` command."""
-    from bot.cli import add_config_option
-
     parser = sub.add_parser("serve", help="serve the WeChat webhook (and batcher, scheduler)",
                             description="Serve the push endpoint, /healthz and /metrics.")
     add_config_option(parser)

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from sqlite_utils import Database
-
-from bot.commands import existing_db, when
+from bot.commands import add_config_option
 from bot.config import Config
-from bot.store import open_db
+from bot.core.timefmt import when
+from bot.storage.sqlite.admin import FollowerHistory, follower_history, reading
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the ``why`` command."""
-    from bot.cli import add_config_option
-
     parser = sub.add_parser("why", help="show every decision about a follower and why",
                             description="List the rule hits, actions and blacklist state "
                                         "recorded for one OpenID.")
@@ -24,32 +21,23 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.set_defaults(handler=run)
 
 
-def explain(db: Database, openid: str, timezone: str, limit: int = 50) -> list[str]:
+def explain(history: FollowerHistory, timezone: str) -> list[str]:
     """Human-readable lines: blacklist state, then decisions and actions, newest first."""
     lines = []
-    state = db.execute("SELECT status, rule_id, reason, since, expires_at FROM blacklist"
-                       " WHERE openid = ?", [openid]).fetchone()
-    if state:
-        status, rule_id, reason, since, expires = state
+    if history.state:
+        status, rule_id, reason, since, expires = history.state
         lines.append(f"state: {status} since {when(since, timezone)} by {rule_id or '-'}"
                      f"{f' ({reason})' if reason else ''}"
                      f"{f', expires {when(expires, timezone)}' if expires else ''}")
     else:
         lines.append("state: never blacklisted through this service")
-    rows = db.execute(
-        "SELECT d.created_at, d.rule_id, d.action, d.evidence, e.msg_type, e.event"
-        " FROM decisions d LEFT JOIN events e ON e.id = d.event_id"
-        " WHERE d.openid = ? ORDER BY d.id DESC LIMIT ?", [openid, limit]).fetchall()
-    lines.append(f"decisions ({len(rows)} shown):")
-    for created, rule_id, action, evidence, msg_type, event in rows:
+    lines.append(f"decisions ({len(history.decisions)} shown):")
+    for created, rule_id, action, evidence, msg_type, event in history.decisions:
         kind = f"{msg_type}/{event}" if event else (msg_type or "cli")
         stamp = when(created, timezone)
         lines.append(f"  {stamp}  {action:<11} {rule_id:<20} [{kind}] {evidence}")
-    actions = db.execute(
-        "SELECT created_at, kind, status, source, rule_id, errcode, errmsg FROM actions"
-        " WHERE openid = ? ORDER BY id DESC LIMIT ?", [openid, limit]).fetchall()
-    lines.append(f"actions ({len(actions)} shown):")
-    for created, kind, status, source, rule_id, errcode, errmsg in actions:
+    lines.append(f"actions ({len(history.actions)} shown):")
+    for created, kind, status, source, rule_id, errcode, errmsg in history.actions:
         error = f" errcode {errcode}: {errmsg}" if errcode is not None else ""
         stamp = when(created, timezone)
         lines.append(f"  {stamp}  {kind:<11} {status:<9} via {source} {rule_id}{error}")
@@ -58,15 +46,8 @@ def explain(db: Database, openid: str, timezone: str, limit: int = 50) -> list[s
 
 def run(args: argparse.Namespace, config: Config) -> int:
     """Print the explanation; exit 0 (1 when nothing at all is known about the follower)."""
-    db = open_db(existing_db(config.storage.path, "nothing is recorded about anyone"))
-    try:
-        lines = explain(db, args.openid, config.export.timezone, args.limit)
-        known = db.execute(
-            "SELECT 1 FROM decisions WHERE openid = ? UNION ALL"
-            " SELECT 1 FROM actions WHERE openid = ? LIMIT 1", [args.openid, args.openid],
-        ).fetchone()
-    finally:
-        db.close()
+    with reading(config.storage.path, "nothing is recorded about anyone") as db:
+        history = follower_history(db, args.openid, args.limit)
     print(f"{args.openid}:")
-    print("\n".join(lines))
-    return 0 if known else 1
+    print("\n".join(explain(history, config.export.timezone)))
+    return 0 if history.known else 1

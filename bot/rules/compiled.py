@@ -10,8 +10,8 @@ from typing import Any, Protocol
 import ahocorasick
 import re2
 
-from bot.errors import RuleError
-from bot.normalize import DENSE, Folded, fold
+from bot.core.errors import RuleError
+from bot.core.normalize import DENSE, Folded, fold
 from bot.rules.contact import _OPTIONS, DETECTOR, compile_re2
 from bot.rules.schema import FloodSpec, RuleSpec
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import re2
 
-from bot.normalize import Folded
+from bot.core.normalize import Folded
 
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False

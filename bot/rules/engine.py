@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from bot.flood import SlidingWindows
-from bot.models import NO_DECISION, Action, ActionKind, Decision, Event, RuleHit
+from bot.core.models import NO_DECISION, Action, ActionKind, Decision, Event, RuleHit
+from bot.core.windows import SlidingWindows
 from bot.rules.compiled import Rule, RuleSet, Scorer, TextMatch
 
 REASON_MAX = 500

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.errors import RuleError
+from bot.core.errors import RuleError
 from bot.rules.compiled import RuleSet
 from bot.rules.schema import FileSpec, RuleSpec, _FileChecker, read_yaml
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import yaml
 
-from bot.models import MESSAGE_TYPES, ActionKind
-from bot.normalize import fold
+from bot.core.models import MESSAGE_TYPES, ActionKind
+from bot.core.normalize import fold
 from bot.rules.contact import compile_re2
 
 RULE_KEYS = ("id", "description", "enabled", "msg_types", "keywords", "regex", "contact",

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 
 from bot.config import WeChatConfig
-from bot.errors import WeChatAPIError
+from bot.core.errors import (
+    APIError,
+    BatchTooLargeError,
+    CredentialError,
+    FatalAPIError,
+    InvalidOpenIDError,
+    QuotaError,
+    RetryableError,
+    TokenError,
+    WeChatAPIError,
+)
 from bot.metrics import Metrics
+from bot.storage.ports import CachedToken, TokenCache
 
 log = logging.getLogger(__name__)
 
@@ -23,72 +33,6 @@ MAX_BATCH = 20
 RENEW_MARGIN_SECONDS = 300
 TOKEN_ERRCODES = frozenset({40001, 40014, 42001})
 CREDENTIAL_ERRCODES = frozenset({40013, 40125, 40164, 41002, 41004, 61024})
-
-EXPLANATIONS = {
-    -1: "WeChat was busy; the call is retried with backoff.",
-    40003: "An OpenID in the batch is not a valid OpenID.",
-    40013: "The AppID is wrong: check wechat.appid.",
-    40125: "The AppSecret is wrong: check wechat.secret (it may have been reset).",
-    40164: "This server's IP address is not on the account's API IP allowlist: add it on "
-           "the platform (Settings > Basic configuration > IP allowlist).",
-    40032: "More than 20 OpenIDs in one call; the batch is split.",
-    45009: "The account has used up today's quota for this API. Sending is paused and "
-           "everything stays queued; it resumes when the quota resets (midnight, Beijing "
-           "time) or an admin clears the quota on the platform.",
-    45011: "The per-minute quota for this API is used up; sending waits for the next minute.",
-    48001: "The account is not authorised for this API: only verified (认证) Official "
-           "Accounts may blacklist followers. Verify the account, then run "
-           "`blacklist retry`.",
-    49003: "The OpenID does not belong to this Official Account (another AppID's follower).",
-}
-
-
-def explain(errcode: int | None) -> str:
-    """A plain explanation of an errcode for operators (empty when we have none)."""
-    return EXPLANATIONS.get(errcode, "") if errcode is not None else ""
-
-
-class APIError(WeChatAPIError):
-    """Base of the client's errors; ``explanation`` is the plain text for operators."""
-
-    @property
-    def explanation(self) -> str:
-        """What this error means and what happens next, in plain words."""
-        if self.errcode is None and self.http_status:
-            return f"WeChat answered HTTP {self.http_status}."
-        return explain(self.errcode)
-
-
-class RetryableError(APIError):
-    """Transient: -1, HTTP 5xx, connection errors and timeouts. Retry with backoff."""
-
-
-class QuotaError(APIError):
-    """A quota is used up; ``scope`` is ``daily`` (45009) or ``minute`` (45011)."""
-
-    def __init__(self, errcode: int, errmsg: str, *, scope: str):
-        super().__init__(errcode, errmsg)
-        self.scope = scope
-
-
-class TokenError(APIError):
-    """The access token was refused (40001/40014/42001) even after one renewal."""
-
-
-class CredentialError(APIError):
-    """No token can be had: AppID/AppSecret wrong or this IP not allowed."""
-
-
-class InvalidOpenIDError(APIError):
-    """40003/49003: some OpenID in the batch was refused, the whole batch with it."""
-
-
-class BatchTooLargeError(APIError):
-    """40032: too many OpenIDs in one call."""
-
-
-class FatalAPIError(APIError):
-    """Final for the request: 48001 (not authorised) and every other errcode."""
 
 
 def check_response(status: int, data: Any) -> dict[str, Any]:
@@ -118,69 +62,6 @@ def check_response(status: int, data: Any) -> dict[str, Any]:
     else:
         error = FatalAPIError(code, msg)
     raise error
-
-
-@dataclass(frozen=True, slots=True)
-class CachedToken:
-    """An access token and when it expires (unix seconds)."""
-
-    token: str
-    expires_at: float
-
-    def __repr__(self) -> str:  # tokens never reach a log line through repr()
-        return f"CachedToken(token=***, expires_at={self.expires_at})"
-
-
-class TokenCache(Protocol):
-    """Where the access token survives restarts (SQLite kv now; Redis for replicas later)."""
-
-    async def load(self, appid: str) -> CachedToken | None:
-        """The cached token for ``appid``, if any (valid or not)."""
-        ...
-
-    async def save(self, appid: str, token: CachedToken) -> None:
-        """Remember ``token`` for ``appid``."""
-        ...
-
-
-class _StoreLike(Protocol):
-    async def call(self, fn: Callable[[Any], Any]) -> Any: ...
-
-
-class SqliteTokenCache:
-    """TokenCache in the ``kv`` table, through :meth:`bot.store.Store.call`."""
-
-    def __init__(self, store: _StoreLike):
-        self._store = store
-
-    @staticmethod
-    def key(appid: str) -> str:
-        """The kv key holding ``appid``'s token."""
-        return f"wechat.access_token.{appid}"
-
-    async def load(self, appid: str) -> CachedToken | None:
-        """Read the cached token (None when absent or unreadable)."""
-        key = self.key(appid)
-        row = await self._store.call(
-            lambda db: db.execute("SELECT value FROM kv WHERE key = ?", [key]).fetchone()
-        )
-        if row is None:
-            return None
-        try:
-            data = json.loads(row[0])
-            return CachedToken(str(data["token"]), float(data["expires_at"]))
-        except (ValueError, KeyError, TypeError):
-            return None
-
-    async def save(self, appid: str, token: CachedToken) -> None:
-        """Store the token with its expiry as JSON."""
-        key, now = self.key(appid), int(time.time())
-        value = json.dumps({"token": token.token, "expires_at": token.expires_at})
-        await self._store.call(lambda db: db.execute(
-            "INSERT INTO kv (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT(key)"
-            " DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-            [key, value, now],
-        ))
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,23 +15,14 @@ from wechatpy.exceptions import InvalidAppIdException
 from wechatpy.replies import TextReply
 from wechatpy.utils import WeChatSigner
 
-from bot.errors import PushError
-from bot.models import Event
+from bot.core.errors import PushError
+from bot.core.models import TEXT_FIELDS, Event
 
 log = logging.getLogger(__name__)
 
 # Entity declarations live in a DOCTYPE; refusing both before any parser runs closes
 # XXE and billion-laughs whatever the parser's own defences are.
 _FORBIDDEN_XML = re.compile(rb"<!\s*(?:DOCTYPE|ENTITY)", re.IGNORECASE)
-
-# Which follower-written fields the rules see, by message type.
-TEXT_FIELDS: Mapping[str, tuple[tuple[str, str], ...]] = {
-    "text": (("Content", "content"),),
-    "link": (("Title", "title"), ("Description", "description"), ("Url", "url")),
-    "location": (("Label", "label"),),
-    "voice": (("Recognition", "recognition"),),
-}
-
 
 def sign(*parts: str) -> str:
     """WeChat's SHA1 signature over the sorted parts (wechatpy's signer)."""

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from sqlite_utils import Database
 
-from bot.models import Action, ActionKind
-from bot.store import enqueue_action, pending_count
+from bot.core.models import Action, ActionKind
+from bot.core.outbox import Claimed, QueueState, settled_state
+from bot.storage.owners import owner_alive
+from bot.storage.sqlite import kv
+from bot.storage.sqlite.records import enqueue_action, pending_count
+from bot.storage.sqlite.store import Store
 
 T = TypeVar("T")
-HEARTBEAT_PREFIX = "outbox.owner."
-PAUSE_KEY = "outbox.paused"
 _ACTIVE = "('pending', 'sending')"
 # An action is ready when no earlier action for the same follower is still queued or in
 # flight: that keeps a follower's blacklist -> unblacklist order across the two kinds.
@@ -26,50 +25,6 @@ _READY = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    """An outbox row claimed for sending."""
-
-    id: int
-    openid: str
-    kind: str
-    rule_id: str
-    reason: str
-    expires_at: int | None
-    attempts: int
-
-
-@dataclass(frozen=True, slots=True)
-class QueueState:
-    """What a worker needs to decide whether to send: ready rows and the next deadlines."""
-
-    ready: int
-    oldest_created: float | None
-    next_not_before: float | None
-    paused_until: float
-    paused_reason: str
-
-
-def make_owner(tag: str = "") -> str:
-    """A claim owner id ``host:pid:tag``: the pid lets a restart on this host spot a dead one."""
-    return f"{socket.gethostname()}:{os.getpid()}:{tag or os.urandom(4).hex()}"
-
-
-def owner_alive(owner: str) -> bool:
-    """False when ``owner`` ran on this host and its process is gone; True when unknown."""
-    host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return True
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 # ---------------------------------------------------------------- functions on a db
 
 
@@ -77,7 +32,7 @@ def heartbeat(db: Database, owner: str, now: float) -> None:
     """Record that ``owner`` is alive (claims of an owner without a fresh one are stale)."""
     db.execute("INSERT INTO kv (key, value, updated_at) VALUES (?, '{}', ?) ON CONFLICT(key)"
                " DO UPDATE SET updated_at = excluded.updated_at",
-               [HEARTBEAT_PREFIX + owner, int(now)])
+               [kv.HEARTBEAT_PREFIX + owner, int(now)])
 
 
 def release_owner(db: Database, owner: str, now: float) -> int:
@@ -85,7 +40,7 @@ def release_owner(db: Database, owner: str, now: float) -> int:
     cur = db.execute("UPDATE actions SET status = 'pending', claimed_by = NULL, claimed_at = NULL,"
                      " updated_at = ? WHERE status = 'sending' AND claimed_by = ?",
                      [int(now), owner])
-    db.execute("DELETE FROM kv WHERE key = ?", [HEARTBEAT_PREFIX + owner])
+    kv.delete(db, kv.HEARTBEAT_PREFIX + owner)
     return cur.rowcount
 
 
@@ -97,7 +52,7 @@ def reclaim_stale(db: Database, now: float, *, stale_after: float,
     stale = []
     for owner in owners:
         beat = db.execute("SELECT updated_at FROM kv WHERE key = ?",
-                          [HEARTBEAT_PREFIX + str(owner)]).fetchone()
+                          [kv.HEARTBEAT_PREFIX + str(owner)]).fetchone()
         if owner is None or beat is None or beat[0] < now - stale_after or not alive(owner):
             stale.append(owner)
     count = 0
@@ -106,7 +61,7 @@ def reclaim_stale(db: Database, now: float, *, stale_after: float,
             "UPDATE actions SET status = 'pending', claimed_by = NULL, claimed_at = NULL,"
             " updated_at = ? WHERE status = 'sending' AND claimed_by IS ?", [int(now), owner])
         count += cur.rowcount
-        db.execute("DELETE FROM kv WHERE key = ?", [HEARTBEAT_PREFIX + str(owner)])
+        kv.delete(db, kv.HEARTBEAT_PREFIX + str(owner))
     return count
 
 
@@ -144,31 +99,25 @@ def release(db: Database, ids: Sequence[int], now: float, *, not_before: float,
     )
 
 
-# A blacklist completing while an earlier one is still in force keeps the stronger
-# end (a shorter one queued behind a longer one in flight must not cut it short):
-# permanent (NULL) outranks timed, else the later end wins, which is SQLite's MAX().
-_MERGED_EXPIRY = (
-    "CASE WHEN blacklist.status = 'blacklisted' AND excluded.status = 'blacklisted'"
-    " THEN MAX(blacklist.expires_at, excluded.expires_at) ELSE excluded.expires_at END")
-
-
 def complete(db: Database, rows: Sequence[Claimed], now: float) -> None:
-    """Mark rows done and record the follower's new state in ``blacklist``."""
+    """Mark rows done and record the follower's new state in ``blacklist``
+    (:func:`bot.core.outbox.settled_state` says what it becomes)."""
     ts = int(now)
     db.execute(f"UPDATE actions SET status = 'done', claimed_by = NULL, errcode = NULL,"
                f" errmsg = NULL, updated_at = ? WHERE id IN ({_marks([r.id for r in rows])})",
                [ts, *[r.id for r in rows]])
     for r in rows:
-        blacklisted = r.kind == ActionKind.BLACKLIST
+        old = db.execute("SELECT status, since, expires_at FROM blacklist WHERE openid = ?",
+                         [r.openid]).fetchone()
+        status, since, end = settled_state(tuple(old) if old else None, r.kind, r.expires_at,
+                                           ts)
         db.execute(
             "INSERT INTO blacklist (openid, status, rule_id, reason, since, expires_at,"
             " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(openid) DO UPDATE SET"
-            " since = CASE WHEN blacklist.status = excluded.status THEN blacklist.since"
-            " ELSE excluded.since END, status = excluded.status, rule_id = excluded.rule_id,"
-            f" reason = excluded.reason, expires_at = {_MERGED_EXPIRY},"
+            " status = excluded.status, rule_id = excluded.rule_id, reason = excluded.reason,"
+            " since = excluded.since, expires_at = excluded.expires_at,"
             " updated_at = excluded.updated_at",
-            [r.openid, "blacklisted" if blacklisted else "removed", r.rule_id, r.reason, ts,
-             r.expires_at if blacklisted else None, ts],
+            [r.openid, status, r.rule_id, r.reason, since, end, ts],
         )
 
 
@@ -182,17 +131,15 @@ def finish(db: Database, ids: Sequence[int], now: float, status: str, *,
 
 def set_pause(db: Database, until: float, reason: str, now: float) -> None:
     """Pause all sending (every process sharing the database) until ``until``."""
-    db.execute("INSERT INTO kv (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT(key)"
-               " DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-               [PAUSE_KEY, json.dumps({"until": until, "reason": reason}), int(now)])
+    kv.put(db, kv.PAUSE_KEY, json.dumps({"until": until, "reason": reason}), int(now))
 
 
 def read_pause(db: Database) -> tuple[float, str]:
     """The shared pause: ``(until, reason)``, ``(0, "")`` when none."""
-    row = db.execute("SELECT value FROM kv WHERE key = ?", [PAUSE_KEY]).fetchone()
-    if row is None:
+    value = kv.get(db, kv.PAUSE_KEY)
+    if value is None:
         return 0.0, ""
-    data = json.loads(row[0])
+    data = json.loads(value)
     return float(data.get("until", 0)), str(data.get("reason", ""))
 
 
@@ -233,14 +180,10 @@ def _marks(ids: Sequence[Any]) -> str:
 # ---------------------------------------------------------------- the async adapter
 
 
-class _StoreLike(Protocol):
-    async def call(self, fn: Callable[[Database], T]) -> T: ...
-
-
 class SqliteActionQueue:
     """The batcher's ActionQueue on SQLite, every call through ``Store.call``."""
 
-    def __init__(self, store: _StoreLike):
+    def __init__(self, store: Store):
         self._store = store
 
     async def heartbeat(self, owner: str, now: float) -> None:
@@ -290,5 +233,5 @@ class SqliteActionQueue:
         return await self._store.call(lambda db: queue_expired(db, now, dry_run=dry_run))
 
     async def count_active(self) -> int:
-        """Pending plus in-flight actions (:func:`bot.store.pending_count`)."""
+        """Pending plus in-flight actions (:func:`bot.storage.sqlite.store.pending_count`)."""
         return await self._store.call(pending_count)

@@ -6,16 +6,16 @@ import random
 from dataclasses import dataclass
 from enum import StrEnum
 
-from bot.errors import WeChatAPIError
-from bot.outbox_queue import QueueState
-from bot.wechat.api import (
+from bot.core.errors import (
     BatchTooLargeError,
     CredentialError,
     InvalidOpenIDError,
     QuotaError,
     RetryableError,
     TokenError,
+    WeChatAPIError,
 )
+from bot.core.outbox import QueueState
 
 BEIJING_OFFSET = 8 * 3600  # WeChat's daily quotas reset at midnight, Beijing time (UTC+8)
 

@@ -14,6 +14,22 @@ OPENID_RE = re.compile(r"^[A-Za-z0-9_-]{6,64}$")
 
 MESSAGE_TYPES = ("text", "image", "voice", "video", "shortvideo", "location", "link")
 
+# Which follower-written fields the rules see, by message type: (XML tag, text name).
+# The one source for the push parser and for `rules test`: a type absent here (image,
+# video, every event) carries no text the rules can match.
+TEXT_FIELDS: Mapping[str, tuple[tuple[str, str], ...]] = {
+    "text": (("Content", "content"),),
+    "link": (("Title", "title"), ("Description", "description"), ("Url", "url")),
+    "location": (("Label", "label"),),
+    "voice": (("Recognition", "recognition"),),
+}
+
+
+def text_field(msg_type: str) -> str | None:
+    """The name under which a push of ``msg_type`` carries its (first) follower text."""
+    fields = TEXT_FIELDS.get(msg_type)
+    return fields[0][1] if fields else None
+
 
 def is_valid_openid(openid: str) -> bool:
     """True when ``openid`` has the shape of a WeChat OpenID."""
@@ -36,8 +52,8 @@ class Event:
     ``msg_type`` is WeChat's MsgType (``text``, ``image``, ..., ``event``, or whatever
     unknown type WeChat sent); ``event`` is the lower-cased Event for ``msg_type ==
     "event"``. ``texts`` maps a field name (``content``, ``title``, ``description``,
-    ``url``, ``label``, ``recognition``, ``event_key``) to the follower-written text the
-    rules match against. ``fields`` keeps every top-level XML field as received.
+    ``url``, ``label``, ``recognition``: see ``TEXT_FIELDS``) to the follower-written
+    text the rules match against. ``fields`` keeps every top-level XML field as received.
     """
 
     openid: str
@@ -109,3 +125,19 @@ class Decision:
 
 
 NO_DECISION = Decision()
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """Result of recording a push: its row id, or ``duplicate`` for a WeChat retry."""
+
+    event_id: int | None
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One labelled text the classifier learns from."""
+
+    text: str
+    spam: bool

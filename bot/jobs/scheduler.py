@@ -15,17 +15,16 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from bot import snapshots as snap
 from bot.config import Config
-from bot.export import (
+from bot.jobs.export import (
     BlacklistSource,
     Exporter,
     ExportError,
     ExportResult,
     ExportSkipped,
-    StoreLike,
 )
 from bot.metrics import Metrics
+from bot.storage.ports import ExportStorage
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +85,7 @@ class ExportScheduler:
     the same scheduler runs (e.g. expiry checks). ``trigger`` replaces the cron (tests).
     """
 
-    def __init__(self, config: Config, store: StoreLike,
+    def __init__(self, config: Config, storage: ExportStorage,
                  source_factory: Callable[[], BlacklistSource | None],
                  metrics: Metrics | None = None, *, interval_jobs: Sequence[IntervalJob] = (),
                  clock: Callable[[], float] = time.time,
@@ -94,7 +93,7 @@ class ExportScheduler:
                  exporter_factory: Callable[..., Exporter] = Exporter,
                  after_run: Callable[[], Awaitable[None]] | None = None):
         self.config = config
-        self.store = store
+        self.storage = storage
         self.tz = ZoneInfo(config.export.timezone)
         self.trigger = trigger or CronTrigger.from_crontab(config.export.cron, timezone=self.tz)
         self._source_factory = source_factory
@@ -128,7 +127,7 @@ class ExportScheduler:
             log.warning("export: dry-run (%s): scheduled exports are skipped, the WeChat API "
                         "is not called", self.config.dry_run_reason or "no API client")
             return  # nothing to catch up: a catch-up would only record a skip
-        last = await self.store.call(snap.read_last_run)
+        last = await self.storage.snapshots.read_last_run()
         missed = missed_run(self.trigger, last, self._clock(), self.tz)
         if missed is not None:
             log.warning("the export due at %s did not run (service down?): running it now",
@@ -152,7 +151,7 @@ class ExportScheduler:
             if source is None:
                 raise ExportSkipped(f"export skipped: dry-run ({self.config.dry_run_reason}), "
                                   "so the WeChat API is not called")
-            exporter = self._exporter_factory(self.store, source, self.config.export,
+            exporter = self._exporter_factory(self.storage, source, self.config.export,
                                               clock=self._clock)
             return await exporter.run()
 

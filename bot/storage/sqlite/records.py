@@ -15,17 +15,26 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from bot.models import MESSAGE_TYPES, Action, ActionKind, Decision, Event, is_valid_openid
+from bot.core.models import (
+    MESSAGE_TYPES,
+    Action,
+    ActionKind,
+    Decision,
+    Event,
+    Recorded,
+    is_valid_openid,
+)
+from bot.core.outbox import (
+    EnqueuePlan,
+    Queued,
+    active_statuses,
+    against_state,
+    plan_enqueue,
+    queued_status,
+)
+from bot.storage.sqlite import kv
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Recorded:
-    """Result of recording a push: its row id, or ``duplicate`` for a WeChat retry."""
-
-    event_id: int | None
-    duplicate: bool
 
 
 def insert_event(db: Database, event: Event, decision: Decision, now: int,
@@ -148,81 +157,66 @@ def _extra_fields(event: Event) -> str | None:
     return _JSON.encode(dict(event.fields))
 
 
-# A permanent blacklist (NULL expiry) outranks every timed one, whether it is the one
-# stored or the one asked for, and two timed ones keep the later end: exactly SQLite's
-# many-argument MAX(), which is NULL when any argument is.
-_LATER_EXPIRY = "MAX(expires_at, ?)"
-
-
 def enqueue_action(db: Database, action: Action, now: int, *, event_id: int | None = None,
                    source: str = "rule", dry_run: bool = False) -> int | None:
     """Queue one API action, collapsing it against what is already queued or applied.
 
-    Only the follower's latest queued action matters, since the last word wins:
-    one of the same kind still waiting absorbs the new one (a permanent blacklist
-    makes it permanent, a timed one keeps the later end); an opposite one that was
-    never sent is cancelled. One that was sent, or may have been (a timeout, a
-    crash mid-call), is never cancelled: the new action queues behind it, so
-    WeChat ends in the state decided last. With nothing queued, a follower already
-    in the asked state through us is not sent again, unless an admin asked from
-    the CLI (``source="cli"``). In dry-run the row is written as ``dry_run``: a
-    would-be action, never claimed, never sent. Returns the new outbox row id, or
-    None when nothing needed queueing.
+    :func:`bot.core.outbox.plan_enqueue` and :func:`~bot.core.outbox.against_state`
+    decide (the last word wins, a permanent blacklist outranks a timed one); this
+    reads the follower's rows for them and writes what they decide. In dry-run the
+    row is written as ``dry_run``: a would-be action, never claimed, never sent.
+    Returns the new outbox row id, or None when nothing needed queueing.
     """
     kind = ActionKind(action.kind)
     if not is_valid_openid(action.openid):
         log.warning("not queueing %s for malformed OpenID %r", kind, action.openid[:64])
         return None
-    status = "dry_run" if dry_run else "pending"
-    active = db.execute(
-        "SELECT id, kind, status, attempts FROM actions WHERE openid = ? AND status IN (?, ?)"
-        " ORDER BY id", [action.openid, status, "dry_run" if dry_run else "sending"],
-    ).fetchall()
-    cancelled = False
-    while active and active[-1][1] != kind and active[-1][2] == status and active[-1][3] == 0:
-        db.execute("UPDATE actions SET status = 'cancelled', updated_at = ?, errmsg = ?"
-                   " WHERE id = ?", [now, f"superseded by {kind}", active.pop()[0]])
-        cancelled = True
-    if cancelled and kind is ActionKind.BLACKLIST and not dry_run:
-        # The unblacklist never went out (an expiry's, or an admin's remove): what is in
-        # force from now on is this blacklist, with its own end.
-        db.execute("UPDATE blacklist SET expires_at = ?, updated_at = ? WHERE openid = ?"
-                   " AND status = 'blacklisted'", [action.expires_at, now, action.openid])
-    if active and active[-1][1] == kind and active[-1][2] == status:
-        if kind is ActionKind.BLACKLIST:
-            db.execute(f"UPDATE actions SET expires_at = {_LATER_EXPIRY}, updated_at = ?"
-                       " WHERE id = ?", [action.expires_at, now, active[-1][0]])
+    queued = [Queued(*row) for row in db.execute(
+        "SELECT id, kind, status, attempts, expires_at FROM actions WHERE openid = ?"
+        " AND status IN (?, ?) ORDER BY id", [action.openid, *active_statuses(dry_run)],
+    ).fetchall()]
+    plan = plan_enqueue(kind, action.expires_at, queued, dry_run=dry_run, source=source)
+    _cancel(db, plan, action, kind, now)
+    if plan.absorb_into is not None:
+        if plan.extend:
+            db.execute("UPDATE actions SET expires_at = ?, updated_at = ? WHERE id = ?",
+                       [plan.absorbed_end, now, plan.absorb_into])
         return None
-    if not active and not dry_run and source != "cli" and _needless(db, action, kind, now,
-                                                                    cancelled):
+    if plan.check_state and _needless(db, action, kind, now, bool(plan.cancel)):
         return None
     cur = db.execute(
         "INSERT INTO actions (openid, kind, rule_id, reason, source, event_id, status,"
         " created_at, updated_at, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-        [action.openid, str(kind), action.rule_id, action.reason, source, event_id, status,
-         now, now, action.expires_at],
+        [action.openid, str(kind), action.rule_id, action.reason, source, event_id,
+         queued_status(dry_run), now, now, action.expires_at],
     )
     return cur.lastrowid
 
 
+def _cancel(db: Database, plan: EnqueuePlan, action: Action, kind: ActionKind, now: int
+            ) -> None:
+    """Cancel the unsent opposites the plan names; a cancelled unblacklist hands the
+    blacklist in force the new one's end."""
+    for row_id in plan.cancel:
+        db.execute("UPDATE actions SET status = 'cancelled', updated_at = ?, errmsg = ?"
+                   " WHERE id = ?", [now, f"superseded by {kind}", row_id])
+    if plan.reset_end:
+        db.execute("UPDATE blacklist SET expires_at = ?, updated_at = ? WHERE openid = ?"
+                   " AND status = 'blacklisted'", [action.expires_at, now, action.openid])
+
+
 def _needless(db: Database, action: Action, kind: ActionKind, now: int,
               cancelled_one: bool) -> bool:
-    """True when the follower is already in the asked state through us (or never left it).
-
-    Called with nothing of the follower's queued or in flight.
-    """
-    state = db.execute("SELECT status FROM blacklist WHERE openid = ?",
-                       [action.openid]).fetchone()
-    if state is None:
-        return cancelled_one  # its opposite was cancelled before it was ever sent
-    wanted = "blacklisted" if kind is ActionKind.BLACKLIST else "removed"
-    if state[0] != wanted:
-        return False
-    if kind is ActionKind.BLACKLIST and not cancelled_one:  # (else its end is set already)
-        # a permanent one (None) makes it permanent; of two timed ones the later end
-        db.execute(f"UPDATE blacklist SET expires_at = {_LATER_EXPIRY}, updated_at = ?"
-                   " WHERE openid = ?", [action.expires_at, now, action.openid])
-    return True
+    """Ask :func:`~bot.core.outbox.against_state` with the follower's recorded state,
+    and record the extended end it may set."""
+    row = db.execute("SELECT status, expires_at FROM blacklist WHERE openid = ?",
+                     [action.openid]).fetchone()
+    check = against_state(tuple(row) if row else None, kind, action.expires_at,
+                          cancelled_one=cancelled_one)
+    if check.set_end:
+        db.execute("UPDATE blacklist SET expires_at = ?, updated_at = ? WHERE openid = ?",
+                   [check.end, now, action.openid])
+    return check.needless
 
 
 def row_to_event(row: sqlite3.Row | tuple[Any, ...], columns: Sequence[str]) -> Event:
@@ -244,21 +238,24 @@ def iter_events(db: Database, since: int = 0) -> Iterator[tuple[int, Event]]:
         yield row[0], row_to_event(row, columns)
 
 
-def purge_content(db: Database, before: int, limit: int = 5000) -> int:
+def purge_content(db: Database, before: int, limit: int = 5000, *, now: float | None = None
+                  ) -> int:
     """Drop followers' words from what is older than ``before``; return rows changed.
 
     Message content goes, and so do the excerpts that rule evidence and action
     reasons quote (``... at 3-8: "..."`` becomes ``... at 3-8: [purged]``); which
     rule fired, where and why stays. At most ``limit`` rows of each table, so that
     one call never holds the writer (and so every push) for long: call it again
-    while it returns ``limit`` or more.
+    while it returns ``limit`` or more. ``now`` (default: the clock) tells a row stamped
+    by a wrong clock, over a day ahead of it.
     """
-    events = _due(db, "events", "received_at", "purged", before=before, limit=limit)
+    now = time.time() if now is None else now
+    events = _due(db, "events", "received_at", "purged", before=before, limit=limit, now=now)
     db.conn.executemany("UPDATE events SET texts = NULL, fields = NULL, purged = 1"
                         " WHERE id = ?", [(row_id,) for row_id, _ in events])
     changed = len(events)
     for table, column in (("decisions", "evidence"), ("actions", "reason")):
-        rows = _due(db, table, "created_at", column, before=before, limit=limit)
+        rows = _due(db, table, "created_at", column, before=before, limit=limit, now=now)
         db.conn.executemany(f"UPDATE {table} SET {column} = ? WHERE id = ?",
                             [(redact_quotes(text), row_id) for row_id, text in rows])
         changed += len(rows)
@@ -272,26 +269,24 @@ def purge_content(db: Database, before: int, limit: int = 5000) -> int:
     return changed + len(redacted)
 
 
-def _due(db: Database, table: str, stamp: str, column: str, *, before: int, limit: int
-         ) -> list[tuple[int, Any]]:
+def _due(db: Database, table: str, stamp: str, column: str, *, before: int, limit: int,
+         now: float) -> list[tuple[int, Any]]:
     """Up to ``limit`` ``(id, column)`` of ``table`` stamped before ``before``, walking
     ids from where the last purge of it stopped (kept in ``kv``), and moving that mark.
 
     Ids grow with time, so no index is needed (one would cost every push) and rows
     purged once are never read again.
     """
-    key = f"purge.{table}"
-    mark = db.execute("SELECT value FROM kv WHERE key = ?", [key]).fetchone()
+    key = kv.PURGE_PREFIX + table
+    mark = kv.get(db, key)
     rows = db.execute(f"SELECT id, {stamp}, {column} FROM {table} WHERE id > ? ORDER BY id"
-                      f" LIMIT ?", [int(mark[0]) if mark else 0, limit]).fetchall()
+                      f" LIMIT ?", [int(mark) if mark else 0, limit]).fetchall()
     # A row stamped over a day ahead came from a wrong clock: waiting for its date would
     # hold every row behind it, so it goes now.
-    future = int(time.time()) + 86400
+    future = int(now) + 86400
     due = list(itertools.takewhile(lambda row: row[1] < before or row[1] > future, rows))
     if due:
-        db.execute("INSERT INTO kv (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT(key)"
-                   " DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                   [key, str(due[-1][0]), before])
+        kv.put(db, key, str(due[-1][0]), before)
     return [(row[0], row[2]) for row in due]
 
 

@@ -3,8 +3,8 @@
 sqlite3 connections belong to one thread: every database call from the event loop
 goes through :class:`Store`, which runs it on that thread and group-commits pushes
 so that many share one fsync while each is still committed before it is answered.
-The schema lives in :mod:`bot.schema`, the SQL on the tables in :mod:`bot.records`
-(re-exported here, the names callers know the store by).
+The schema lives in :mod:`bot.storage.sqlite.schema`, the SQL on the tables in
+:mod:`bot.storage.sqlite.records` (re-exported here, the names callers know the store by).
 """
 
 from __future__ import annotations
@@ -22,10 +22,9 @@ from typing import Any, TypeVar
 
 from sqlite_utils import Database
 
-from bot.models import Decision, Event
-from bot.records import (
+from bot.core.models import Decision, Event, Recorded
+from bot.storage.sqlite.records import (
     Push,
-    Recorded,
     enqueue_action,
     event_row,
     insert_decision,
@@ -36,10 +35,10 @@ from bot.records import (
     record_pushes,
     row_to_event,
 )
-from bot.schema import open_db
+from bot.storage.sqlite.schema import open_db
 
 __all__ = [
-    "Push", "Recorded", "Store", "enqueue_action", "event_row", "insert_decision",
+    "Push", "Store", "enqueue_action", "event_row", "insert_decision",
     "insert_event", "iter_events", "open_db", "pending_count", "purge_content",
     "record_pushes", "row_to_event", "run_sync",
 ]
@@ -63,8 +62,10 @@ class Store:
     push commits at once. A call's future resolves only after its COMMIT.
     """
 
-    def __init__(self, path: str | Path, *, max_batch: int = 256, synchronous: str = "full"):
+    def __init__(self, path: str | Path, *, max_batch: int = 256, synchronous: str = "full",
+                 clock: Callable[[], float] = time.time):
         self.path = Path(path)
+        self._clock = clock
         self.max_batch = max_batch
         self.synchronous = synchronous
         self._queue: queue.SimpleQueue[list[_Job] | None] = queue.SimpleQueue()
@@ -113,7 +114,7 @@ class Store:
     async def record(self, event: Event, decision: Decision, *, dry_run: bool = False
                      ) -> Recorded:
         """Commit a push with its decision and actions; a WeChat retry comes back duplicate."""
-        now = int(time.time())
+        now = int(self._clock())
         push = Push(event_row(event, now), event.openid, decision, dry_run)
         recorded: Recorded = await self._enqueue(push)
         return recorded
@@ -194,7 +195,7 @@ class Store:
         db.conn.execute("BEGIN IMMEDIATE")
         pushes = [(job, job.work) for job in jobs if isinstance(job.work, Push)]
         if pushes:
-            recorded = record_pushes(db, [push for _, push in pushes], int(time.time()))
+            recorded = record_pushes(db, [push for _, push in pushes], int(self._clock()))
             outcomes.extend((job, True, result)
                             for (job, _), result in zip(pushes, recorded, strict=True))
         outcomes.extend(self._run_job(db, job) for job in jobs if not isinstance(job.work, Push))

@@ -1,21 +1,20 @@
-"""aiohttp handlers: the WeChat push endpoint, /healthz and /metrics."""
+"""The WeChat push endpoint: verify, parse, decide, commit, then answer."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from aiohttp import web
 
-from bot.errors import PushError
-from bot.metrics import CONTENT_TYPE_LATEST, Metrics
-from bot.models import MESSAGE_TYPES, Decision, Event
-from bot.store import Recorded
+from bot.core.errors import PushError
+from bot.core.models import MESSAGE_TYPES, Decision, Event
+from bot.metrics import Metrics
+from bot.storage.ports import Recorder
 from bot.wechat.push import PushCodec, parse_event
 
 log = logging.getLogger(__name__)
@@ -33,12 +32,6 @@ class Engine(Protocol):
     """Decides what to do about one event (the rule engine)."""
 
     def evaluate(self, event: Event) -> Decision: ...
-
-
-class Recorder(Protocol):
-    """Commits an event with its decision and actions (the store)."""
-
-    async def record(self, event: Event, decision: Decision) -> Recorded: ...
 
 
 class RecentPushes(Protocol):
@@ -160,18 +153,3 @@ class Webhook:
     def _count(self, decision: Decision) -> None:
         for hit in decision.hits:
             self.metrics.decisions.labels(hit.rule_id, str(hit.action)).inc()
-
-
-async def healthz(health: Callable[[], Awaitable[dict[str, Any]]]) -> web.Response:
-    """/healthz: 200 with the service's state as JSON (503 when the store is down)."""
-    state = await health()
-    status = 200 if state.get("status") != "down" else 503
-    return web.Response(status=status, text=json.dumps(state, ensure_ascii=False),
-                        content_type="application/json")
-
-
-def metrics_response(metrics: Metrics) -> web.Response:
-    """/metrics: the Prometheus text exposition."""
-    response = web.Response(body=metrics.render())
-    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
-    return response

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bot.errors import RuleError
+from bot.core.errors import RuleError
 from bot.rules.compiled import RuleSet
 from bot.rules.engine import RuleEngine
 from bot.rules.loader import SUFFIXES, load_ruleset
@@ -44,14 +44,16 @@ class RuleWatcher:
 
     def __init__(self, directory: str | Path, engine: RuleEngine, interval: float,
                  on_change: Callable[[RuleSet], None] | None = None,
-                 on_error: Callable[[RuleError], None] | None = None):
+                 on_error: Callable[[RuleError], None] | None = None, *,
+                 clock: Callable[[], float] = time.time):
         self.directory = Path(directory)
         self.engine = engine
         self.interval = interval
         self.on_change = on_change
         self.on_error = on_error
         self.last_error: str | None = None
-        self.loaded_at: float | None = time.time()
+        self._clock = clock
+        self.loaded_at: float | None = clock()
         # The engine was built from the directory as it is now; only later edits count.
         self._snapshot = snapshot(self.directory)
 
@@ -81,7 +83,7 @@ class RuleWatcher:
             return True
         self.engine.replace(ruleset)
         self.last_error = None
-        self.loaded_at = time.time()
+        self.loaded_at = self._clock()
         log.info("rules reloaded: %s", ruleset.summary())
         if self.on_change is not None:
             self.on_change(ruleset)

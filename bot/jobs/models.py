@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable
 
-from sqlite_utils import Database
-
-from bot.classifier.model import Model, ModelError
-from bot.learn import DEFAULT_THRESHOLD, seed_samples, train
+from bot.classifier.files import seed_samples
+from bot.classifier.model import DEFAULT_THRESHOLD, Model, ModelError
+from bot.classifier.train import train
 from bot.rules.engine import RuleEngine
-from bot.samples import (
-    latest_model_id,
-    load_model_blob,
-    newest_sample_at,
-    save_model,
-    stored_samples,
-)
+from bot.storage.ports import ClassifierStore
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-Call = Callable[[Callable[[Database], T]], Awaitable[T]]
 
 
 class ModelWatcher:
@@ -34,9 +23,11 @@ class ModelWatcher:
     the box. ``last_error`` says why the newest model is not in force.
     """
 
-    def __init__(self, call: Call[Any], engine: RuleEngine, interval: float,
+    def __init__(self, store: ClassifierStore, engine: RuleEngine, interval: float, *,
+                 clock: Callable[[], float],
                  threshold: Callable[[], float] = lambda: DEFAULT_THRESHOLD):
-        self.call = call
+        self.store = store
+        self.clock = clock
         self.engine = engine
         self.interval = interval
         self.threshold = threshold
@@ -60,7 +51,7 @@ class ModelWatcher:
 
     async def check_once(self) -> bool:
         """Put a newer stored model in force; True when one was loaded."""
-        newest = await self.call(latest_model_id)
+        newest = await self.store.latest_model_id()
         if newest == 0:
             if not self._seeded and self.engine.ruleset.uses_classifier:
                 self._seeded = True
@@ -68,7 +59,7 @@ class ModelWatcher:
             return False
         if newest == self.model_id:
             return False
-        blob = await self.call(lambda db: load_model_blob(db, newest))
+        blob = await self.store.model_blob(newest)
         try:
             if blob is None:
                 raise ModelError(f"model {newest} vanished while being read")
@@ -84,15 +75,15 @@ class ModelWatcher:
         log.info("classifier model %d in force: %s", newest, model.summary())
         return True
 
-    async def retrain_if_new(self) -> bool:
+    async def retrain_if_new(self) -> None:
         """Retrain (the nightly job) when samples were stored since the model in force
-        was trained; True when a model was stored (put in force by the next poll)."""
-        newest = await self.call(newest_sample_at)
+        was trained; the next poll puts the new model in force."""
+        newest = await self.store.newest_sample_at()
         model = self.model
         if not newest or (model is not None and newest <= model.trained_at):
-            return False
+            return
         log.info("new samples since the model in force: retraining the classifier")
-        return await self._train("nightly", validate=True)
+        await self._train("nightly", validate=True)
 
     async def _train_seed(self) -> None:
         """Train from the seeds (and anything stored) off the loop and the writer thread."""
@@ -102,9 +93,9 @@ class ModelWatcher:
     async def _train(self, source: str, *, validate: bool) -> bool:
         """Train on the stored samples and the seeds off the loop and the writer thread
         (the database is read and written in two short calls), and store the model."""
-        started = time.monotonic()
-        now = int(time.time())
-        stored = await self.call(stored_samples)
+        started = self.clock()
+        now = int(started)
+        stored = await self.store.samples()
         try:
             model = await asyncio.to_thread(train, stored, seed_samples(),
                                             threshold=self.threshold(), now=now,
@@ -114,9 +105,9 @@ class ModelWatcher:
                         "`python -m bot learn` trains one", exc)
             return False
         blob = await asyncio.to_thread(model.dumps)
-        await self.call(lambda db: save_model(db, blob, trained_at=now,
-                                              samples=model.samples, source=source))
+        await self.store.save_model(blob, trained_at=now, samples=model.samples,
+                                    source=source)
         log.info("%s model trained on %d samples in %.1f s%s", source, model.samples,
-                 time.monotonic() - started,
+                 self.clock() - started,
                  f"; {model.quality.describe()}" if model.quality else "")
         return True

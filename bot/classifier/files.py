@@ -1,26 +1,18 @@
-"""Learning: read labelled files, train on stored samples plus the seed set, store the model."""
+"""Labelled texts from files: operators' JSONL and plain files, and the shipped seeds."""
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from sqlite_utils import Database
-
-from bot.classifier.model import Model, Quality, Sample
-from bot.errors import BotError
-from bot.samples import save_model, stored_samples
+from bot.core.errors import BotError
+from bot.core.models import Sample
 
 log = logging.getLogger(__name__)
-# The threshold figures are quoted at when no rule file has a classifier condition.
-DEFAULT_THRESHOLD = 0.9
 MAX_TEXT = 10_000
-FOLDS = 5
 
 
 class SampleFileError(BotError):
@@ -113,68 +105,3 @@ def seed_samples() -> list[Sample]:
         out += [Sample(line.strip(), spam) for line in text.split("\n")
                 if line.strip() and not line.startswith("#")]
     return out
-
-
-@dataclass(frozen=True)
-class Trained:
-    """A training run: the stored model and what it took."""
-
-    model: Model
-    model_id: int
-    seconds: float
-    stored: int
-    seeds: int
-
-
-def train(stored: Sequence[Sample], seeds: Sequence[Sample], *, threshold: float, now: int,
-          validate: bool = True) -> Model:
-    """A model trained on ``stored`` plus ``seeds`` (pure computation: run it off the loop).
-
-    With ``validate``, the stored samples are also scored by ``FOLDS``-fold
-    cross-validation (seeds always in the training folds) and the model keeps the
-    figures at ``threshold``.
-    """
-    from bot.classifier.train import cross_validate, fit  # numpy: only when training
-
-    quality: Quality | None = None
-    if validate and len({s.spam for s in stored}) == 2 and len(stored) >= 2 * FOLDS:
-        quality, _ = cross_validate(stored, threshold=threshold, folds=FOLDS, extra=seeds)
-    return fit(_unique([*stored, *seeds]), now=now, quality=quality)
-
-
-def train_and_store(db: Database, *, threshold: float, now: int, source: str) -> Trained:
-    """Train on every stored sample plus the seeds and store the model (for the CLI)."""
-    started = time.process_time()
-    stored = stored_samples(db)
-    seeds = seed_samples()
-    model = train(stored, seeds, threshold=threshold, now=now)
-    model_id = save_model(db, model.dumps(), trained_at=now, samples=model.samples,
-                          source=source)
-    return Trained(model, model_id, time.process_time() - started, len(stored), len(seeds))
-
-
-def _unique(samples: list[Sample]) -> list[Sample]:
-    """One sample per text, the first label given winning (stored samples come first)."""
-    seen: dict[str, Sample] = {}
-    for sample in samples:
-        seen.setdefault(sample.text, sample)
-    return list(seen.values())
-
-
-def stored_model(path: str | Path) -> Model | None:
-    """The model in force in the database at ``path`` (None: no database, or no model).
-
-    ModelError when the newest stored model cannot be read.
-    """
-    from bot.samples import latest_model_id, load_model_blob
-    from bot.schema import open_db
-
-    if not Path(path).is_file():
-        return None
-    db = open_db(path)
-    try:
-        model_id = latest_model_id(db)
-        blob = load_model_blob(db, model_id) if model_id else None
-    finally:
-        db.close()
-    return Model.loads(blob) if blob is not None else None

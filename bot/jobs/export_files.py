@@ -7,28 +7,20 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import AsyncIterator, Callable
-from functools import partial
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
-from sqlite_utils import Database
 
-from bot import snapshots as snap
+from bot.storage.ports import Snapshots
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CHUNK = 10_000  # rows per database call: the writer thread is never held for long
 DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-class StoreLike(Protocol):
-    """The database owner (``bot.store.Store``): runs ``fn(db)`` in a transaction."""
-
-    async def call(self, fn: Callable[[Database], T]) -> T: ...
 
 
 async def write_atomic(path: Path, chunks: AsyncIterator[str]) -> None:
@@ -71,13 +63,12 @@ async def one_chunk(text: str) -> AsyncIterator[str]:
     yield text
 
 
-async def csv_chunks(store: StoreLike, snapshot_id: int) -> AsyncIterator[str]:
-    """The CSV text of a snapshot, streamed from SQLite in OpenID order."""
+async def csv_chunks(snapshots: Snapshots, snapshot_id: int) -> AsyncIterator[str]:
+    """The CSV text of a snapshot, streamed from storage in OpenID order."""
     yield "openid\n"
     after = ""
     while True:
-        rows = await store.call(partial(snap.entries_chunk, snapshot_id=snapshot_id, after=after,
-                                        limit=CHUNK))
+        rows = await snapshots.entries_chunk(snapshot_id, after, CHUNK)
         if not rows:
             return
         yield "".join(o + "\n" for o in rows)

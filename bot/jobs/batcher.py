@@ -7,52 +7,29 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bot.config import ActionsConfig
-from bot.errors import WeChatAPIError
-from bot.metrics import Metrics
-from bot.models import ActionKind
-from bot.outbox_queue import Claimed, QueueState, SqliteActionQueue, make_owner
-from bot.settle import (
+from bot.core.errors import InvalidOpenIDError, WeChatAPIError, explain
+from bot.core.models import ActionKind
+from bot.core.outbox import Claimed
+from bot.core.settle import (
     Backoff,
     Settlement,
     Verdict,
     settle,
     wait_before_send,
 )
-from bot.wechat.api import (
-    InvalidOpenIDError,
-    explain,
-)
+from bot.core.timefmt import local_time
+from bot.metrics import Metrics
+from bot.storage.owners import make_owner
+from bot.storage.ports import ActionQueue
 
 log = logging.getLogger(__name__)
 KINDS = (ActionKind.BLACKLIST, ActionKind.UNBLACKLIST)
 DEFAULT_BACKOFF = Backoff()
-
-
-# ---------------------------------------------------------------- the ports
-
-
-class ActionQueue(Protocol):
-    """The durable outbox as the batcher needs it (SQLite now, Redis later)."""
-
-    async def heartbeat(self, owner: str, now: float) -> None: ...
-    async def release_owner(self, owner: str, now: float) -> int: ...
-    async def reclaim_stale(self, now: float, stale_after: float) -> int: ...
-    async def state(self, kind: str, now: float, limit: int) -> QueueState: ...
-    async def claim(self, kind: str, owner: str, now: float, limit: int) -> list[Claimed]: ...
-    async def release(self, ids: Sequence[int], now: float, *, not_before: float,
-                      errcode: int | None = None, errmsg: str = "",
-                      count_attempt: bool = True) -> None: ...
-    async def complete(self, rows: Sequence[Claimed], now: float) -> None: ...
-    async def finish(self, ids: Sequence[int], now: float, status: str, *,
-                     errcode: int | None = None, errmsg: str = "") -> None: ...
-    async def set_pause(self, until: float, reason: str, now: float) -> None: ...
-    async def queue_expired(self, now: float, *, dry_run: bool = False) -> int: ...
-    async def count_active(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,16 +75,18 @@ class Batcher:
     It only heartbeats and records expiries as ``dry_run`` would-be unblacklists.
     """
 
-    def __init__(self, store: Any, client: BlacklistAPI | None, config: ActionsConfig,
+    def __init__(self, queue: ActionQueue, client: BlacklistAPI | None, config: ActionsConfig,
                  metrics: Metrics, *, dry_run: bool, owner: str = "",
-                 queue: ActionQueue | None = None, backoff: Backoff = DEFAULT_BACKOFF,
+                 backoff: Backoff = DEFAULT_BACKOFF,
                  clock: Callable[[], float] = time.time, housekeeping_seconds: float = 10.0,
                  stale_after: float = 60.0, idle_seconds: float = 1.0,
-                 rng: random.Random | None = None):
+                 rng: random.Random | None = None,
+                 monotonic: Callable[[], float] = time.monotonic):
         if client is None and not dry_run:
             raise ValueError("a Batcher without an API client must run in dry-run mode")
         self.owner = owner or make_owner()
-        self._queue: ActionQueue = queue or SqliteActionQueue(store)
+        self._queue = queue
+        self._monotonic = monotonic
         self._client, self._config, self._metrics = client, config, metrics
         self._dry_run, self._backoff, self._clock = dry_run, backoff, clock
         self._housekeeping, self._stale_after = housekeeping_seconds, stale_after
@@ -171,11 +150,11 @@ class Batcher:
             return False
         self._flush = True
         self.wake()
-        deadline = time.monotonic() + timeout
+        deadline = self._monotonic() + timeout
         try:
-            while time.monotonic() < deadline:
+            while self._monotonic() < deadline:
                 paused_for = self._paused_until - self._clock()
-                if paused_for > deadline - time.monotonic() and not self._busy:
+                if paused_for > deadline - self._monotonic() and not self._busy:
                     return False  # paused past the deadline (a pause ending before it,
                     # like 45011's minute, is waited out)
                 self._pending = await self._queue.count_active()
@@ -333,7 +312,7 @@ class Batcher:
             brief = s.not_before - now <= 60  # the per-minute limit: routine under load
             log.log(logging.WARNING if brief else logging.ERROR,
                     "SENDING PAUSED until %s, %d+ actions kept queued. %s",
-                      time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.not_before)),
+                      local_time(s.not_before),
                       len(rows), reason)
             await self._queue.release(ids, now, not_before=0, errcode=s.errcode,
                                       errmsg=s.errmsg, count_attempt=False)

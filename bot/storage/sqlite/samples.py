@@ -1,14 +1,17 @@
-"""SQL of the classifier: the stored training samples and the trained models."""
+"""The classifier's tables: stored training samples and trained models."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlite_utils import Database
 
-from bot.classifier.model import Sample
+from bot.core.models import Sample
+from bot.storage.sqlite.schema import open_db
+from bot.storage.sqlite.store import run_sync
 
 # A follower's recent texts, for learning from an admin's correction: how far back and
 # how many (the texts that led to the decision are the ones that matter).
@@ -66,7 +69,7 @@ def newest_sample_at(db: Database) -> int:
     return int(db.execute("SELECT coalesce(max(created_at), 0) FROM samples").fetchone()[0])
 
 
-def forget(db: Database, openid: str | None) -> int:
+def _forget(db: Database, openid: str | None) -> int:
     """Delete the samples taken from one follower, or every sample (``None``)."""
     if openid is None:
         return db.execute("DELETE FROM samples").rowcount
@@ -155,3 +158,57 @@ def learn_from_verdict(db: Database, openid: str, *, spam: bool, now: int) -> Ad
     texts = texts or recent_texts(db, openid, now)
     source = "blacklist add" if spam else "blacklist remove"
     return add_samples(db, ((t, spam) for t in texts), source=source, now=now, openid=openid)
+
+
+# ---------------------------------------------------------------- the CLI's calls
+
+
+@dataclass(frozen=True)
+class Learnt:
+    """What ``learn`` changed, and every sample now stored."""
+
+    stored: list[Sample]
+    added: Added = Added()
+    forgot: int | None = None
+    history: int = 0
+    followers: int = 0
+
+
+def learn_into(path: str | Path, samples: Sequence[Sample], *, now: int,
+               stood: int | None = None, forget: str | None = None) -> Learnt:
+    """In one transaction: forget one follower's samples (``forget`` an OpenID, or ``""``
+    for all), store ``samples``, and with ``stood`` learn as spam the texts of followers
+    whose rule blacklist has stood that long. Returns what is stored after."""
+
+    def change(db: Database) -> Learnt:
+        forgot = None if forget is None else _forget(db, forget or None)
+        added = add_samples(db, ((s.text, s.spam) for s in samples), source="learn",
+                            now=now)
+        history = followers = 0
+        if stood is not None:
+            for openid, texts in texts_of_standing_blacklists(db, stood, now):
+                history += add_samples(db, ((t, True) for t in texts), source="history",
+                                       now=now, openid=openid).stored
+                followers += 1
+        return Learnt(stored_samples(db), added, forgot, history, followers)
+
+    return run_sync(path, change)
+
+
+def store_model(path: str | Path, blob: bytes, *, trained_at: int, samples: int,
+                source: str) -> int:
+    """Store a trained model in the database at ``path``: the one in force."""
+    return run_sync(path, lambda db: save_model(db, blob, trained_at=trained_at,
+                                                samples=samples, source=source))
+
+
+def newest_model_blob(path: str | Path) -> bytes | None:
+    """The model in force at ``path``; None when there is no database or no model."""
+    if not Path(path).is_file():
+        return None
+    db = open_db(path)
+    try:
+        model_id = latest_model_id(db)
+        return load_model_blob(db, model_id) if model_id else None
+    finally:
+        db.close()

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from html import escape
 from typing import Any
-from zoneinfo import ZoneInfo
+
+from bot.core.timefmt import MINUTES, local_time
 
 CSS = """
 body{font:14px/1.45 -apple-system,"Segoe UI","PingFang SC","Microsoft YaHei",sans-serif;
@@ -61,7 +61,7 @@ class ReportData:
 
     def when(self, ts: float) -> str:
         """``ts`` as local time in the export's time zone."""
-        return datetime.fromtimestamp(ts, ZoneInfo(self.timezone)).strftime("%Y-%m-%d %H:%M")
+        return local_time(ts, self.timezone, MINUTES)
 
 
 def summary_json(data: ReportData) -> dict[str, Any]:

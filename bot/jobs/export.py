@@ -11,18 +11,15 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
-from zoneinfo import ZoneInfo
 
-from bot import snapshots as snap
 from bot.config import ExportConfig
-from bot.errors import BotError
-from bot.export_files import (
+from bot.core.errors import BotError
+from bot.core.paging import BlacklistPage, Progress, RetryPolicy, is_retryable, next_begin
+from bot.core.timefmt import day_of
+from bot.jobs.export_files import (
     CHUNK,
-    StoreLike,
     csv_chunks,
     export_paths,
     notify,
@@ -30,7 +27,8 @@ from bot.export_files import (
     remove_old_files,
     write_atomic,
 )
-from bot.report import Finding, ReportData, render_html, summary_json, summary_text
+from bot.jobs.report import Finding, ReportData, render_html, summary_json, summary_text
+from bot.storage.ports import ExportStorage, Snapshots
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,81 +45,13 @@ class ExportSkipped(ExportError):
     """The export did not start: another is running, or the API may not be called."""
 
 
-class BlacklistPage(Protocol):
-    """What a getblacklist page carries (``bot.wechat.api.BlacklistPage`` fits)."""
-
-    @property
-    def total(self) -> int: ...
-    @property
-    def count(self) -> int: ...
-    @property
-    def openids(self) -> list[str]: ...
-    @property
-    def next_openid(self) -> str: ...
-
-
 class BlacklistSource(Protocol):
     """Where the blacklist comes from: the WeChat client, or a test's own source."""
 
     async def get_blacklist_page(self, begin_openid: str) -> BlacklistPage: ...
 
 
-# ---------------------------------------------------------------- paging (pure decisions)
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Bounded retries of a failed page: ``attempts`` in all, exponential delay, capped."""
-
-    attempts: int = 5
-    base: float = 1.0
-    cap: float = 60.0
-
-    def delay(self, failed: int, exc: BaseException) -> float:
-        """Seconds to wait after the ``failed``-th failure (45011 waits out the minute)."""
-        if getattr(exc, "errcode", None) == 45011:
-            return self.cap
-        return min(self.cap, self.base * 2 ** (failed - 1))
-
-
-def is_retryable(exc: BaseException) -> bool:
-    """Transient failures worth another try: busy, 5xx, timeouts, per-minute quota."""
-    from bot.wechat.api import QuotaError, RetryableError, TokenError
-
-    if isinstance(exc, QuotaError):
-        return exc.scope == "minute"
-    return isinstance(exc, RetryableError | TokenError)
-
-
-def next_begin(page: BlacklistPage, begin: str, seen: set[str], new: int
-               ) -> tuple[str | None, str]:
-    """Where the next page starts, or None and why paging ends.
-
-    ``seen`` holds every begin_openid used so far; ``new`` how many OpenIDs this page
-    added that earlier pages had not listed. ``total`` never ends paging: OpenIDs kept
-    from earlier pages may have been removed since, so reaching it says nothing about
-    the pages still ahead of the cursor.
-    """
-    if page.count == 0 or not page.openids:
-        return None, "count 0"
-    if not page.next_openid:
-        return None, "empty next_openid"
-    if page.next_openid in seen or page.next_openid == begin:
-        return None, "repeated next_openid"
-    if new == 0:
-        return None, "no new OpenIDs on a page (the API is looping)"
-    return page.next_openid, ""
-
-
-@dataclass
-class Progress:
-    """How far the paging got, for the CLI's progress line and the log."""
-
-    pages: int = 0
-    kept: int = 0
-    total: int = 0
-    retries: int = 0
-    end: str = ""
+# ---------------------------------------------------------------- paging
 
 
 async def fetch_page(source: BlacklistSource, begin: str, policy: RetryPolicy,
@@ -143,7 +73,7 @@ async def fetch_page(source: BlacklistSource, begin: str, policy: RetryPolicy,
     raise AssertionError("unreachable")
 
 
-async def page_into(store: StoreLike, source: BlacklistSource, snapshot_id: int, *,
+async def page_into(snapshots: Snapshots, source: BlacklistSource, snapshot_id: int, *,
                     policy: RetryPolicy, sleep: Callable[[float], Awaitable[Any]],
                     on_page: Callable[[Progress], None], keep_lock: Callable[[], Awaitable[None]]
                     ) -> Progress:
@@ -153,8 +83,7 @@ async def page_into(store: StoreLike, source: BlacklistSource, snapshot_id: int,
         page = await fetch_page(source, begin, policy, sleep, progress)
         new = 0
         for chunk in _chunks(list(page.openids), CHUNK):
-            new += await store.call(partial(snap.add_entries, snapshot_id=snapshot_id,
-                                           openids=list(chunk)))
+            new += await snapshots.add_entries(snapshot_id, list(chunk))
         progress.pages += 1
         progress.kept += new
         progress.total = page.total
@@ -172,24 +101,15 @@ def _chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
-# ---------------------------------------------------------------- files
-
-
-def day_of(ts: float, tz: str) -> str:
-    """The calendar day (YYYY-MM-DD) of ``ts`` in the export's time zone."""
-    return datetime.fromtimestamp(ts, ZoneInfo(tz)).date().isoformat()
-
-
 # ---------------------------------------------------------------- scans and report data
 
 
-async def scan(store: StoreLike, name: str, params: list[Any], sample: int = SAMPLE
+async def scan(snapshots: Snapshots, name: str, params: list[Any], sample: int = SAMPLE
                ) -> tuple[int, list[str]]:
     """Run a keyset scan chunk by chunk: (how many flagged, the first ``sample``)."""
     count, first, after = 0, list[str](), ""
     while True:
-        last, flagged = await store.call(
-            partial(snap.scan_chunk, scan=name, params=params, after=after, limit=CHUNK))
+        last, flagged = await snapshots.scan_chunk(name, params, after, CHUNK)
         count += len(flagged)
         first.extend(flagged[: max(0, sample - len(first))])
         if last is None:
@@ -197,48 +117,47 @@ async def scan(store: StoreLike, name: str, params: list[Any], sample: int = SAM
         after = last
 
 
-async def build_report(store: StoreLike, day: str, tz: str, *, reconcile: bool = True
+async def build_report(snapshots: Snapshots, day: str, tz: str, *, reconcile: bool = True
                        ) -> ReportData:
     """Everything the report shows for the day's snapshot, read from the database."""
-    current = await store.call(lambda db: snap.get_snapshot(db, day))
+    current = await snapshots.get(day)
     if current is None:
         raise ExportError(f"no complete snapshot for {day}: run `python -m bot export` first")
-    prev = await store.call(lambda db: snap.previous_snapshot(db, day))
+    prev = await snapshots.previous(day)
     data = ReportData(day=day, timezone=tz, taken_at=current.taken_at, total=current.total,
                       previous_day=prev.day if prev else None,
                       previous_total=prev.total if prev else None)
     if prev is not None:
-        if prev.total and not await store.call(lambda db: snap.has_entries(db, prev.id)):
+        if prev.total and not await snapshots.has_entries(prev.id):
             data.notes.append(f"the {prev.day} snapshot's entries were pruned by retention: "
                               "no per-OpenID diff")
         else:
-            data.added = await scan(store, "missing_from", [prev.id, current.id])
-            data.removed = await scan(store, "missing_from", [current.id, prev.id])
+            data.added = await scan(snapshots, "missing_from", [prev.id, current.id])
+            data.removed = await scan(snapshots, "missing_from", [current.id, prev.id])
     since = prev.taken_at if prev else current.taken_at - 86400
-    await _activity(store, data, since, current.taken_at)
+    await _activity(snapshots, data, since, current.taken_at)
     if reconcile:
-        data.findings = await reconcile_findings(store, current.id, current.taken_at)
+        data.findings = await reconcile_findings(snapshots, current.id, current.taken_at)
     else:
         data.notes.append("reconciliation with our records is shown for the latest "
                           "snapshot only")
     return data
 
 
-async def _activity(store: StoreLike, data: ReportData, since: int, until: int) -> None:
+async def _activity(snapshots: Snapshots, data: ReportData, since: int, until: int) -> None:
     data.window = (since, until)
-    data.actions = await store.call(lambda db: snap.action_counts(db, since, until))
-    data.failures = await store.call(lambda db: snap.action_failures(db, since, until))
-    data.rule_hits = await store.call(lambda db: snap.rule_hits(db, since, until))
-    data.hourly = await store.call(lambda db: snap.decisions_per_hour(db, until))
+    data.actions = await snapshots.action_counts(since, until)
+    data.failures = await snapshots.action_failures(since, until)
+    data.rule_hits = await snapshots.rule_hits(since, until)
+    data.hourly = await snapshots.decisions_per_hour(until)
 
 
-async def reconcile_findings(store: StoreLike, snapshot_id: int, taken_at: int
+async def reconcile_findings(snapshots: Snapshots, snapshot_id: int, taken_at: int
                              ) -> list[Finding]:
     """The platform against our own records, as of the snapshot."""
-    added = await scan(store, "hand_added", [taken_at, snapshot_id])
-    removed = await scan(store, "hand_removed", [snapshot_id, taken_at])
-    count, rows = await store.call(
-        lambda db: snap.unreflected_actions(db, snapshot_id, SAMPLE))
+    added = await scan(snapshots, "hand_added", [taken_at, snapshot_id])
+    removed = await scan(snapshots, "hand_removed", [snapshot_id, taken_at])
+    count, rows = await snapshots.unreflected_actions(snapshot_id, SAMPLE)
     return [
         Finding("hand_added", "On the platform's blacklist but not blacklisted by us "
                 "(added by hand on the platform?)", *added),
@@ -279,7 +198,7 @@ class ExportResult:
 class Exporter:
     """Runs the export end to end; time, sleep and progress reporting are injectable."""
 
-    store: StoreLike
+    storage: ExportStorage
     source: BlacklistSource
     config: ExportConfig
     clock: Callable[[], float] = time.time
@@ -298,47 +217,44 @@ class Exporter:
         try:
             return await self._run(started)
         finally:
-            await self.store.call(lambda db: snap.release_lock(db, self.owner))
+            await self.storage.leases.release(self.owner)
 
     async def _run(self, started: float) -> ExportResult:
         day = day_of(started, self.config.timezone)
-        await purge_leftovers(self.store)
+        snapshots = self.storage.snapshots
+        await purge_leftovers(snapshots)
         token = secrets.token_hex(4)
-        sid = await self.store.call(
-            lambda db: snap.create_staging(db, day, int(started), token))
+        sid = await snapshots.create_staging(day, int(started), token)
         paths = export_paths(self.config.dir, day)
         try:
-            progress = await page_into(self.store, self.source, sid, policy=self.policy,
+            progress = await page_into(snapshots, self.source, sid, policy=self.policy,
                                        sleep=self.sleep, on_page=self.on_page,
                                        keep_lock=self._keep_lock)
-            await write_atomic(paths["csv"], csv_chunks(self.store, sid))
+            await write_atomic(paths["csv"], csv_chunks(snapshots, sid))
         except Exception:
             # On cancellation (shutdown) the next run's purge_leftovers cleans up instead.
-            await _drop_snapshot(self.store, sid)
+            await _drop_snapshot(snapshots, sid)
             raise
         log.info("export %s: %d OpenIDs in %d pages (%s)", day, progress.kept, progress.pages,
                  progress.end)
         notes = _consistency_notes(progress)
-        replaced = await self.store.call(
-            lambda db: snap.promote(db, sid, day, progress.kept, token))
+        replaced = await snapshots.promote(sid, day, progress.kept, token)
         if replaced is not None:
-            await _drop_snapshot(self.store, replaced)
-        data = await build_report(self.store, day, self.config.timezone)
+            await _drop_snapshot(snapshots, replaced)
+        data = await build_report(snapshots, day, self.config.timezone)
         data.notes.extend(notes)
         await write_report(self.config.dir, data)
         finished = self.clock()
-        await self.store.call(lambda db: snap.set_paths(db, sid, str(paths["csv"]),
-                                                        str(paths["html"])))
-        await self.store.call(lambda db: snap.write_last_run(db, finished, day))
-        await prune(self.store, self.config, finished)
+        await snapshots.set_paths(sid, str(paths["csv"]), str(paths["html"]))
+        await snapshots.write_last_run(finished, day)
+        await prune(snapshots, self.config, finished)
         if self.config.notify_url:
             await notify(self.config.notify_url, summary_text(data))
         return ExportResult(day, progress.kept, paths, progress, data, notes)
 
     async def _lock(self, now: float) -> str | None:
         """Take or refresh the export lock; the other holder's name when it is taken."""
-        return await self.store.call(
-            lambda db: snap.acquire_lock(db, self.owner, now, LOCK_TTL))
+        return await self.storage.leases.acquire(self.owner, now, LOCK_TTL)
 
     async def _keep_lock(self) -> None:
         holder = await self._lock(self.clock())
@@ -355,26 +271,25 @@ def _consistency_notes(progress: Progress) -> list[str]:
     return []
 
 
-async def _drop_entries(store: StoreLike, snapshot_id: int) -> None:
+async def _drop_entries(snapshots: Snapshots, snapshot_id: int) -> None:
     """Delete a snapshot's entries chunk by chunk, so pushes commit in between."""
-    while await store.call(partial(snap.delete_entries_chunk, snapshot_id=snapshot_id,
-                                   limit=CHUNK)):
+    while await snapshots.delete_entries_chunk(snapshot_id, CHUNK):
         pass
 
 
-async def _drop_snapshot(store: StoreLike, snapshot_id: int) -> None:
+async def _drop_snapshot(snapshots: Snapshots, snapshot_id: int) -> None:
     """Delete a snapshot's entries, then its row."""
-    await _drop_entries(store, snapshot_id)
-    await store.call(lambda db: snap.delete_snapshot_row(db, snapshot_id))
+    await _drop_entries(snapshots, snapshot_id)
+    await snapshots.delete_snapshot_row(snapshot_id)
 
 
-async def purge_leftovers(store: StoreLike) -> None:
+async def purge_leftovers(snapshots: Snapshots) -> None:
     """Remove staged or replaced snapshots a crashed export left behind."""
-    for sid in await store.call(snap.leftovers):
-        await _drop_snapshot(store, sid)
+    for sid in await snapshots.leftovers():
+        await _drop_snapshot(snapshots, sid)
 
 
-async def prune(store: StoreLike, config: ExportConfig, now: float) -> list[Path]:
+async def prune(snapshots: Snapshots, config: ExportConfig, now: float) -> list[Path]:
     """Remove export files and snapshot entries older than ``export.retention_days``.
 
     Snapshot rows stay (day, total, paths: the history of totals); only their entries go,
@@ -382,8 +297,8 @@ async def prune(store: StoreLike, config: ExportConfig, now: float) -> list[Path
     """
     cutoff = day_of(now - config.retention_days * 86400, config.timezone)
     removed = await asyncio.to_thread(remove_old_files, Path(config.dir), cutoff)
-    for sid in await store.call(lambda db: snap.prunable(db, cutoff)):
-        await _drop_entries(store, sid)
+    for sid in await snapshots.prunable(cutoff):
+        await _drop_entries(snapshots, sid)
     if removed:
         log.info("export retention: removed %d files older than %s", len(removed), cutoff)
     return removed

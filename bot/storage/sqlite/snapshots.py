@@ -8,30 +8,17 @@ the service's writer thread is never held for long by a 1,000,000-entry snapshot
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from sqlite_utils import Database
 
-LAST_RUN_KEY = "export.last_run"
-LOCK_KEY = "export.lock"
+from bot.storage.ports import SnapshotRow
+from bot.storage.sqlite import kv
+
 # Staged and superseded snapshots live under these day prefixes until swapped or purged,
 # so a failed export never touches the day's complete snapshot.
 STAGING_PREFIX = "staging:"
 REPLACED_PREFIX = "replaced:"
-
-
-@dataclass(frozen=True, slots=True)
-class SnapshotRow:
-    """One row of ``snapshots``."""
-
-    id: int
-    day: str
-    taken_at: int
-    total: int
-    complete: bool
-    csv_path: str | None
-    report_path: str | None
 
 
 _COLUMNS = "id, day, taken_at, total, complete, csv_path, report_path"
@@ -270,16 +257,16 @@ def decisions_per_hour(db: Database, until: int, hours: int = 24) -> list[int]:
 
 def read_last_run(db: Database) -> float | None:
     """When the last export finished successfully (unix seconds), if ever."""
-    row = db.execute("SELECT value FROM kv WHERE key = ?", [LAST_RUN_KEY]).fetchone()
+    value = kv.get(db, kv.LAST_RUN_KEY)
     try:
-        return float(json.loads(row[0])["at"]) if row else None
+        return float(json.loads(value)["at"]) if value is not None else None
     except (ValueError, KeyError, TypeError):
         return None
 
 
 def write_last_run(db: Database, at: float, day: str) -> None:
     """Remember a successful export (the scheduler's catch-up check reads it)."""
-    _put(db, LAST_RUN_KEY, json.dumps({"at": at, "day": day}), int(at))
+    kv.put(db, kv.LAST_RUN_KEY, json.dumps({"at": at, "day": day}), int(at))
 
 
 def acquire_lock(db: Database, owner: str, now: float, ttl: float) -> str | None:
@@ -287,25 +274,18 @@ def acquire_lock(db: Database, owner: str, now: float, ttl: float) -> str | None
 
     The row expires ``ttl`` seconds after its last refresh, so a crashed holder frees it.
     """
-    row = db.execute("SELECT value FROM kv WHERE key = ?", [LOCK_KEY]).fetchone()
-    if row is not None:
-        held = json.loads(row[0])
+    value = kv.get(db, kv.LOCK_KEY)
+    if value is not None:
+        held = json.loads(value)
         if held.get("owner") != owner and float(held.get("until", 0)) > now:
             return str(held.get("owner"))
-    _put(db, LOCK_KEY, json.dumps({"owner": owner, "until": now + ttl}), int(now))
+    kv.put(db, kv.LOCK_KEY, json.dumps({"owner": owner, "until": now + ttl}), int(now))
     return None
 
 
 def release_lock(db: Database, owner: str) -> None:
     """Drop the export lock if ``owner`` holds it."""
-    row = db.execute("SELECT value FROM kv WHERE key = ?", [LOCK_KEY]).fetchone()
-    if row is not None and json.loads(row[0]).get("owner") == owner:
-        db.execute("DELETE FROM kv WHERE key = ?", [LOCK_KEY])
+    value = kv.get(db, kv.LOCK_KEY)
+    if value is not None and json.loads(value).get("owner") == owner:
+        kv.delete(db, kv.LOCK_KEY)
 
-
-def _put(db: Database, key: str, value: str, now: int) -> None:
-    db.execute(
-        "INSERT INTO kv (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT(key)"
-        " DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-        [key, value, now],
-    )

@@ -1,0 +1,1 @@
+"""The pure core: domain types, errors, text folding, windows, outbox rules, paging."""

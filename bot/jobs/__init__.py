@@ -1,0 +1,1 @@
+"""Background jobs: the batcher, the export, its scheduler, retention, rule reload."""

@@ -1,0 +1,165 @@
+"""The storage ports: what the webhook, the jobs and the CLI need from a backend.
+
+Each is a Protocol; ``bot.storage.sqlite`` implements them all over one SQLite file.
+A new backend (PostgreSQL for several replicas) implements the same Protocols and is
+chosen in :func:`bot.services.build_services`; nothing that uses a port changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from bot.core.models import Decision, Event, Recorded, Sample
+from bot.core.outbox import Claimed, QueueState
+
+
+class Recorder(Protocol):
+    """Commits an event with its decision and actions before the push is answered."""
+
+    async def record(self, event: Event, decision: Decision) -> Recorded:
+        """Commit one push; a WeChat retry of a stored one comes back ``duplicate``."""
+        ...
+
+
+class ActionQueue(Protocol):
+    """The durable outbox as the batcher needs it: claims, settlement, pause, expiry."""
+
+    async def heartbeat(self, owner: str, now: float) -> None: ...
+    async def release_owner(self, owner: str, now: float) -> int: ...
+    async def reclaim_stale(self, now: float, stale_after: float) -> int: ...
+    async def state(self, kind: str, now: float, limit: int) -> QueueState: ...
+    async def claim(self, kind: str, owner: str, now: float, limit: int) -> list[Claimed]: ...
+    async def release(self, ids: Sequence[int], now: float, *, not_before: float,
+                      errcode: int | None = None, errmsg: str = "",
+                      count_attempt: bool = True) -> None: ...
+    async def complete(self, rows: Sequence[Claimed], now: float) -> None: ...
+    async def finish(self, ids: Sequence[int], now: float, status: str, *,
+                     errcode: int | None = None, errmsg: str = "") -> None: ...
+    async def set_pause(self, until: float, reason: str, now: float) -> None: ...
+    async def queue_expired(self, now: float, *, dry_run: bool = False) -> int: ...
+    async def count_active(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CachedToken:
+    """An access token and when it expires (unix seconds)."""
+
+    token: str
+    expires_at: float
+
+    def __repr__(self) -> str:  # tokens never reach a log line through repr()
+        return f"CachedToken(token=***, expires_at={self.expires_at})"
+
+
+class TokenCache(Protocol):
+    """Where the access token survives restarts and is shared by every process."""
+
+    async def load(self, appid: str) -> CachedToken | None:
+        """The cached token for ``appid``, if any (valid or not)."""
+        ...
+
+    async def save(self, appid: str, token: CachedToken) -> None:
+        """Remember ``token`` for ``appid``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRow:
+    """One stored blacklist snapshot."""
+
+    id: int
+    day: str
+    taken_at: int
+    total: int
+    complete: bool
+    csv_path: str | None
+    report_path: str | None
+
+
+class Snapshots(Protocol):
+    """Blacklist snapshots: staging, swap, keyset scans, and the report's activity.
+
+    Every call touches at most one chunk of rows, so the writer is never held long.
+    """
+
+    async def create_staging(self, day: str, taken_at: int, token: str) -> int: ...
+    async def add_entries(self, snapshot_id: int, openids: list[str]) -> int: ...
+    async def entries_chunk(self, snapshot_id: int, after: str, limit: int) -> list[str]: ...
+    async def promote(self, snapshot_id: int, day: str, total: int, replaced_token: str
+                      ) -> int | None: ...
+    async def set_paths(self, snapshot_id: int, csv_path: str, report_path: str) -> None: ...
+    async def delete_entries_chunk(self, snapshot_id: int, limit: int) -> int: ...
+    async def delete_snapshot_row(self, snapshot_id: int) -> None: ...
+    async def leftovers(self) -> list[int]: ...
+    async def get(self, day: str) -> SnapshotRow | None: ...
+    async def previous(self, day: str) -> SnapshotRow | None: ...
+    async def latest_day(self) -> str | None: ...
+    async def prunable(self, before_day: str) -> list[int]: ...
+    async def has_entries(self, snapshot_id: int) -> bool: ...
+    async def scan_chunk(self, scan: str, params: list[Any], after: str, limit: int
+                         ) -> tuple[str | None, list[str]]: ...
+    async def unreflected_actions(self, snapshot_id: int, sample: int
+                                  ) -> tuple[int, list[dict[str, Any]]]: ...
+    async def action_counts(self, since: int, until: int) -> list[tuple[str, str, int]]: ...
+    async def action_failures(self, since: int, until: int
+                              ) -> list[tuple[str, int | None, str, int]]: ...
+    async def rule_hits(self, since: int, until: int) -> list[tuple[str, str, int]]: ...
+    async def decisions_per_hour(self, until: int) -> list[int]: ...
+    async def read_last_run(self) -> float | None: ...
+    async def write_last_run(self, at: float, day: str) -> None: ...
+
+
+class Leases(Protocol):
+    """Named leases: exactly one holder at a time across every process (the export)."""
+
+    async def acquire(self, owner: str, now: float, ttl: float) -> str | None:
+        """Take or refresh the lease; the other holder's name when it is held."""
+        ...
+
+    async def release(self, owner: str) -> None:
+        """Drop the lease if ``owner`` holds it."""
+        ...
+
+
+class Retention(Protocol):
+    """Purging followers' words once ``storage.retention_days`` have passed."""
+
+    async def purge_content(self, before: int, limit: int, now: float) -> int:
+        """Purge up to ``limit`` rows of each table older than ``before``; rows changed."""
+        ...
+
+
+class ExportStorage(Protocol):
+    """What the export needs: the snapshots and the lease that keeps it to one process."""
+
+    @property
+    def snapshots(self) -> Snapshots: ...
+    @property
+    def leases(self) -> Leases: ...
+
+
+class ReadModel(Protocol):
+    """What /healthz reads while serving."""
+
+    async def pending_count(self) -> int:
+        """Actions waiting to be sent (pending or being sent)."""
+        ...
+
+
+class ClassifierStore(Protocol):
+    """The classifier's samples and models as the running service needs them."""
+
+    async def latest_model_id(self) -> int:
+        """The id of the model in force (0 when none was trained)."""
+        ...
+
+    async def model_blob(self, model_id: int) -> bytes | None: ...
+    async def save_model(self, blob: bytes, *, trained_at: int, samples: int,
+                         source: str) -> int: ...
+    async def samples(self) -> list[Sample]: ...
+
+    async def newest_sample_at(self) -> int:
+        """When the newest sample was stored (0 when none is)."""
+        ...

@@ -1,0 +1,1 @@
+"""The SQLite implementation of the storage ports: every SQL statement lives here."""

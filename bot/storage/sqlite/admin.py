@@ -1,0 +1,195 @@
+"""What the CLI reads and changes by hand: a follower's history, the queue's status,
+requeueing failed actions, replaying stored events. Plain functions on one file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from bot.core.errors import BotError
+from bot.core.models import Action, ActionKind, Event
+from bot.storage.sqlite.actions import read_pause
+from bot.storage.sqlite.records import enqueue_action, iter_events
+from bot.storage.sqlite.samples import learn_from_verdict
+from bot.storage.sqlite.schema import open_db
+from bot.storage.sqlite.store import run_sync
+
+
+def existing_db(path: str | Path, what: str) -> Path:
+    """``storage.path`` when the file is there; BotError otherwise (a mistyped path must
+    not leave an empty database behind and report that nothing is known)."""
+    db_path = Path(path)
+    if not db_path.is_file():
+        raise BotError(f"no database at {db_path} (storage.path): {what}")
+    return db_path
+
+
+@contextmanager
+def reading(path: str | Path, what: str) -> Iterator[Database]:
+    """The existing database at ``path``, opened for the block (BotError when absent)."""
+    db = open_db(existing_db(path, what))
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+# ---------------------------------------------------------------- admins' actions
+
+
+def queue_admin_actions(path: str | Path, actions: Sequence[Action], now: int, *,
+                        dry_run: bool) -> tuple[list[int | None], int]:
+    """Queue admins' actions (source ``cli``) in one transaction: the new row ids, and
+    how many samples the admin's verdicts taught the classifier (learnt before the
+    actions land: a removal learns from what the rules decided)."""
+
+    def queue(db: Database) -> tuple[list[int | None], int]:
+        learnt = sum(learn_from_verdict(db, a.openid, spam=a.kind is ActionKind.BLACKLIST,
+                                        now=now).stored for a in actions)
+        ids = [enqueue_action(db, a, now, source="cli", dry_run=dry_run) for a in actions]
+        return ids, learnt
+
+    return run_sync(path, queue)
+
+
+def requeue_failed(db: Database, openids: Sequence[str], now: int) -> list[int]:
+    """Failed -> pending, except actions a later one for the same follower supersedes,
+    and expiries of a blacklist extended since (its end now later, or permanent)."""
+    rows = db.execute(
+        "SELECT a.id, a.openid FROM actions a WHERE a.status = 'failed' AND NOT EXISTS ("
+        " SELECT 1 FROM actions b WHERE b.openid = a.openid AND b.id > a.id"
+        " AND b.status NOT IN ('failed', 'cancelled')) AND NOT (a.source = 'expiry' AND"
+        " EXISTS (SELECT 1 FROM blacklist l WHERE l.openid = a.openid AND l.status ="
+        " 'blacklisted' AND (l.expires_at IS NULL OR l.expires_at > a.created_at)))"
+        " ORDER BY a.id").fetchall()
+    wanted = set(openids)
+    ids = [i for i, o in rows if not wanted or o in wanted]
+    for i in ids:
+        db.execute("UPDATE actions SET status = 'pending', attempts = 0, not_before = 0,"
+                   " errcode = NULL, errmsg = NULL, updated_at = ? WHERE id = ?", [now, i])
+    return ids
+
+
+def queued_ids(db: Database) -> list[int]:
+    """Actions waiting to be sent (or claimed by a sender, perhaps a dead one)."""
+    rows = db.execute("SELECT id FROM actions WHERE status IN ('pending', 'sending')"
+                      " ORDER BY id").fetchall()
+    return [row[0] for row in rows]
+
+
+def requeue(path: str | Path, openids: Sequence[str], now: int) -> list[int]:
+    """:func:`requeue_failed` in one transaction on the existing database at ``path``."""
+    return run_sync(existing_db(path, "no action was ever queued"),
+                    lambda db: requeue_failed(db, openids, now))
+
+
+def queued(path: str | Path) -> list[int]:
+    """:func:`queued_ids` of the existing database at ``path``."""
+    return run_sync(existing_db(path, "no action was ever queued"), queued_ids)
+
+
+def action_rows(path: str | Path, ids: Sequence[int]) -> list[tuple[Any, ...]]:
+    """``(openid, kind, status, errcode, errmsg)`` of the actions ``ids``, in id order."""
+    rows: list[tuple[Any, ...]] = []
+    if not ids:
+        return rows
+    db = open_db(path)
+    try:
+        for start in range(0, len(ids), 500):  # under SQLite's limit on bound parameters
+            chunk = list(ids[start:start + 500])
+            rows += db.execute(f"SELECT openid, kind, status, errcode, errmsg FROM actions"
+                               f" WHERE id IN ({','.join('?' * len(chunk))}) ORDER BY id",
+                               chunk).fetchall()
+    finally:
+        db.close()
+    return rows
+
+
+# ---------------------------------------------------------------- queue status
+
+
+@dataclass
+class QueueStatus:
+    """``blacklist status``: counts by status, the pause, and the listed sections."""
+
+    counts: list[tuple[str, int]]
+    paused_until: float
+    paused_reason: str
+    sections: list[tuple[str, list[tuple[Any, ...]]]] = field(default_factory=list)
+
+
+_SECTIONS = [("pending", "status IN ('pending', 'sending') ORDER BY id"),
+             ("failed", "status = 'failed' ORDER BY id DESC"),
+             ("recent", "status IN ('done', 'dry_run', 'skipped') ORDER BY updated_at DESC,"
+                        " id DESC")]
+
+
+def queue_status(db: Database, limit: int) -> QueueStatus:
+    """Counts, the pause and up to ``limit`` rows of each section: ``(id, openid, kind,
+    status, source, updated_at, attempts, errcode, errmsg)``."""
+    counts = db.execute("SELECT status, COUNT(*) FROM actions GROUP BY status").fetchall()
+    until, reason = read_pause(db)
+    status = QueueStatus(sorted(tuple(c) for c in counts), until, reason)
+    for title, where in _SECTIONS:
+        rows = db.execute("SELECT id, openid, kind, status, source, updated_at, attempts,"
+                          f" errcode, errmsg FROM actions WHERE {where} LIMIT ?",
+                          [limit]).fetchall()
+        status.sections.append((title, [tuple(r) for r in rows]))
+    return status
+
+
+# ---------------------------------------------------------------- a follower's history
+
+
+@dataclass
+class FollowerHistory:
+    """``why``: the follower's blacklist state, decisions and actions, newest first."""
+
+    state: tuple[Any, ...] | None
+    decisions: list[tuple[Any, ...]]
+    actions: list[tuple[Any, ...]]
+    known: bool
+
+
+def follower_history(db: Database, openid: str, limit: int = 50) -> FollowerHistory:
+    """State ``(status, rule_id, reason, since, expires_at)``; decisions ``(created_at,
+    rule_id, action, evidence, msg_type, event)``; actions ``(created_at, kind, status,
+    source, rule_id, errcode, errmsg)``; ``known``: any decision or action at all."""
+    state = db.execute("SELECT status, rule_id, reason, since, expires_at FROM blacklist"
+                       " WHERE openid = ?", [openid]).fetchone()
+    decisions = db.execute(
+        "SELECT d.created_at, d.rule_id, d.action, d.evidence, e.msg_type, e.event"
+        " FROM decisions d LEFT JOIN events e ON e.id = d.event_id"
+        " WHERE d.openid = ? ORDER BY d.id DESC LIMIT ?", [openid, limit]).fetchall()
+    actions = db.execute(
+        "SELECT created_at, kind, status, source, rule_id, errcode, errmsg FROM actions"
+        " WHERE openid = ? ORDER BY id DESC LIMIT ?", [openid, limit]).fetchall()
+    known = db.execute(
+        "SELECT 1 FROM decisions WHERE openid = ? UNION ALL"
+        " SELECT 1 FROM actions WHERE openid = ? LIMIT 1", [openid, openid],
+    ).fetchone()
+    return FollowerHistory(tuple(state) if state else None, [tuple(r) for r in decisions],
+                           [tuple(r) for r in actions], known is not None)
+
+
+# ---------------------------------------------------------------- replay
+
+
+def stored_events(db: Database, since: int) -> Iterator[Event]:
+    """Stored events received at or after ``since``, in stored order."""
+    for _event_id, event in iter_events(db, since):
+        yield event
+
+
+def actioned(db: Database, since: int) -> set[str]:
+    """Followers the service decided to blacklist since ``since`` (rules or admins)."""
+    rows = db.execute(
+        "SELECT openid FROM decisions WHERE action = 'blacklist' AND created_at >= ?"
+        " UNION SELECT openid FROM actions WHERE kind = 'blacklist' AND created_at >= ?"
+        " AND status != 'cancelled'", [since, since]).fetchall()
+    return {row[0] for row in rows}

@@ -1,0 +1,1 @@
+"""The HTTP edge: the push webhook, retry suppression, health and metrics."""
