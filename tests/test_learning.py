@@ -163,3 +163,23 @@ async def test_admins_corrections_become_samples_and_can_be_forgotten(
     assert f"forgot 2 sample(s) of {spammer}" in capsys.readouterr().out
     assert rows(tmp_path, "SELECT openid FROM samples") == [(wrongly,)]
     assert json.dumps(ham_texts())  # the data module stays importable for the others
+
+
+def test_rules_check_warns_without_a_model_and_rules_test_explains_the_score(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config, _ = setup(tmp_path)
+    assert main(["rules", "check", "--config", str(config)]) == 0
+    assert "warning: no classifier model is trained yet" in capsys.readouterr().out
+    assert main(["rules", "test", "--text", "高佣返利，私聊我", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "no classifier model is trained yet" in out and "no rule fires" in out
+    assert main(["learn", str(write_jsonl(tmp_path / "d.jsonl")), "--config",
+                 str(config)]) == 0
+    capsys.readouterr()
+    assert main(["rules", "check", "--config", str(config)]) == 0
+    assert "classifier: model trained" in capsys.readouterr().out
+    assert main(["rules", "test", "--text", "高佣返利，私聊我", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "classifier score: 0.9" in out and "(rules fire at >= 0.8)" in out
+    assert "weighing most: '" in out
+    assert "fires: model-spam -> blacklist: classifier score" in out
