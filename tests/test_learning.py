@@ -102,7 +102,7 @@ async def test_service_picks_up_a_learnt_model_and_the_classifier_rule_blacklist
     assert code == 0
     await wait_for_async(lambda h: h["model"]["samples"] == seeded + 72, health, timeout=5)
     spammer, ordinary = "oModelSpammer000000000000001", "oModelOrdinary00000000000001"
-    for i, (openid, text) in enumerate([(spammer, "稳赚不赔，速来私我"),
+    for i, (openid, text) in enumerate([(spammer, "稳赚不赔，速来私我吧"),
                                         (ordinary, "孩子的学校什么时候开始呢？")]):
         response = await client.post("/wechat", params=signed_query(),
                                      data=text_xml(openid, text, 5000 + i))
@@ -123,6 +123,17 @@ async def test_service_picks_up_a_learnt_model_and_the_classifier_rule_blacklist
     await client.post("/wechat", params=signed_query(),
                       data=text_xml(late, "日入过千，看我主页", 6000))
     await wait_for(lambda: late in fake_wechat.blacklist)
+
+    # a month later their blacklist still stands: what they wrote is learnt as spam
+    await wait_for(lambda: rows(tmp_path, "SELECT count(*) FROM blacklist WHERE status ="
+                                          " 'blacklisted'") == [(2,)])
+    with sqlite3.connect(tmp_path / "bot.db") as conn:
+        conn.execute(f"UPDATE blacklist SET since = since - 31 * 86400 WHERE openid = '{spammer}'")
+    code = await asyncio.to_thread(main, ["learn", "--from-history", "30d",
+                                          "--config", str(config_path)])
+    assert code == 0
+    assert rows(tmp_path, "SELECT openid, label, source FROM samples WHERE source = 'history'"
+                ) == [(spammer, "spam", "history")]
 
 
 async def wait_for_async(predicate: Any, probe: Any, timeout: float = 30.0) -> None:
