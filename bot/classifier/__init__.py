@@ -1,0 +1,1 @@
+"""The learned spam classifier: features, the trained model, training, labelled files."""
