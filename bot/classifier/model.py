@@ -17,6 +17,9 @@ from bot.classifier.features import FEATURES, classifier_form, grams
 from bot.core.errors import BotError
 
 FORMAT = 1
+# A text is divided by at least this many grams: two or three characters are too little
+# evidence for a confident score either way (measured: no loss of recall at 8).
+MIN_GRAMS = 8
 # Where training figures are quoted when no rule has a classifier condition.
 DEFAULT_THRESHOLD = 0.9
 _SECOND = itemgetter(1)  # (end, number) -> number, at C speed
@@ -48,8 +51,8 @@ class Model:
     """Logistic regression over the distinct known 1-2-grams of a text.
 
     ``weights`` holds, per gram, its coefficient times its idf, so the log-odds are
-    ``bias + sum(weights[g]) / sqrt(n)`` over the n distinct grams of the text that the
-    model knows (grams it never saw carry no evidence either way).
+    ``bias + sum(weights[g]) / sqrt(max(n, MIN_GRAMS))`` over the n distinct grams of
+    the text that the model knows (grams it never saw carry no evidence either way).
     """
 
     weights: Mapping[str, float]
@@ -75,8 +78,9 @@ class Model:
         automaton = ahocorasick.Automaton(ahocorasick.STORE_INTS)
         table: list[float] = []
         for gram, weight in self.weights.items():
-            automaton.add_word(gram, len(table))
-            table.append(weight)
+            if gram.strip() or True:
+                automaton.add_word(gram, len(table))
+                table.append(weight)
         if table:
             automaton.make_automaton()
         return automaton, table
@@ -98,7 +102,8 @@ class Model:
         found = self.known(text)
         if not found:
             return self.bias
-        return self.bias + sum(map(self._scan[1].__getitem__, found)) / math.sqrt(len(found))
+        return self.bias + sum(map(self._scan[1].__getitem__, found)) / math.sqrt(
+            max(len(found), MIN_GRAMS))
 
     def score(self, text: str) -> float:
         """The spam probability of ``text``, 0..1."""
@@ -110,7 +115,7 @@ class Model:
         known = [g for g in grams(classifier_form(text)) if g in self.weights]
         if not known:
             return []
-        scale = 1 / math.sqrt(len(known))
+        scale = 1 / math.sqrt(max(len(known), MIN_GRAMS))
         weighed = [(gram, self.weights[gram] * scale) for gram in known]
         weighed.sort(key=lambda item: abs(item[1]), reverse=True)
         return weighed[:top]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from bot.classifier.features import classifier_form, grams
-from bot.classifier.model import Model, Quality
+from bot.classifier.model import MIN_GRAMS, Model, Quality
 from bot.core.models import Sample
 
 # Inverse regularisation strength. Chosen by 5-fold cross-validation on the dev set
@@ -38,7 +38,7 @@ class _Design:
         self.rows = np.repeat(np.arange(len(sets)), lengths)
         self.cols = np.fromiter((column[g] for s in sets for g in s), dtype=np.int64,
                                 count=int(lengths.sum()))
-        norms = _SCALE / np.sqrt(np.maximum(lengths, 1))
+        norms = _SCALE / np.sqrt(np.maximum(lengths, MIN_GRAMS))
         self.vals = self.idf[self.cols] * norms[self.rows]
         self.n, self.d = len(sets), len(self.vocab)
 
