@@ -154,7 +154,8 @@ async def _rules_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def _classifier_threshold(service: Service) -> float:
     """Where training figures are quoted: the lowest classifier min_score in force."""
-    return service.engine.ruleset.classifier_threshold or DEFAULT_THRESHOLD
+    threshold = service.engine.ruleset.classifier_threshold
+    return DEFAULT_THRESHOLD if threshold is None else threshold
 
 
 async def _actions_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -44,7 +44,7 @@ def read_jsonl(path: Path, errors: list[str]) -> list[Sample]:
         elif not isinstance(text, str) or _text_problem(text):
             errors.append(f"{path}:{number}: 'text' {_text_problem(text)}")
         else:
-            samples.append(Sample(text, label == "spam"))
+            samples.append(Sample(text.strip(), label == "spam"))
     return samples
 
 
@@ -77,6 +77,10 @@ def _text_problem(text: object) -> str | None:
         return "must be a non-empty string"
     if len(text) > MAX_TEXT:
         return f"is longer than {MAX_TEXT} characters"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, written as \ud800 in JSON
+        return "is not valid Unicode (a lone surrogate)"
     return None
 
 

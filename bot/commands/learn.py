@@ -104,4 +104,5 @@ def shipped_threshold(config: Config) -> float:
         ruleset = load_ruleset(config.rules.dir)
     except RuleError:
         return DEFAULT_THRESHOLD
-    return ruleset.classifier_threshold or DEFAULT_THRESHOLD
+    threshold = ruleset.classifier_threshold
+    return DEFAULT_THRESHOLD if threshold is None else threshold

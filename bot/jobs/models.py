@@ -59,21 +59,31 @@ class ModelWatcher:
             return False
         if newest == self.model_id:
             return False
-        blob = await self.store.model_blob(newest)
+        self.model_id = newest  # a rejected one is not retried until a newer one is stored
+        self.last_error = None
+        for candidate in await self.store.model_ids():
+            if candidate < newest and self.model is not None:
+                break  # the last good one is in force already
+            model = await self._load(candidate)
+            if model is not None:
+                self.engine.use_model(model)
+                log.info("classifier model %d in force: %s", candidate, model.summary())
+                return True
+        return False
+
+    async def _load(self, model_id: int) -> Model | None:
+        """A stored model ready to score, or None (logged, and kept in ``last_error``)."""
+        blob = await self.store.model_blob(model_id)
         try:
             if blob is None:
-                raise ModelError(f"model {newest} vanished while being read")
-            model = await asyncio.to_thread(lambda: Model.loads(blob).prepare())
+                raise ModelError("it vanished while being read")
+            return await asyncio.to_thread(lambda: Model.loads(blob).prepare())
         except ModelError as exc:
-            self.model_id = newest  # not retried until a newer one is stored
-            self.last_error = f"model {newest}: {exc}"
-            log.error("classifier model %d rejected, the previous one stays in force: %s",
-                      newest, exc)
-            return False
-        self.engine.use_model(model)
-        self.model_id, self.last_error = newest, None
-        log.info("classifier model %d in force: %s", newest, model.summary())
-        return True
+            self.last_error = self.last_error or f"model {model_id}: {exc}"
+            log.error("classifier model %d rejected, %s: %s", model_id,
+                      "the previous one stays in force" if self.model is not None
+                      else "trying an older one", exc)
+            return None
 
     async def retrain_if_new(self) -> None:
         """Retrain (the nightly job) when samples were stored since the model in force
@@ -95,6 +105,7 @@ class ModelWatcher:
         (the database is read and written in two short calls), and store the model."""
         started = self.clock()
         now = int(started)
+        basis = await self.store.latest_model_id()
         stored = await self.store.samples()
         try:
             model = await asyncio.to_thread(train, stored, seed_samples(),
@@ -105,8 +116,11 @@ class ModelWatcher:
                         "`python -m bot learn` trains one", exc)
             return False
         blob = await asyncio.to_thread(model.dumps)
-        await self.store.save_model(blob, trained_at=now, samples=model.samples,
-                                    source=source)
+        saved = await self.store.save_model(blob, trained_at=now, samples=model.samples,
+                                            source=source, unless_newer_than=basis)
+        if not saved:  # `learn` stored one meanwhile, from newer samples: it stays
+            log.info("%s model discarded: a newer model was stored while it trained", source)
+            return False
         log.info("%s model trained on %d samples in %.1f s%s", source, model.samples,
                  self.clock() - started,
                  f"; {model.quality.describe()}" if model.quality else "")

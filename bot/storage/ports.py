@@ -155,9 +155,17 @@ class ClassifierStore(Protocol):
         """The id of the model in force (0 when none was trained)."""
         ...
 
+    async def model_ids(self) -> list[int]:
+        """The stored models, newest first."""
+        ...
+
     async def model_blob(self, model_id: int) -> bytes | None: ...
-    async def save_model(self, blob: bytes, *, trained_at: int, samples: int,
-                         source: str) -> int: ...
+
+    async def save_model(self, blob: bytes, *, trained_at: int, samples: int, source: str,
+                         unless_newer_than: int | None = None) -> int:
+        """Store a model (in force from then on); with ``unless_newer_than``, only while
+        that is still the newest id (0: none): 0 when another was stored meanwhile."""
+        ...
     async def samples(self) -> list[Sample]: ...
 
     async def newest_sample_at(self) -> int:

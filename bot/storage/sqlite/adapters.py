@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from collections.abc import Callable
 from typing import Any
+
+from sqlite_utils import Database
 
 from bot.core.models import Sample
 from bot.storage.ports import SnapshotRow
@@ -141,6 +144,7 @@ class SqliteClassifierStore:
 
     def __init__(self, store: Store):
         self._call = store.call
+        self._path = store.path
 
     async def latest_model_id(self) -> int:
         return await self._call(_samples.latest_model_id)
@@ -148,13 +152,23 @@ class SqliteClassifierStore:
     async def model_blob(self, model_id: int) -> bytes | None:
         return await self._call(lambda db: _samples.load_model_blob(db, model_id))
 
-    async def save_model(self, blob: bytes, *, trained_at: int, samples: int,
-                         source: str) -> int:
-        return await self._call(lambda db: _samples.save_model(
-            db, blob, trained_at=trained_at, samples=samples, source=source))
+    async def model_ids(self) -> list[int]:
+        return await self._call(_samples.model_ids)
+
+    async def save_model(self, blob: bytes, *, trained_at: int, samples: int, source: str,
+                         unless_newer_than: int | None = None) -> int:
+        def save(db: Database) -> int:
+            if unless_newer_than is not None and \
+                    _samples.latest_model_id(db) != unless_newer_than:
+                return 0
+            return _samples.save_model(db, blob, trained_at=trained_at, samples=samples,
+                                       source=source)
+
+        return await self._call(save)
 
     async def samples(self) -> list[Sample]:
-        return await self._call(_samples.stored_samples)
+        # a read on a connection of its own: the writer thread keeps committing pushes
+        return await asyncio.to_thread(_samples.read_samples, self._path)
 
     async def newest_sample_at(self) -> int:
         return await self._call(_samples.newest_sample_at)

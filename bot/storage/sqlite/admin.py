@@ -15,7 +15,7 @@ from bot.core.errors import BotError
 from bot.core.models import Action, ActionKind, Event
 from bot.storage.sqlite.actions import read_pause
 from bot.storage.sqlite.records import enqueue_action, iter_events
-from bot.storage.sqlite.samples import learn_from_verdict
+from bot.storage.sqlite.samples import add_samples, verdict_source, verdict_texts
 from bot.storage.sqlite.schema import open_db
 from bot.storage.sqlite.store import run_sync
 
@@ -48,9 +48,18 @@ def queue_admin_actions(path: str | Path, actions: Sequence[Action], now: int, *
     how many samples the admin's verdicts taught the classifier (learnt before the
     actions land: a removal learns from what the rules decided)."""
 
+    verdicts: list[tuple[str, bool, list[str]]] = []
+    if Path(path).is_file():  # read first: the write transaction stays short
+        with reading(path, "") as db:
+            for a in actions:
+                spam = a.kind is ActionKind.BLACKLIST
+                verdicts.append((a.openid, spam, verdict_texts(db, a.openid, spam=spam,
+                                                               now=now)))
+
     def queue(db: Database) -> tuple[list[int | None], int]:
-        learnt = sum(learn_from_verdict(db, a.openid, spam=a.kind is ActionKind.BLACKLIST,
-                                        now=now).stored for a in actions)
+        learnt = sum(add_samples(db, ((t, spam) for t in texts), source=verdict_source(spam),
+                                 now=now, openid=openid).stored
+                     for openid, spam, texts in verdicts if texts)
         ids = [enqueue_action(db, a, now, source="cli", dry_run=dry_run) for a in actions]
         return ids, learnt
 

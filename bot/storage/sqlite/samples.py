@@ -38,7 +38,10 @@ def add_samples(db: Database, samples: Iterable[tuple[str, bool]], *, source: st
                 now: int, openid: str | None = None) -> Added:
     """Store labelled texts (call inside a transaction); a known text takes the new label."""
     added = relabelled = unchanged = 0
-    for text, spam in samples:
+    for raw, spam in samples:
+        text = raw.strip()  # the model reads them alike: store them once
+        if not text:
+            continue
         label = "spam" if spam else "ham"
         row = db.execute("SELECT label FROM samples WHERE text = ?", [text]).fetchone()
         if row is None:
@@ -89,6 +92,11 @@ def save_model(db: Database, blob: bytes, *, trained_at: int, samples: int,
 def latest_model_id(db: Database) -> int:
     """The id of the model in force (0 when none was trained)."""
     return int(db.execute("SELECT coalesce(max(id), 0) FROM models").fetchone()[0])
+
+
+def model_ids(db: Database) -> list[int]:
+    """The stored models, newest first."""
+    return [row[0] for row in db.execute("SELECT id FROM models ORDER BY id DESC")]
 
 
 def load_model_blob(db: Database, model_id: int) -> bytes | None:
@@ -146,18 +154,31 @@ def decided_texts(db: Database, openid: str) -> list[str]:
     return _texts(rows)[:RECENT_LIMIT]
 
 
-def learn_from_verdict(db: Database, openid: str, *, spam: bool, now: int) -> Added:
-    """An admin's verdict on a follower, as samples: their texts labelled ``spam``.
+def verdict_texts(db: Database, openid: str, *, spam: bool, now: int) -> list[str]:
+    """What an admin's verdict on a follower teaches: their texts, to label ``spam``.
 
     Removing a follower a rule blacklisted marks what the rules decided on as ham (a
-    false positive corrected); adding one marks their recent texts as spam.
+    false positive corrected); adding one marks their recent texts as spam. Only reads:
+    call it before the write transaction (under WAL it blocks no writer), since the
+    recent texts are found by scanning a week of events.
     """
     if not spam and not rule_blacklisted(db, openid):
-        return Added()
+        return []
     texts = decided_texts(db, openid) if not spam else []
-    texts = texts or recent_texts(db, openid, now)
-    source = "blacklist add" if spam else "blacklist remove"
-    return add_samples(db, ((t, spam) for t in texts), source=source, now=now, openid=openid)
+    return texts or recent_texts(db, openid, now)
+
+
+def verdict_source(spam: bool) -> str:
+    return "blacklist add" if spam else "blacklist remove"
+
+
+def read_samples(path: str | Path) -> list[Sample]:
+    """Every stored sample, read on a connection of its own (off the writer thread)."""
+    db = open_db(path, migrate=False)
+    try:
+        return stored_samples(db)
+    finally:
+        db.close()
 
 
 # ---------------------------------------------------------------- the CLI's calls
