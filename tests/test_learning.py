@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -12,8 +11,14 @@ import pytest
 import yaml
 
 from bot.app import build_app
+from bot.classifier.files import read_jsonl
+from bot.classifier.train import fit
 from bot.cli import main
 from bot.config import build_config
+from bot.core.models import Sample
+from bot.jobs.models import ModelWatcher
+from bot.rules import RuleEngine, RuleSet
+from bot.storage.sqlite.adapters import SqliteClassifierStore
 from tests.fake_wechat import FakeWeChat
 from tests.learning_data import ham_texts, spam_texts, write_jsonl
 from tests.pushes import TOKEN, signed_query, text_xml
@@ -173,7 +178,6 @@ async def test_admins_corrections_become_samples_and_can_be_forgotten(
     assert main(["learn", "--forget", spammer, "--config", str(config_path)]) == 0
     assert f"forgot 2 sample(s) of {spammer}" in capsys.readouterr().out
     assert rows(tmp_path, "SELECT openid FROM samples") == [(wrongly,)]
-    assert json.dumps(ham_texts())  # the data module stays importable for the others
 
 
 def test_rules_check_warns_without_a_model_and_rules_test_explains_the_score(
@@ -194,3 +198,50 @@ def test_rules_check_warns_without_a_model_and_rules_test_explains_the_score(
     assert "classifier score: 0.9" in out and "(rules fire at >= 0.8)" in out
     assert "weighing most: '" in out
     assert "fires: model-spam -> blacklist: classifier score" in out
+
+
+async def test_training_never_overwrites_a_model_stored_meanwhile(store: Any) -> None:
+    models = SqliteClassifierStore(store)
+    assert await models.latest_model_id() == 0
+    learnt = await models.save_model(b"learnt", trained_at=1, samples=1, source="learn")
+    # a seed training that began with no model stored must not supersede it
+    assert await models.save_model(b"seed", trained_at=2, samples=2, source="seed",
+                                   unless_newer_than=0) == 0
+    assert await models.model_ids() == [learnt]
+    assert await models.save_model(b"nightly", trained_at=3, samples=3, source="nightly",
+                                   unless_newer_than=learnt) > learnt
+
+
+async def test_a_restart_with_a_corrupt_newest_model_uses_the_last_good_one(
+        store: Any) -> None:
+    models = SqliteClassifierStore(store)
+    good = fit([Sample(t, True) for t in spam_texts()] + [Sample(t, False) for t in ham_texts()],
+               now=1_700_000_000)
+    first = await models.save_model(good.dumps(), trained_at=1, samples=72, source="learn")
+    await models.save_model(b"\x00\xff", trained_at=2, samples=1, source="x")
+    ruleset = RuleSet(())
+    engine = RuleEngine(ruleset)
+    watcher = ModelWatcher(models, engine, 60, clock=lambda: 1_700_000_100.0)
+    assert await watcher.check_once()
+    assert engine.model is not None and watcher.model is not None
+    assert watcher.model.trained_at == 1_700_000_000 and first == 1
+    assert watcher.last_error is not None and watcher.last_error.startswith("model 2:")
+
+
+def test_labelled_files_strip_texts_and_refuse_lone_surrogates(tmp_path: Path) -> None:
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"text": " 加我领红包 \\r", "label": "spam"}\n'
+                    '{"text": "\\ud800坏", "label": "ham"}\n', encoding="utf-8")
+    errors: list[str] = []
+    assert read_jsonl(path, errors) == [Sample("加我领红包", True)]
+    assert errors == [f"{path}:2: 'text' is not valid Unicode (a lone surrogate)"]
+
+
+def test_a_zero_min_score_is_where_figures_are_quoted(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config, _ = setup(tmp_path)
+    rules = tmp_path / "rules" / "r.yaml"
+    rules.write_text(RULES.replace("min_score: 0.8", "min_score: 0.0"), encoding="utf-8")
+    assert main(["learn", str(write_jsonl(tmp_path / "d.jsonl")), "--config",
+                 str(config)]) == 0
+    assert "cross-validated at score >= 0:" in capsys.readouterr().out
