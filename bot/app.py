@@ -102,6 +102,10 @@ class Service:
                 worsen(state, "degraded")
                 state["actions_paused"] = actions["paused_reason"]
                 state["actions_paused_until"] = actions["paused_until"]
+            if actions["unsettled"]:  # WeChat answered; the database refuses the outcome
+                worsen(state, "degraded")
+                state["unsettled_actions"] = actions["unsettled"]
+                state["storage_error"] = actions["storage_error"]
         return state
 
 

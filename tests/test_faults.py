@@ -1,0 +1,90 @@
+"""Faults around the service: another process locking the database, WeChat not answering."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from bot.app import SERVICE, build_app
+from tests.fake_wechat import FakeWeChat, delay
+from tests.pushes import signed_query, text_xml
+from tests.test_end_to_end import live_config
+
+LOCK_WAIT = 0.2  # the service's busy_timeout here: a locked database fails fast
+
+
+@asynccontextmanager
+async def exclusive_lock(path: str) -> AsyncIterator[None]:
+    """Another process's ``BEGIN EXCLUSIVE`` on the database while the block runs."""
+    conn = sqlite3.connect(path, timeout=5, isolation_level=None, check_same_thread=False)
+    await asyncio.to_thread(conn.execute, "BEGIN EXCLUSIVE")  # may wait for a commit
+    try:
+        yield
+    finally:
+        conn.execute("ROLLBACK")
+        conn.close()
+
+
+async def until_async(predicate: Callable[[], Any], timeout: float = 8.0) -> Any:
+    """Poll ``predicate`` (sync or async) until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)  # polling an outside effect, not timing logic
+
+
+def fast_lock_app(config: Any) -> Any:
+    app = build_app(config)
+    app[SERVICE].services.storage.store.busy_timeout = LOCK_WAIT
+    return app
+
+
+async def test_acked_batch_settles_after_the_database_was_locked_across_its_completion(
+        aiohttp_client: Any, tmp_path: Path, fake_wechat: FakeWeChat) -> None:
+    config = live_config(tmp_path, fake_wechat)
+    client = await aiohttp_client(fast_lock_app(config))
+    spammer = "oLockedAcross0000000000000"
+    response = await client.post("/wechat", params=signed_query(),
+                                 data=text_xml(spammer, "加微信领红包", 30_001))
+    assert response.status == 200 and await response.text() == "success"
+    fake_wechat.script("batchblacklist", delay(1.0))  # in flight while the lock is taken
+    await until_async(lambda: fake_wechat.calls_to("batchblacklist"))
+
+    async def health() -> dict[str, Any]:
+        return dict(await (await client.get("/healthz")).json())
+
+    async def unsettled() -> dict[str, Any] | None:
+        state = await health()
+        return state if state.get("unsettled_actions") else None
+
+    async with exclusive_lock(config.storage.path):
+        # WeChat acks the batch; the completion cannot be written meanwhile.
+        during = await until_async(unsettled)
+        assert during["status"] != "ok" and during["unsettled_actions"] == 1
+        assert "locked" in during["storage_error"]
+    conn = sqlite3.connect(config.storage.path)
+
+    def settled() -> bool:
+        row = conn.execute("SELECT status, claimed_by FROM actions WHERE openid = ?",
+                           [spammer]).fetchone()
+        return tuple(row) == ("done", None)
+
+    await until_async(settled)
+    assert conn.execute("SELECT status FROM blacklist WHERE openid = ?",
+                        [spammer]).fetchone() == ("blacklisted",)
+    conn.close()
+    calls = fake_wechat.calls_to("batchblacklist")
+    assert [c.openids for c in calls] == [[spammer]], "an acked batch is not sent again"
+    after = await health()
+    assert after["status"] == "ok" and "unsettled_actions" not in after
+
