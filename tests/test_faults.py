@@ -10,10 +10,16 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from bot.app import SERVICE, build_app
-from tests.fake_wechat import FakeWeChat, delay
+from bot.config import ActionsConfig
+from bot.jobs.batcher import Batcher
+from bot.storage.sqlite.actions import SqliteActionQueue
+from tests.fake_wechat import FakeWeChat, delay, drop, make_openids
 from tests.pushes import signed_query, text_xml
 from tests.test_end_to_end import live_config
+from tests.test_outbox import FAST, Env
 
 LOCK_WAIT = 0.2  # the service's busy_timeout here: a locked database fails fast
 
@@ -88,3 +94,48 @@ async def test_acked_batch_settles_after_the_database_was_locked_across_its_comp
     after = await health()
     assert after["status"] == "ok" and "unsettled_actions" not in after
 
+
+
+async def test_a_hanging_api_times_out_and_is_retried(tmp_path: Path,
+                                                      fake_wechat: FakeWeChat) -> None:
+    fake_wechat.script("batchblacklist", delay(1.0), drop())  # no answer, then a lost one
+    async with aiohttp.ClientSession() as session:
+        env = Env(tmp_path, fake_wechat, session)
+        await env.store.start()
+        batcher = Batcher(SqliteActionQueue(env.store), env.client(timeout=0.2),
+                          ActionsConfig(max_delay_seconds=0.05), env.metrics, dry_run=False,
+                          backoff=FAST, idle_seconds=0.05)
+        try:
+            ids = make_openids(3)
+            await env.enqueue(ids)
+            await batcher.start()
+            assert await batcher.drain(timeout=5), "the batcher stalled on a silent API"
+            rows = await env.rows()
+        finally:
+            await batcher.stop(timeout=1)
+            await env.store.close()
+    assert [c.openids for c in env.batch_calls()] == [ids, ids, ids]
+    assert [(r["status"], r["attempts"]) for r in rows] == [("done", 3)] * 3
+    assert fake_wechat.blacklist == set(ids)
+
+
+async def test_pushes_while_the_database_is_locked_are_refused_then_recorded(
+        aiohttp_client: Any, tmp_path: Path, fake_wechat: FakeWeChat) -> None:
+    config = live_config(tmp_path, fake_wechat)
+    client = await aiohttp_client(fast_lock_app(config))
+    spammer = "oPushedWhileLocked00000000"
+    push = text_xml(spammer, "加微信领红包", 40_001)
+    async with exclusive_lock(config.storage.path):
+        response = await client.post("/wechat", params=signed_query(), data=push)
+        assert response.status in (500, 503), "an unstored push must not be answered"
+        assert await response.text() != "success"
+    retry = await client.post("/wechat", params=signed_query(), data=push)  # WeChat's retry
+    assert retry.status == 200 and await retry.text() == "success"
+    await until_async(lambda: spammer in fake_wechat.blacklist)
+    conn = sqlite3.connect(config.storage.path)
+    try:
+        assert conn.execute("SELECT count(*) FROM events").fetchone() == (1,)
+        assert conn.execute("SELECT rule_id FROM decisions").fetchall() == [("contact-spam",)]
+    finally:
+        conn.close()
+    assert [c.openids for c in fake_wechat.calls_to("batchblacklist")] == [[spammer]]
