@@ -139,3 +139,25 @@ async def test_pushes_while_the_database_is_locked_are_refused_then_recorded(
     finally:
         conn.close()
     assert [c.openids for c in fake_wechat.calls_to("batchblacklist")] == [[spammer]]
+
+
+async def test_healthz_answers_promptly_while_the_database_is_locked(
+        aiohttp_client: Any, tmp_path: Path, fake_wechat: FakeWeChat) -> None:
+    config = live_config(tmp_path, fake_wechat)
+    app = build_app(config)  # the real busy_timeout: a locked read waits 10 s
+    app[SERVICE].health_db_timeout = 0.3
+    client = await aiohttp_client(app)
+    async with exclusive_lock(config.storage.path):
+        started = time.monotonic()
+        response = await client.get("/healthz")
+        state = await response.json()
+        assert time.monotonic() - started < 3, "/healthz waited out the lock"
+    assert response.status == 503 and state["status"] == "down"
+    assert "no answer within 0.3 s" in state["error"]
+    recovered = await until_async(lambda: _ok(client))
+    assert recovered["pending_actions"] == 0
+
+
+async def _ok(client: Any) -> dict[str, Any] | None:
+    state = dict(await (await client.get("/healthz")).json())
+    return state if state["status"] == "ok" else None
