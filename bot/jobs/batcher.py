@@ -114,6 +114,7 @@ class Batcher:
         self._paused_until, self._paused_reason = 0.0, ""
         self._write_backoff = write_backoff
         self._unsettled: set[int] = set()  # ids whose outcome waits to be written
+        self._claimed: set[int] = set()  # ids this process is sending or settling
         self._storage_error = ""
 
     # ------------------------------------------------------------ lifecycle
@@ -218,6 +219,7 @@ class Batcher:
         rows = await self._queue.claim(kind, self.owner, now, self._config.batch_size)
         if not rows:
             return
+        self._claimed.update(r.id for r in rows)
         self._busy.add(kind)
         try:
             await self._process(kind, rows)
@@ -232,6 +234,7 @@ class Batcher:
             raise
         finally:
             self._busy.discard(kind)
+            self._claimed.difference_update(r.id for r in rows)
         self.wake()  # settled rows may unblock the other kind's next action for a follower
 
     async def _sleep(self, kind: ActionKind, seconds: float) -> None:
@@ -252,10 +255,18 @@ class Batcher:
                 log.exception("batcher housekeeping failed")
 
     async def housekeep(self, now: float) -> None:
-        """Heartbeat, recover dead claims, queue expired timed blacklists (every ~10 s)."""
+        """Heartbeat, recover dead claims and this process's lost ones, queue expired timed
+        blacklists (every ~10 s)."""
         await self._queue.heartbeat(self.owner, now)
         if not self._dry_run and await self._queue.reclaim_stale(now, self._stale_after):
             self.wake()
+        if not self._dry_run:
+            lost = await self._queue.reclaim_own(self.owner, sorted(self._claimed), now,
+                                                 self._stale_after)
+            if lost:  # claimed, then neither sent nor given back: safe to send again
+                log.warning("%d actions claimed by this process but not in flight returned"
+                            " to the queue", lost)
+                self.wake()
         expired = await self._queue.queue_expired(now, dry_run=self._dry_run)
         if expired:
             log.info("%d timed blacklists expired: unblacklist %s", expired,

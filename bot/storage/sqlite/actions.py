@@ -65,6 +65,17 @@ def reclaim_stale(db: Database, now: float, *, stale_after: float,
     return count
 
 
+def reclaim_own(db: Database, owner: str, busy: Sequence[int], now: float, *,
+                stale_after: float) -> int:
+    """Return to pending the claims of live ``owner`` older than ``stale_after`` that it
+    is not working on (``busy``): claims it lost track of, which no one else reclaims."""
+    cur = db.execute(
+        "UPDATE actions SET status = 'pending', claimed_by = NULL, claimed_at = NULL,"
+        " updated_at = ? WHERE status = 'sending' AND claimed_by = ? AND claimed_at <= ?"
+        f" AND id NOT IN ({_marks(busy)})", [int(now), owner, now - stale_after, *busy])
+    return cur.rowcount
+
+
 def queue_state(db: Database, kind: str, now: float, limit: int) -> QueueState:
     """Ready rows (up to ``limit``), the oldest one's creation time, the next retry time."""
     ready, oldest = db.execute(
@@ -214,6 +225,13 @@ class SqliteActionQueue:
     async def reclaim_stale(self, now: float, stale_after: float) -> int:
         """See :func:`reclaim_stale`."""
         return await self._store.call(lambda db: reclaim_stale(db, now, stale_after=stale_after))
+
+    async def reclaim_own(self, owner: str, busy: Sequence[int], now: float,
+                          stale_after: float) -> int:
+        """See :func:`reclaim_own`."""
+        busy = list(busy)
+        return await self._store.call(lambda db: reclaim_own(db, owner, busy, now,
+                                                             stale_after=stale_after))
 
     async def state(self, kind: str, now: float, limit: int) -> QueueState:
         """See :func:`queue_state`."""
