@@ -48,6 +48,7 @@ class Service:
     batcher: Batcher | None = None
     scheduler: ExportScheduler | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    health_db_timeout: float = 2.0  # /healthz answers while another process holds a lock
 
     @property
     def metrics(self) -> Metrics:
@@ -83,7 +84,11 @@ class Service:
             worsen(state, "degraded")
             state["rules_error"] = rules_error
         try:
-            state["pending_actions"] = await self.services.storage.reads.pending_count()
+            state["pending_actions"] = await asyncio.wait_for(
+                self.services.storage.reads.pending_count(), self.health_db_timeout)
+        except TimeoutError:  # a locked database holds a read for its busy_timeout
+            worsen(state, "down")
+            state["error"] = f"database: no answer within {self.health_db_timeout:g} s"
         except Exception as exc:  # reported, not raised: health must answer
             worsen(state, "down")
             state["error"] = f"database: {exc.__class__.__name__}"
@@ -102,6 +107,10 @@ class Service:
                 worsen(state, "degraded")
                 state["actions_paused"] = actions["paused_reason"]
                 state["actions_paused_until"] = actions["paused_until"]
+            if actions["unsettled"]:  # WeChat answered; the database refuses the outcome
+                worsen(state, "degraded")
+                state["unsettled_actions"] = actions["unsettled"]
+                state["storage_error"] = actions["storage_error"]
         return state
 
 

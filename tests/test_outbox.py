@@ -231,6 +231,19 @@ def test_reclaim_only_dead_or_silent_owners(tmp_path: Path) -> None:
                     ("openid0001", "pending", None), ("openid0002", "pending", None)]
 
 
+def test_reclaim_own_spares_claims_in_flight_and_fresh_ones(tmp_path: Path) -> None:
+    from bot.storage.sqlite.actions import reclaim_own
+
+    db = open_db(tmp_path / "q.db")
+    for i, at in enumerate([900, 900, 990]):
+        enqueue_action(db, Action(ActionKind.BLACKLIST, f"openid{i:04d}", "r"), 100)
+        claim(db, "blacklist", "me:1:x", at, 1)
+    assert reclaim_own(db, "someone:2:else", [], 1000, stale_after=60) == 0
+    assert reclaim_own(db, "me:1:x", [1], 1000, stale_after=60) == 1
+    rows = db.execute("SELECT id, status FROM actions ORDER BY id").fetchall()
+    assert rows == [(1, "sending"), (2, "pending"), (3, "sending")]
+
+
 def test_expiry_queues_unblacklist_once(tmp_path: Path) -> None:
     db = open_db(tmp_path / "q.db")
     enqueue_action(db, Action(ActionKind.BLACKLIST, "oExpiring01", "r", expires_at=5000), 100)
@@ -449,6 +462,24 @@ async def test_abrupt_stop_returns_claims(env: Env) -> None:
 
 
 # ---------------------------------------------------------------- crash and sharing
+
+
+async def test_a_claim_this_live_process_lost_track_of_is_reclaimed(env: Env) -> None:
+    from bot.storage.owners import make_owner
+
+    ids = make_openids(2)
+    await env.enqueue(ids)
+    owner = make_owner("lost")  # this process: alive, and heartbeating below
+    now = env.clock.now
+    await env.store.call(lambda db: claim(db, "blacklist", owner, now, 20))  # nobody sends
+    b = await env.batcher(owner=owner)
+    await b.housekeep(env.clock.now)
+    assert set((await env.statuses()).values()) == {"sending"}, "fresh: maybe in flight"
+    env.clock.now += 61
+    await b.housekeep(env.clock.now)
+    assert await b.drain(timeout=5)
+    assert set((await env.statuses()).values()) == {"done"}
+    assert [c.openids for c in env.batch_calls()] == [ids]
 
 
 async def test_api_down_crash_restart_applies_everything_once(env: Env) -> None:

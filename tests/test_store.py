@@ -268,6 +268,23 @@ def test_a_blacklist_queued_behind_one_in_flight_keeps_the_stronger_end(db) -> N
         assert follower_state(db) == ("blacklisted", kept), (first, second)
 
 
+def test_a_late_completion_leaves_a_row_settled_since_alone(db) -> None:  # type: ignore[no-untyped-def]
+    from bot.storage.sqlite.actions import claim, complete, finish, reclaim_stale
+
+    enqueue_action(db, blacklist(), 100)
+    # sent by a process whose completion then waits on a locked database, heartbeat silent
+    stuck = claim(db, "blacklist", "elsewhere:1:stuck", 100, 20)
+    assert reclaim_stale(db, 200, stale_after=60) == 1  # another process takes it over
+    drain(db, 200)
+    enqueue_action(db, unblacklist(), 201, source="cli")
+    drain(db, 202)
+    assert follower_state(db)[0] == "removed"
+    complete(db, stuck, 300)  # the first process's write finally goes through
+    finish(db, [r.id for r in stuck], 300, "failed", errcode=48001)
+    assert follower_state(db)[0] == "removed"
+    assert actions(db) == [("blacklist", "done"), ("unblacklist", "done")]
+
+
 def test_reoffending_after_an_expiry_gets_the_new_end_not_permanent(db) -> None:  # type: ignore[no-untyped-def]
     from bot.storage.sqlite.actions import queue_expired
 

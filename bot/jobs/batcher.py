@@ -7,7 +7,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,6 +30,8 @@ from bot.storage.ports import ActionQueue
 log = logging.getLogger(__name__)
 KINDS = (ActionKind.BLACKLIST, ActionKind.UNBLACKLIST)
 DEFAULT_BACKOFF = Backoff()
+# Retrying an outcome the database refused (locked, disk full): often, never for long.
+DEFAULT_WRITE_BACKOFF = Backoff(base=0.5, cap=10.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,17 +55,21 @@ class BlacklistAPI(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class BatcherStatus:
-    """For /healthz: queued actions and whether (and why) sending is paused."""
+    """For /healthz: queued actions, whether (and why) sending is paused, and outcomes
+    known from WeChat but not yet written (with the storage error that refused them)."""
 
     pending: int
     paused_until: float
     paused_reason: str
     dry_run: bool
+    unsettled: int = 0
+    storage_error: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {"pending": self.pending, "paused_until": self.paused_until or None,
-                "paused_reason": self.paused_reason or None, "dry_run": self.dry_run}
+                "paused_reason": self.paused_reason or None, "dry_run": self.dry_run,
+                "unsettled": self.unsettled, "storage_error": self.storage_error or None}
 
 
 class Batcher:
@@ -73,6 +79,11 @@ class Batcher:
     In dry-run it never claims, reclaims or settles a row: the database may be shared
     with a live service (a CLI run without secrets), whose queue is not ours to touch.
     It only heartbeats and records expiries as ``dry_run`` would-be unblacklists.
+
+    An outcome the database refuses (locked by another process, disk full) is kept and
+    written again, with ``write_backoff``, until it is: the worker claims nothing else
+    meanwhile, and a batch WeChat answered is never sent again because its answer could
+    not be recorded.
     """
 
     def __init__(self, queue: ActionQueue, client: BlacklistAPI | None, config: ActionsConfig,
@@ -81,7 +92,8 @@ class Batcher:
                  clock: Callable[[], float] = time.time, housekeeping_seconds: float = 10.0,
                  stale_after: float = 60.0, idle_seconds: float = 1.0,
                  rng: random.Random | None = None,
-                 monotonic: Callable[[], float] = time.monotonic):
+                 monotonic: Callable[[], float] = time.monotonic,
+                 write_backoff: Backoff = DEFAULT_WRITE_BACKOFF):
         if client is None and not dry_run:
             raise ValueError("a Batcher without an API client must run in dry-run mode")
         self.owner = owner or make_owner()
@@ -100,6 +112,10 @@ class Batcher:
         self._flush = False
         self._pending = 0
         self._paused_until, self._paused_reason = 0.0, ""
+        self._write_backoff = write_backoff
+        self._unsettled: set[int] = set()  # ids whose outcome waits to be written
+        self._claimed: set[int] = set()  # ids this process is sending or settling
+        self._storage_error = ""
 
     # ------------------------------------------------------------ lifecycle
 
@@ -170,7 +186,9 @@ class Batcher:
         """Queued actions (as of the last look) and the pause, for /healthz."""
         paused = self._paused_until > self._clock()
         return BatcherStatus(self._pending, self._paused_until if paused else 0.0,
-                             self._paused_reason if paused else "", self._dry_run)
+                             self._paused_reason if paused else "", self._dry_run,
+                             len(self._unsettled),
+                             self._storage_error if self._unsettled else "")
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -201,17 +219,22 @@ class Batcher:
         rows = await self._queue.claim(kind, self.owner, now, self._config.batch_size)
         if not rows:
             return
+        self._claimed.update(r.id for r in rows)
         self._busy.add(kind)
         try:
             await self._process(kind, rows)
         except Exception:
-            # Rows not yet settled go back (settled ones are no longer 'sending').
+            # Rows not yet settled go back (settled ones are no longer 'sending'); a release
+            # that cannot be written would leave them claimed for the life of the process.
             later = self._clock() + self._backoff.delay(max(r.attempts for r in rows),
                                                         self._rng)
-            await self._queue.release([r.id for r in rows], self._clock(), not_before=later)
+            ids = [r.id for r in rows]
+            await self._write(ids, lambda: self._queue.release(ids, self._clock(),
+                                                               not_before=later))
             raise
         finally:
             self._busy.discard(kind)
+            self._claimed.difference_update(r.id for r in rows)
         self.wake()  # settled rows may unblock the other kind's next action for a follower
 
     async def _sleep(self, kind: ActionKind, seconds: float) -> None:
@@ -232,10 +255,18 @@ class Batcher:
                 log.exception("batcher housekeeping failed")
 
     async def housekeep(self, now: float) -> None:
-        """Heartbeat, recover dead claims, queue expired timed blacklists (every ~10 s)."""
+        """Heartbeat, recover dead claims and this process's lost ones, queue expired timed
+        blacklists (every ~10 s)."""
         await self._queue.heartbeat(self.owner, now)
         if not self._dry_run and await self._queue.reclaim_stale(now, self._stale_after):
             self.wake()
+        if not self._dry_run:
+            lost = await self._queue.reclaim_own(self.owner, sorted(self._claimed), now,
+                                                 self._stale_after)
+            if lost:  # claimed, then neither sent nor given back: safe to send again
+                log.warning("%d actions claimed by this process but not in flight returned"
+                            " to the queue", lost)
+                self.wake()
         expired = await self._queue.queue_expired(now, dry_run=self._dry_run)
         if expired:
             log.info("%d timed blacklists expired: unblacklist %s", expired,
@@ -248,7 +279,11 @@ class Batcher:
 
     async def _process(self, kind: ActionKind, rows: list[Claimed]) -> None:
         await self._send_group(kind, rows, None)
-        self._pending = await self._queue.count_active()
+        try:
+            self._pending = await self._queue.count_active()
+        except Exception:  # the rows are settled; housekeeping refreshes the count
+            log.warning("could not count queued actions after a batch", exc_info=True)
+            return
         self._metrics.pending_actions.set(self._pending)
 
     async def _send_group(self, kind: ActionKind, rows: list[Claimed],
@@ -281,9 +316,10 @@ class Batcher:
 
     async def _hold(self, rows: list[Claimed], pause: Settlement) -> None:
         """Back to pending unsent (no attempt counted): sending paused before their turn."""
-        await self._queue.release([r.id for r in rows], self._clock(), not_before=0,
-                                  errcode=pause.errcode, errmsg=pause.errmsg,
-                                  count_attempt=False)
+        ids, now = [r.id for r in rows], self._clock()
+        await self._write(ids, lambda: self._queue.release(
+            ids, now, not_before=0, errcode=pause.errcode, errmsg=pause.errmsg,
+            count_attempt=False))
 
     async def _attempt(self, kind: ActionKind, rows: list[Claimed]) -> WeChatAPIError | None:
         assert self._client is not None
@@ -300,13 +336,13 @@ class Batcher:
     async def _apply(self, kind: ActionKind, rows: list[Claimed], s: Settlement) -> None:
         now, ids = self._clock(), [r.id for r in rows]
         if s.verdict is Verdict.DONE:
-            await self._queue.complete(rows, now)
+            await self._write(ids, lambda: self._queue.complete(rows, now))
             self._metrics.actions.labels(str(kind), "done").inc(len(rows))
         elif s.verdict is Verdict.RETRY:
             log.warning("%s of %d followers: WeChat error %s (%s); retry in %.1f s", kind,
                         len(rows), s.errcode, s.errmsg, s.not_before - now)
-            await self._queue.release(ids, now, not_before=s.not_before, errcode=s.errcode,
-                                      errmsg=s.errmsg)
+            await self._write(ids, lambda: self._queue.release(
+                ids, now, not_before=s.not_before, errcode=s.errcode, errmsg=s.errmsg))
         elif s.verdict is Verdict.PAUSE:
             reason = f"WeChat error {s.errcode} ({s.errmsg}): {explain(s.errcode)}"
             brief = s.not_before - now <= 60  # the per-minute limit: routine under load
@@ -314,15 +350,46 @@ class Batcher:
                     "SENDING PAUSED until %s, %d+ actions kept queued. %s",
                       local_time(s.not_before),
                       len(rows), reason)
-            await self._queue.release(ids, now, not_before=0, errcode=s.errcode,
-                                      errmsg=s.errmsg, count_attempt=False)
-            await self._queue.set_pause(s.not_before, reason, now)
+            await self._write(ids, lambda: self._queue.release(
+                ids, now, not_before=0, errcode=s.errcode, errmsg=s.errmsg,
+                count_attempt=False))
+            await self._write(ids, lambda: self._queue.set_pause(s.not_before, reason, now))
             self._note_pause(s.not_before, reason)
         else:
             log.error("%s failed for good for %s: WeChat error %s (%s). %s", kind,
                       ", ".join(r.openid for r in rows), s.errcode, s.errmsg, explain(s.errcode))
-            await self._queue.finish(ids, now, "failed", errcode=s.errcode, errmsg=s.errmsg)
+            await self._write(ids, lambda: self._queue.finish(
+                ids, now, "failed", errcode=s.errcode, errmsg=s.errmsg))
             self._metrics.actions.labels(str(kind), "failed").inc(len(rows))
 
     def _note_pause(self, until: float, reason: str) -> None:
         self._paused_until, self._paused_reason = until, reason
+
+    async def _write(self, ids: list[int], write: Callable[[], Awaitable[None]]) -> None:
+        """Record an outcome for rows ``ids``, again and again until the database takes it.
+
+        The outcome is what WeChat answered: sending the rows again instead (a release
+        after an acked blacklist) would count a false attempt, and leaving them claimed
+        would strand them, since this live owner's claims are never stale.
+        """
+        failures = 0
+        while True:
+            try:
+                await write()
+            except Exception as exc:  # locked or full database: kept and retried, not lost
+                failures += 1
+                self._unsettled.update(ids)
+                self._storage_error = f"{exc.__class__.__name__}: {exc}"
+                wait = self._write_backoff.delay(failures, self._rng)
+                log.log(logging.ERROR if failures == 1 else logging.WARNING,
+                        "could not record the outcome of %d actions (%s); retrying in %.1f s",
+                        len(ids), self._storage_error, wait)
+                await asyncio.sleep(wait)  # a backoff, not a poll: the database is refusing
+                continue
+            if failures:
+                log.warning("outcome of %d actions recorded after %d failed writes",
+                            len(ids), failures)
+            self._unsettled.difference_update(ids)
+            if not self._unsettled:
+                self._storage_error = ""
+            return

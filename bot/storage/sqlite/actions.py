@@ -65,6 +65,17 @@ def reclaim_stale(db: Database, now: float, *, stale_after: float,
     return count
 
 
+def reclaim_own(db: Database, owner: str, busy: Sequence[int], now: float, *,
+                stale_after: float) -> int:
+    """Return to pending the claims of live ``owner`` older than ``stale_after`` that it
+    is not working on (``busy``): claims it lost track of, which no one else reclaims."""
+    cur = db.execute(
+        "UPDATE actions SET status = 'pending', claimed_by = NULL, claimed_at = NULL,"
+        " updated_at = ? WHERE status = 'sending' AND claimed_by = ? AND claimed_at <= ?"
+        f" AND id NOT IN ({_marks(busy)})", [int(now), owner, now - stale_after, *busy])
+    return cur.rowcount
+
+
 def queue_state(db: Database, kind: str, now: float, limit: int) -> QueueState:
     """Ready rows (up to ``limit``), the oldest one's creation time, the next retry time."""
     ready, oldest = db.execute(
@@ -101,8 +112,16 @@ def release(db: Database, ids: Sequence[int], now: float, *, not_before: float,
 
 def complete(db: Database, rows: Sequence[Claimed], now: float) -> None:
     """Mark rows done and record the follower's new state in ``blacklist``
-    (:func:`bot.core.outbox.settled_state` says what it becomes)."""
+    (:func:`bot.core.outbox.settled_state` says what it becomes).
+
+    Only rows still queued or in flight: a completion written late (the database was
+    locked) for a row another process reclaimed and settled since must not overwrite
+    the follower's state with an older one, say after their unblacklist went out.
+    """
     ts = int(now)
+    rows = _unsettled(db, rows)
+    if not rows:
+        return
     db.execute(f"UPDATE actions SET status = 'done', claimed_by = NULL, errcode = NULL,"
                f" errmsg = NULL, updated_at = ? WHERE id IN ({_marks([r.id for r in rows])})",
                [ts, *[r.id for r in rows]])
@@ -123,10 +142,19 @@ def complete(db: Database, rows: Sequence[Claimed], now: float) -> None:
 
 def finish(db: Database, ids: Sequence[int], now: float, status: str, *,
            errcode: int | None = None, errmsg: str = "") -> None:
-    """Settle rows for good: ``failed`` (with the errcode) or ``dry_run``."""
+    """Settle rows still queued or in flight for good: ``failed`` (with the errcode) or
+    ``dry_run`` (a row another process settled since keeps its outcome)."""
     db.execute(f"UPDATE actions SET status = ?, claimed_by = NULL, errcode = ?, errmsg = ?,"
-               f" updated_at = ? WHERE id IN ({_marks(ids)})",
+               f" updated_at = ? WHERE status IN {_ACTIVE} AND id IN ({_marks(ids)})",
                [status, errcode, errmsg or None, int(now), *ids])
+
+
+def _unsettled(db: Database, rows: Sequence[Claimed]) -> list[Claimed]:
+    """Those of ``rows`` still pending or sending."""
+    active = {row[0] for row in db.execute(
+        f"SELECT id FROM actions WHERE status IN {_ACTIVE} AND id IN ({_marks(rows)})",
+        [r.id for r in rows])}
+    return [r for r in rows if r.id in active]
 
 
 def set_pause(db: Database, until: float, reason: str, now: float) -> None:
@@ -197,6 +225,13 @@ class SqliteActionQueue:
     async def reclaim_stale(self, now: float, stale_after: float) -> int:
         """See :func:`reclaim_stale`."""
         return await self._store.call(lambda db: reclaim_stale(db, now, stale_after=stale_after))
+
+    async def reclaim_own(self, owner: str, busy: Sequence[int], now: float,
+                          stale_after: float) -> int:
+        """See :func:`reclaim_own`."""
+        busy = list(busy)
+        return await self._store.call(lambda db: reclaim_own(db, owner, busy, now,
+                                                             stale_after=stale_after))
 
     async def state(self, kind: str, now: float, limit: int) -> QueueState:
         """See :func:`queue_state`."""

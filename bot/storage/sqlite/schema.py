@@ -150,15 +150,17 @@ MIGRATION_SETS: list[Migrations] = [core]
 
 
 
-def open_db(path: str | Path, *, migrate: bool = True, synchronous: str = "full") -> Database:
+def open_db(path: str | Path, *, migrate: bool = True, synchronous: str = "full",
+            busy_timeout: float = 10.0) -> Database:
     """Open (creating if needed) the SQLite file in WAL mode and apply migrations.
 
     The connection belongs to the calling thread; the CLI uses this directly and
-    :class:`Store` calls it on its own thread.
+    :class:`Store` calls it on its own thread. ``busy_timeout`` is how long a statement
+    waits for another process's lock before failing with "database is locked".
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(path), timeout=10.0, isolation_level=None)
+    conn = sqlite3.connect(str(path), timeout=busy_timeout, isolation_level=None)
     db = Database(conn)
     # WAL: readers (the CLI) never block the writer. FULL (default): each COMMIT fsyncs
     # the WAL, so an answered push survives a power cut too; group commit (Store) spreads
@@ -166,7 +168,7 @@ def open_db(path: str | Path, *, migrate: bool = True, synchronous: str = "full"
     # against a process crash (kill -9), not against the machine losing power.
     db.execute("PRAGMA journal_mode=WAL")
     db.execute(f"PRAGMA synchronous={'NORMAL' if synchronous == 'normal' else 'FULL'}")
-    db.execute("PRAGMA busy_timeout=10000")
+    db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
     db.execute("PRAGMA foreign_keys=ON")
     if migrate:
         for migrations in MIGRATION_SETS:

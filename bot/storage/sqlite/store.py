@@ -63,8 +63,9 @@ class Store:
     """
 
     def __init__(self, path: str | Path, *, max_batch: int = 256, synchronous: str = "full",
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, busy_timeout: float = 10.0):
         self.path = Path(path)
+        self.busy_timeout = busy_timeout
         self._clock = clock
         self.max_batch = max_batch
         self.synchronous = synchronous
@@ -132,7 +133,8 @@ class Store:
 
     def _run(self) -> None:
         try:
-            db = open_db(self.path, synchronous=self.synchronous)
+            db = open_db(self.path, synchronous=self.synchronous,
+                         busy_timeout=self.busy_timeout)
         except BaseException as exc:  # reported to start() on the event loop
             self._open_error = exc
             self._ready.set()
