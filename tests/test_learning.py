@@ -24,6 +24,10 @@ from tests.learning_data import ham_texts, spam_texts, write_jsonl
 from tests.pushes import TOKEN, signed_query, text_xml
 from tests.test_end_to_end import wait_for
 
+# Training with the shipped seeds (and 5-fold cross-validation in `learn`) takes seconds
+# of CPU per call: more than the suite's per-test limit allows on a loaded 2-core machine.
+pytestmark = pytest.mark.timeout(180)
+
 RULES = """
 rules:
   - id: model-spam
