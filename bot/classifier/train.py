@@ -19,6 +19,9 @@ C = 30.0
 _SCALE = 0.2
 _MEMORY = 10
 FOLDS = 5
+# Beside an operator's own samples the seeds weigh less: theirs say what their followers
+# write (5-fold on the dev file, recall at 0.5% FPR: seeds at 1.0 0.840, 0.3 0.852).
+SEED_WEIGHT = 0.3
 _MAX_ITERATIONS = 300
 
 
@@ -115,15 +118,19 @@ def _two_loop(grad: np.ndarray, history: list[tuple[np.ndarray, np.ndarray, floa
 
 
 def fit(samples: Sequence[Sample], *, now: int, c: float = C,
-        quality: Quality | None = None) -> Model:
-    """A model trained on ``samples`` (both labels needed); classes weigh equally."""
-    sets = [grams(classifier_form(s.text)) for s in samples]
-    y = np.fromiter((s.spam for s in samples), dtype=np.float64, count=len(samples))
+        quality: Quality | None = None, extra: Sequence[Sample] = (),
+        extra_weight: float = 1.0) -> Model:
+    """A model trained on ``samples`` and ``extra`` ones weighing ``extra_weight`` each
+    (both labels needed); the two classes weigh equally in all."""
+    everything = [*samples, *extra]
+    sets = [grams(classifier_form(s.text)) for s in everything]
+    y = np.fromiter((s.spam for s in everything), dtype=np.float64, count=len(everything))
     spam = int(y.sum())
-    ham = len(samples) - spam
+    ham = len(everything) - spam
     if not spam or not ham:
         raise ValueError("training needs both spam and ham samples")
     weight = np.where(y == 1, len(y) / (2 * spam), len(y) / (2 * ham))
+    weight[len(samples):] *= extra_weight
     design = _Design(sets)
     theta = _lbfgs(_objective(design, y, weight, c), np.zeros(design.d + 1))
     coef = theta[:-1] * design.idf * _SCALE
@@ -149,8 +156,8 @@ def cross_validate(samples: Sequence[Sample], *, threshold: float, folds: int = 
     for k in range(folds):
         held_out = {samples[i].text for i in np.flatnonzero(fold_of == k).tolist()}
         train = [samples[i] for i in range(len(samples)) if fold_of[i] != k]
-        train += [s for s in extra if s.text not in held_out]
-        model = fit(train, now=0)
+        model = fit(train, now=0, extra=[s for s in extra if s.text not in held_out],
+                    extra_weight=SEED_WEIGHT)
         for i in np.flatnonzero(fold_of == k).tolist():
             scores[i] = model.score(samples[i].text)
     return quality_at(samples, scores, threshold, folds), scores
@@ -179,10 +186,13 @@ def train(stored: Sequence[Sample], seeds: Sequence[Sample], *, threshold: float
     quality: Quality | None = None
     if validate and len({s.spam for s in stored}) == 2 and len(stored) >= 2 * FOLDS:
         quality, _ = cross_validate(stored, threshold=threshold, folds=FOLDS, extra=seeds)
-    return fit(_unique([*stored, *seeds]), now=now, quality=quality)
+    texts = {s.text for s in stored}
+    return fit(_unique(stored), now=now, quality=quality,
+               extra=_unique([s for s in seeds if s.text not in texts]),
+               extra_weight=SEED_WEIGHT if stored else 1.0)
 
 
-def _unique(samples: list[Sample]) -> list[Sample]:
+def _unique(samples: Sequence[Sample]) -> list[Sample]:
     """One sample per text, the first label given winning (stored samples come first)."""
     seen: dict[str, Sample] = {}
     for sample in samples:
