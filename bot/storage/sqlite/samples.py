@@ -63,10 +63,6 @@ def stored_samples(db: Database) -> list[Sample]:
             db.execute("SELECT text, label FROM samples ORDER BY id")]
 
 
-def sample_count(db: Database) -> int:
-    return int(db.execute("SELECT count(*) FROM samples").fetchone()[0])
-
-
 def newest_sample_at(db: Database) -> int:
     """When the newest sample was stored (0 when none is)."""
     return int(db.execute("SELECT coalesce(max(created_at), 0) FROM samples").fetchone()[0])
