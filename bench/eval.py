@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from bot.classifier.files import seed_samples  # noqa: E402
 from bot.classifier.model import Model  # noqa: E402
-from bot.classifier.train import train  # noqa: E402
+from bot.classifier.train import fold_models, train  # noqa: E402
 from bot.core.models import (  # noqa: E402
     ActionKind,
     Event,
@@ -128,16 +128,11 @@ def main() -> int:
 def kfold(samples: list[Sample], seeds: list[Sample], folds: int
           ) -> tuple[list[Model | None], list[float]]:
     """For each sample, the model of the fold that held it out, and its score."""
-    order = list(range(len(samples)))
-    random.Random(0).shuffle(order)
-    fold_of = {index: rank % folds for rank, index in enumerate(order)}
     models: list[Model | None] = [None] * len(samples)
     scores = [0.0] * len(samples)
     started = time.process_time()
-    for k in range(folds):
-        held = [i for i in range(len(samples)) if fold_of[i] == k]
-        kept = [samples[i] for i in range(len(samples)) if fold_of[i] != k]
-        model = train(kept, seeds, threshold=0.9, now=0, validate=False).prepare()
+    for model, held in fold_models(samples, seeds, folds=folds):
+        model.prepare()
         for i in held:
             models[i], scores[i] = model, model.score(samples[i].text)
     print(f"\ntrained {folds} models in {time.process_time() - started:.1f} s CPU")

@@ -6,7 +6,7 @@ import json
 import math
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from operator import itemgetter
 from typing import Any
@@ -62,7 +62,6 @@ class Model:
     trained_at: int
     quality: Quality | None = None
     features: str = FEATURES
-    meta: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def samples(self) -> int:
@@ -78,9 +77,8 @@ class Model:
         automaton = ahocorasick.Automaton(ahocorasick.STORE_INTS)
         table: list[float] = []
         for gram, weight in self.weights.items():
-            if gram.strip() or True:
-                automaton.add_word(gram, len(table))
-                table.append(weight)
+            automaton.add_word(gram, len(table))
+            table.append(weight)
         if table:
             automaton.make_automaton()
         return automaton, table
@@ -138,7 +136,7 @@ class Model:
         body = {"format": FORMAT, "features": self.features, "bias": self.bias,
                 "spam": self.spam, "ham": self.ham, "trained_at": self.trained_at,
                 "quality": None if self.quality is None else vars(self.quality),
-                "meta": dict(self.meta), "weights": dict(self.weights)}
+                "weights": dict(self.weights)}
         return zlib.compress(json.dumps(body, ensure_ascii=False).encode("utf-8"), 6)
 
     @classmethod
@@ -158,8 +156,7 @@ class Model:
             quality = body.get("quality")
             return cls(weights=weights, bias=float(body["bias"]), spam=int(body["spam"]),
                        ham=int(body["ham"]), trained_at=int(body["trained_at"]),
-                       quality=Quality(**quality) if quality else None,
-                       meta=dict(body.get("meta") or {}))
+                       quality=Quality(**quality) if quality else None)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ModelError(f"stored model is corrupt ({type(exc).__name__}: {exc})") \
                 from None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -146,21 +146,29 @@ def cross_validate(samples: Sequence[Sample], *, threshold: float, folds: int = 
 
     ``extra`` samples (the seeds) join every training fold and are never scored.
     """
+    scores = [0.0] * len(samples)
+    for model, held in fold_models(samples, extra, folds=folds, seed=seed):
+        for i in held:
+            scores[i] = model.score(samples[i].text)
+    return quality_at(samples, scores, threshold, folds), scores
+
+
+def fold_models(samples: Sequence[Sample], extra: Sequence[Sample] = (), *,
+                folds: int = FOLDS, seed: int = 0) -> Iterator[tuple[Model, list[int]]]:
+    """Per stratified fold: a model trained on the other folds plus ``extra`` (weighing
+    SEED_WEIGHT), and the indices of the samples it held out."""
     order = np.random.default_rng(seed).permutation(len(samples))
     fold_of = np.empty(len(samples), dtype=np.int64)
     for label in (True, False):  # stratified: each fold gets its share of each label
         members = [i for i in order if samples[i].spam is label]
         for rank, index in enumerate(members):
             fold_of[index] = rank % folds
-    scores = [0.0] * len(samples)
     for k in range(folds):
-        held_out = {samples[i].text for i in np.flatnonzero(fold_of == k).tolist()}
-        train = [samples[i] for i in range(len(samples)) if fold_of[i] != k]
-        model = fit(train, now=0, extra=[s for s in extra if s.text not in held_out],
-                    extra_weight=SEED_WEIGHT)
-        for i in np.flatnonzero(fold_of == k).tolist():
-            scores[i] = model.score(samples[i].text)
-    return quality_at(samples, scores, threshold, folds), scores
+        held = np.flatnonzero(fold_of == k).tolist()
+        held_out = {samples[i].text for i in held}
+        kept = [samples[i] for i in range(len(samples)) if fold_of[i] != k]
+        yield fit(kept, now=0, extra=[s for s in extra if s.text not in held_out],
+                  extra_weight=SEED_WEIGHT), held
 
 
 def quality_at(samples: Sequence[Sample], scores: Sequence[float], threshold: float,
@@ -193,7 +201,7 @@ def train(stored: Sequence[Sample], seeds: Sequence[Sample], *, threshold: float
 
 
 def _unique(samples: Sequence[Sample]) -> list[Sample]:
-    """One sample per text, the first label given winning (stored samples come first)."""
+    """One sample per text, the first label given winning."""
     seen: dict[str, Sample] = {}
     for sample in samples:
         seen.setdefault(sample.text, sample)

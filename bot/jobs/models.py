@@ -100,7 +100,7 @@ class ModelWatcher:
         log.info("no classifier model yet: training one from the shipped seed samples")
         await self._train("seed", validate=False)
 
-    async def _train(self, source: str, *, validate: bool) -> bool:
+    async def _train(self, source: str, *, validate: bool) -> None:
         """Train on the stored samples and the seeds off the loop and the writer thread
         (the database is read and written in two short calls), and store the model."""
         started = self.clock()
@@ -108,20 +108,19 @@ class ModelWatcher:
         basis = await self.store.latest_model_id()
         stored = await self.store.samples()
         try:
-            model = await asyncio.to_thread(train, stored, seed_samples(),
-                                            threshold=self.threshold(), now=now,
-                                            validate=validate)
+            threshold = self.threshold()
+            model = await asyncio.to_thread(lambda: train(  # reading the seeds is disk I/O
+                stored, seed_samples(), threshold=threshold, now=now, validate=validate))
         except ValueError as exc:  # no seeds installed and nothing learnt yet
             log.warning("no classifier model (%s): classifier rules never fire until "
                         "`python -m bot learn` trains one", exc)
-            return False
+            return
         blob = await asyncio.to_thread(model.dumps)
         saved = await self.store.save_model(blob, trained_at=now, samples=model.samples,
                                             source=source, unless_newer_than=basis)
         if not saved:  # `learn` stored one meanwhile, from newer samples: it stays
             log.info("%s model discarded: a newer model was stored while it trained", source)
-            return False
+            return
         log.info("%s model trained on %d samples in %.1f s%s", source, model.samples,
                  self.clock() - started,
                  f"; {model.quality.describe()}" if model.quality else "")
-        return True
