@@ -13,6 +13,7 @@ from sqlite_utils import Database
 
 from bot.core.errors import BotError
 from bot.core.models import Action, ActionKind, Event
+from bot.storage.sqlite import kv
 from bot.storage.sqlite.actions import read_pause
 from bot.storage.sqlite.records import enqueue_action, iter_events
 from bot.storage.sqlite.samples import add_samples, verdict_source, verdict_texts
@@ -72,9 +73,10 @@ def requeue_failed(db: Database, openids: Sequence[str], now: int) -> list[int]:
     rows = db.execute(
         "SELECT a.id, a.openid FROM actions a WHERE a.status = 'failed' AND NOT EXISTS ("
         " SELECT 1 FROM actions b WHERE b.openid = a.openid AND b.id > a.id"
-        " AND b.status NOT IN ('failed', 'cancelled')) AND NOT (a.source = 'expiry' AND"
-        " EXISTS (SELECT 1 FROM blacklist l WHERE l.openid = a.openid AND l.status ="
-        " 'blacklisted' AND (l.expires_at IS NULL OR l.expires_at > a.created_at)))"
+        " AND b.status NOT IN ('failed', 'cancelled', 'dismissed'))"
+        " AND NOT (a.source = 'expiry' AND EXISTS (SELECT 1 FROM blacklist l"
+        " WHERE l.openid = a.openid AND l.status = 'blacklisted'"
+        " AND (l.expires_at IS NULL OR l.expires_at > a.created_at)))"
         " ORDER BY a.id").fetchall()
     wanted = set(openids)
     ids = [i for i, o in rows if not wanted or o in wanted]
@@ -82,6 +84,59 @@ def requeue_failed(db: Database, openids: Sequence[str], now: int) -> list[int]:
         db.execute("UPDATE actions SET status = 'pending', attempts = 0, not_before = 0,"
                    " errcode = NULL, errmsg = NULL, updated_at = ? WHERE id = ?", [now, i])
     return ids
+
+
+def dismiss_failed(db: Database, targets: Sequence[int | str], now: int) -> list[int]:
+    """Failed actions -> ``dismissed`` (``retry`` no longer resends them): by action id
+    (int) or every failed action of a follower (OpenID str). Attempts and the errcode
+    stay as they were, so the row still says why it failed."""
+    ids: list[int] = []
+    for target in targets:
+        column = "id" if isinstance(target, int) else "openid"
+        rows = db.execute(f"SELECT id FROM actions WHERE status = 'failed' AND {column} = ?"
+                          " ORDER BY id", [target]).fetchall()
+        ids += [row[0] for row in rows if row[0] not in ids]
+    for i in ids:
+        db.execute("UPDATE actions SET status = 'dismissed', updated_at = ? WHERE id = ?",
+                   [now, i])
+    return ids
+
+
+def failed_targets(db: Database, targets: Sequence[int | str]) -> dict[int | str, str]:
+    """Of ``targets`` (ids or OpenIDs), those with no failed action: what they are."""
+    unknown: dict[int | str, str] = {}
+    for target in targets:
+        column = "id" if isinstance(target, int) else "openid"
+        statuses = [r[0] for r in db.execute(
+            f"SELECT status FROM actions WHERE {column} = ?", [target]).fetchall()]
+        if "failed" not in statuses:
+            unknown[target] = (", ".join(sorted(set(statuses))) if statuses
+                               else "no such action")
+    return unknown
+
+
+def resume_sending(db: Database) -> tuple[float, str]:
+    """Lift the shared sending pause (every process sees it at its next look); the pause
+    lifted, ``(0, "")`` when none was set."""
+    pause = read_pause(db)
+    kv.delete(db, kv.PAUSE_KEY)
+    return pause
+
+
+def dismiss(path: str | Path, targets: Sequence[int | str], now: int
+            ) -> tuple[list[int], dict[int | str, str]]:
+    """:func:`dismiss_failed` in one transaction: the dismissed ids, and the targets
+    that had no failed action (with what they are instead)."""
+    def work(db: Database) -> tuple[list[int], dict[int | str, str]]:
+        unknown = failed_targets(db, targets)
+        return dismiss_failed(db, targets, now), unknown
+
+    return run_sync(existing_db(path, "no action was ever queued"), work)
+
+
+def resume(path: str | Path) -> tuple[float, str]:
+    """:func:`resume_sending` on the existing database at ``path``."""
+    return run_sync(existing_db(path, "no action was ever queued"), resume_sending)
 
 
 def queued_ids(db: Database) -> list[int]:
@@ -134,8 +189,8 @@ class QueueStatus:
 
 _SECTIONS = [("pending", "status IN ('pending', 'sending') ORDER BY id"),
              ("failed", "status = 'failed' ORDER BY id DESC"),
-             ("recent", "status IN ('done', 'dry_run', 'skipped') ORDER BY updated_at DESC,"
-                        " id DESC")]
+             ("recent", "status IN ('done', 'dry_run', 'skipped', 'dismissed')"
+                        " ORDER BY updated_at DESC, id DESC")]
 
 
 def queue_status(db: Database, limit: int) -> QueueStatus:
