@@ -241,6 +241,30 @@ def follower_history(db: Database, openid: str, limit: int = 50) -> FollowerHist
                            [tuple(r) for r in actions], known is not None)
 
 
+def follower_warnings(db: Database, openid: str, since: int) -> dict[str, list[int]]:
+    """Per rule id, when ``openid`` was warned by it since ``since`` (the push's
+    CreateTime, as the engine counts), forgetting those before that rule's last
+    escalation to a blacklist: the engine starts the ladder again after one."""
+    rows = db.execute(
+        "SELECT d.rule_id, d.action, COALESCE(e.create_time, d.created_at) FROM decisions d"
+        " LEFT JOIN events e ON e.id = d.event_id WHERE d.openid = ? AND d.created_at >= ?"
+        " AND d.action IN ('warn', 'blacklist') ORDER BY d.id", [openid, since]).fetchall()
+    warned: dict[str, list[int]] = {}
+    for rule_id, action, at in rows:
+        if action == "blacklist":
+            warned.pop(rule_id, None)
+        else:
+            warned.setdefault(rule_id, []).append(int(at))
+    return warned
+
+
+def follower_pushes(db: Database, openid: str, since: int) -> list[tuple[int, str]]:
+    """``(create_time, msg_type)`` of the pushes of ``openid`` received since ``since``."""
+    rows = db.execute("SELECT create_time, msg_type FROM events WHERE received_at >= ?"
+                      " AND openid = ? ORDER BY id", [since, openid]).fetchall()
+    return [(int(t), str(k)) for t, k in rows]
+
+
 # ---------------------------------------------------------------- replay
 
 
