@@ -1,11 +1,13 @@
 """What the CLI reads and changes by hand: a follower's history, the queue's status,
-requeueing failed actions, replaying stored events. Plain functions on one file."""
+requeueing failed actions, replaying stored events. Plain functions on one file.
+
+``QueueStatus`` and ``FollowerHistory`` are declared in :mod:`bot.storage.ports` (the
+console reads them through a port) and re-exported here for the CLI."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ from sqlite_utils import Database
 
 from bot.core.errors import BotError
 from bot.core.models import Action, ActionKind, Event
+from bot.storage.ports import FollowerHistory, QueueStatus
 from bot.storage.sqlite import kv
 from bot.storage.sqlite.actions import read_pause
 from bot.storage.sqlite.records import enqueue_action, iter_events
@@ -49,22 +52,34 @@ def queue_admin_actions(path: str | Path, actions: Sequence[Action], now: int, *
     how many samples the admin's verdicts taught the classifier (learnt before the
     actions land: a removal learns from what the rules decided)."""
 
-    verdicts: list[tuple[str, bool, list[str]]] = []
+    verdicts: list[Verdict] = []
     if Path(path).is_file():  # read first: the write transaction stays short
         with reading(path, "") as db:
-            for a in actions:
-                spam = a.kind is ActionKind.BLACKLIST
-                verdicts.append((a.openid, spam, verdict_texts(db, a.openid, spam=spam,
-                                                               now=now)))
+            verdicts = admin_verdicts(db, actions, now)
+    return run_sync(path, lambda db: queue_admin_job(db, verdicts, actions, now,
+                                                     dry_run=dry_run))
 
-    def queue(db: Database) -> tuple[list[int | None], int]:
-        learnt = sum(add_samples(db, ((t, spam) for t in texts), source=verdict_source(spam),
-                                 now=now, openid=openid).stored
-                     for openid, spam, texts in verdicts if texts)
-        ids = [enqueue_action(db, a, now, source="cli", dry_run=dry_run) for a in actions]
-        return ids, learnt
 
-    return run_sync(path, queue)
+Verdict = tuple[str, bool, list[str]]  # openid, spam?, the texts it teaches
+
+
+def admin_verdicts(db: Database, actions: Sequence[Action], now: int) -> list[Verdict]:
+    """What admins' actions teach the classifier (a read: run it before the write)."""
+    verdicts: list[Verdict] = []
+    for a in actions:
+        spam = a.kind is ActionKind.BLACKLIST
+        verdicts.append((a.openid, spam, verdict_texts(db, a.openid, spam=spam, now=now)))
+    return verdicts
+
+
+def queue_admin_job(db: Database, verdicts: Sequence[Verdict], actions: Sequence[Action],
+                    now: int, *, dry_run: bool) -> tuple[list[int | None], int]:
+    """The write of :func:`queue_admin_actions` (inside a transaction): samples, rows."""
+    learnt = sum(add_samples(db, ((t, spam) for t in texts), source=verdict_source(spam),
+                             now=now, openid=openid).stored
+                 for openid, spam, texts in verdicts if texts)
+    ids = [enqueue_action(db, a, now, source="cli", dry_run=dry_run) for a in actions]
+    return ids, learnt
 
 
 def requeue_failed(db: Database, openids: Sequence[str], now: int) -> list[int]:
@@ -177,16 +192,6 @@ def action_rows(path: str | Path, ids: Sequence[int]) -> list[tuple[Any, ...]]:
 # ---------------------------------------------------------------- queue status
 
 
-@dataclass
-class QueueStatus:
-    """``blacklist status``: counts by status, the pause, and the listed sections."""
-
-    counts: list[tuple[str, int]]
-    paused_until: float
-    paused_reason: str
-    sections: list[tuple[str, list[tuple[Any, ...]]]] = field(default_factory=list)
-
-
 _SECTIONS = [("pending", "status IN ('pending', 'sending') ORDER BY id"),
              ("failed", "status = 'failed' ORDER BY id DESC"),
              ("recent", "status IN ('done', 'dry_run', 'skipped', 'dismissed')"
@@ -208,16 +213,6 @@ def queue_status(db: Database, limit: int) -> QueueStatus:
 
 
 # ---------------------------------------------------------------- a follower's history
-
-
-@dataclass
-class FollowerHistory:
-    """``why``: the follower's blacklist state, decisions and actions, newest first."""
-
-    state: tuple[Any, ...] | None
-    decisions: list[tuple[Any, ...]]
-    actions: list[tuple[Any, ...]]
-    known: bool
 
 
 def follower_history(db: Database, openid: str, limit: int = 50) -> FollowerHistory:
