@@ -48,11 +48,11 @@ def decisions(db: Database, query: DecisionQuery) -> list[DecisionRow]:
         if value:
             where.append(f"{column} = ?")
             params.append(value)
-    for clause, value in (("d.created_at >= ?", query.since), ("d.created_at < ?", query.until),
+    for clause, bound in (("d.created_at >= ?", query.since), ("d.created_at < ?", query.until),
                           ("d.id < ?", query.before_id)):
-        if value:
+        if bound:
             where.append(clause)
-            params.append(value)
+            params.append(bound)
     rows = db.execute(
         "SELECT d.id, d.created_at, d.openid, d.rule_id, d.action, d.evidence, e.msg_type,"
         " e.event, e.texts, COALESCE(e.purged, 0) FROM decisions d LEFT JOIN events e"
