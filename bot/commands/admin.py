@@ -7,6 +7,7 @@ import getpass
 import sys
 from typing import TextIO
 
+from bot.commands import add_config_option
 from bot.core.errors import BotError
 from bot.core.passwords import MIN_LENGTH, hash_password
 
@@ -22,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                     "line of stdin) and print its scrypt hash. Put the hash in admin.password"
                     " or, better, in the environment: BOT_ADMIN_PASSWORD='<hash>' (single "
                     "quotes: it contains $). The password itself is stored nowhere.")
+    add_config_option(p)  # accepted like every command's; the hash needs no config
     p.set_defaults(handler=run_hash, needs_config=False)
 
 

@@ -18,7 +18,7 @@ from bot.core.models import MESSAGE_TYPES, TEXT_FIELDS, ActionKind, Decision, Ev
 from bot.core.normalize import Folded
 from bot.core.timefmt import when
 from bot.rules import RuleEngine, RuleSet, load_ruleset, parse_duration
-from bot.rules.explain import describe_explanation, explain_event
+from bot.rules.explain import describe_explanation, explain_event, history_horizon
 from bot.rules.schema import MAX_DURATION_DAYS
 from bot.storage.sqlite.admin import (
     actioned,
@@ -140,8 +140,7 @@ def follower_story(config: Config, ruleset: RuleSet, openid: str, now: int
                    ) -> tuple[dict[str, list[int]], list[tuple[int, str]]]:
     """The follower's warnings and recent pushes from the database, as the engine would
     count them (nothing when there is no database), and says what was found."""
-    horizon = max([r.spec.warn_window for r in ruleset.rules if r.spec.warn_limit]
-                  + [seconds for seconds, _ in ruleset.flood_groups.values()], default=0)
+    horizon = history_horizon(ruleset)
     if not Path(config.storage.path).is_file():
         print(f"note: no database at {config.storage.path}: {openid}'s history is unknown")
         return {}, []

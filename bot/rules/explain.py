@@ -101,6 +101,13 @@ def explain_event(ruleset: RuleSet, event: Event, model: Scorer | None = None, *
                        event.openid in ruleset.allowlist)
 
 
+def history_horizon(ruleset: RuleSet) -> int:
+    """How far back a follower's history matters to ``ruleset``: its longest warn window
+    or flood window, in seconds (0: none)."""
+    return max([r.spec.warn_window for r in ruleset.rules if r.spec.warn_limit]
+               + [seconds for seconds, _ in ruleset.flood_groups.values()], default=0)
+
+
 def _seed(engine: RuleEngine, ruleset: RuleSet, event: Event,
           warnings: Mapping[str, Sequence[int]], history: Iterable[tuple[int, str]]) -> None:
     by_id = {rule.id: rule for rule in ruleset.rules}
