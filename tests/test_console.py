@@ -272,3 +272,14 @@ async def test_rules_page_tests_text_with_near_misses(aiohttp_client: Any,
                                                  encoding="utf-8")
     html = await (await client.get("/admin/rules")).text()
     assert "bad.yaml:2" in html and "contact-spam" in html
+
+
+def test_every_label_used_exists_in_both_languages() -> None:
+    from bot.web.admin.i18n import LABELS
+
+    root = Path(__file__).resolve().parents[1] / "bot" / "web" / "admin"
+    sources = [p.read_text("utf-8") for p in [*root.glob("templates/*.html"), root / "pages.py"]]
+    used = {m for s in sources for m in re.findall(r"(?<![\w.])t\(['\"]([a-z0-9_]+)['\"]\)", s)}
+    assert len(used) > 60
+    assert sorted(used - set(LABELS)) == []
+    assert all(zh and en for zh, en in LABELS.values())

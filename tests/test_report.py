@@ -11,8 +11,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import pytest
-
 from bot.jobs.export import build_report, write_report
 from bot.jobs.report import Finding, ReportData, render_html, summary_json, summary_text
 from bot.storage.sqlite.adapters import SqliteStorage
