@@ -255,15 +255,32 @@ def _sync_text(tmp_path: Path) -> str:
 
 async def test_rules_page_tests_text_with_near_misses(aiohttp_client: Any,
                                                       tmp_path: Path) -> None:
+    from bot.classifier.train import fit
+    from bot.core.models import Sample
+    from bot.storage.sqlite.samples import save_model
+    from bot.storage.sqlite.store import run_sync
+    from tests.learning_data import ham_texts, spam_texts
+
     config = console_config(tmp_path)
+    model = fit([Sample(t, True) for t in spam_texts()]
+                + [Sample(t, False) for t in ham_texts()], now=1_700_000_000)
+    run_sync(tmp_path / "bot.db", lambda db: save_model(
+        db, model.dumps(), trained_at=model.trained_at, samples=model.samples, source="test"))
     client = await aiohttp_client(build_app(config))
     assert (await sign_in(client)).status == 303
     token = await csrf_of(client, "/admin/rules")
+    for _ in range(100):  # the service puts the stored model in force as it starts
+        if f"{model.samples} 条样本" in await (await client.get("/admin/rules")).text():
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the stored model never showed on the Rules page")
     page = await client.post("/admin/rules/test", data={"csrf": token, "text": "刷单日结",
                                                         "type": "text", "openid": ""})
     html = await page.text()
     assert page.status == 200 and "没有规则命中" in html and "near-misses" in html
     assert "✔ keywords" in html and "✘ contact" in html
+    assert f'id="test-score">{model.score("刷单日结"):.3f}' in html
     page = await client.post("/admin/rules/test", data={"csrf": token, "text": "加微信",
                                                         "type": "text"})
     assert "contact-spam" in await page.text()

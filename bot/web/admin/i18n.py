@@ -138,6 +138,8 @@ LABELS: dict[str, tuple[str, str]] = {
     "model": ("分类模型", "Classifier model"),
     "no_model": ("尚未训练：分类器条件不会成立", "none trained: classifier conditions never hold"),
     "model_loaded": ("已加载", "loaded"),
+    "model_text": ("{samples} 条样本（垃圾 {spam}，正常 {ham}），训练于 {trained}", "{samples} "
+                   "samples ({spam} spam, {ham} ham), trained {trained}"),
     "test_box": ("测试规则", "Try the rules"),
     "optional": ("可选，使用其真实警告记录", "optional: uses their real warnings"),
     "try_it": ("测试", "Try"),

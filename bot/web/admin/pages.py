@@ -245,10 +245,14 @@ class Pages:
             errors = last_error.splitlines()
         model = self.d.engine.model
         model_text = t("no_model")
-        if model is not None:
-            summary = getattr(model, "summary", None)
-            model_text = ", ".join(f"{k} {v}" for k, v in summary().items()) \
-                if callable(summary) else t("model_loaded")
+        summary = getattr(model, "summary", None)
+        if callable(summary):
+            info = summary()
+            model_text = t("model_text").format(
+                samples=info["samples"], spam=info["spam"], ham=info["ham"],
+                trained=self._when(info["trained_at"]))
+        elif model is not None:
+            model_text = t("model_loaded")
         rules = [{"id": r.id, "where": f"{r.spec.file}:{r.spec.line}", "action": r.spec.action,
                   "description": r.spec.description} for r in ruleset.rules]
         test = test or {}
