@@ -300,3 +300,25 @@ def test_every_label_used_exists_in_both_languages() -> None:
     assert len(used) > 60
     assert sorted(used - set(LABELS)) == []
     assert all(zh and en for zh, en in LABELS.values())
+
+
+def test_sessions_expire_and_the_limiter_forgets_after_its_window() -> None:
+    from bot.web.admin.auth import LIMIT_WINDOW, LoginLimiter, Sessions
+    from bot.web.admin.console import _safe_next
+
+    now = [1000.0]
+    sessions = Sessions(1.0, clock=lambda: now[0])
+    session = sessions.create()
+    assert sessions.get(session.token) is session and session.csrf != session.token
+    now[0] += 3601
+    assert sessions.get(session.token) is None
+    limiter = LoginLimiter(2, clock=lambda: now[0])
+    limiter.failed("10.0.0.1")
+    assert limiter.wait("10.0.0.1") == 0
+    limiter.failed("10.0.0.1")
+    assert limiter.wait("10.0.0.1") > 0 and limiter.wait("10.0.0.2") == 0
+    now[0] += LIMIT_WINDOW + 1
+    assert limiter.wait("10.0.0.1") == 0
+    for bad in ("https://evil.example/admin", "//evil.example", "/admin\\\\evil", "/elsewhere"):
+        assert _safe_next(bad) == ""
+    assert _safe_next("/admin/queue?x=1") == "/admin/queue?x=1"

@@ -103,8 +103,22 @@ async def test_operator_unblacklists_a_follower_in_the_browser(
         await page.click("header >> text=审核记录")
         assert spammer in await page.inner_text("#decisions")
         shots.append(await shot(page, tmp_path, "3-decisions"))
+        # a follower WeChat refuses (40003): the failure, explained, then dismissed
+        fake_wechat.invalid.add(other)
+        await page.goto(f"{base}/admin/follower?openid={other}")
+        await page.click("#do-blacklist")
+        await until(lambda: bool(fake_wechat.calls_to("batchblacklist")[1:]))
         await page.click("header >> text=发送队列")
+        for _ in range(100):
+            if other in await page.inner_text("#sec-failed"):
+                break
+            await asyncio.sleep(0.05)  # the batcher settles the refusal
+            await page.reload()
+        assert "40003" in await page.inner_text("#sec-failed")
         shots.append(await shot(page, tmp_path, "4-queue"))
+        await page.click('#sec-failed button:text-is("忽略")')
+        assert "已忽略：1" in await page.inner_text("#note")
+        assert other not in await page.inner_text("#sec-failed")
         await page.click("header >> text=规则")
         await page.fill("#test-text", "刷单兼职，日结")
         await page.click("#test-run")

@@ -172,6 +172,21 @@ LABELS: dict[str, tuple[str, str]] = {
                              " nothing was changed"),
 }
 
+# What an errcode means, in Chinese (English: bot.core.errors.EXPLANATIONS, the CLI's).
+ERRCODES_ZH: dict[int, str] = {
+    -1: "微信系统繁忙，将自动退避重试。",
+    40003: "批次中有无效的 OpenID（可能不是本公众号的粉丝）：重试不会成功，请忽略。",
+    40013: "AppID 错误：检查 wechat.appid。",
+    40125: "AppSecret 错误：检查 wechat.secret（可能已被重置）。",
+    40164: "本服务器 IP 不在公众号的接口 IP 白名单中：在公众平台“基本配置”中添加。",
+    40032: "单次超过 20 个 OpenID，批次已拆分。",
+    45009: "今日接口配额已用完：发送暂停，操作保留在队列中；配额重置（北京时间零点）或在公众平台"
+           "清零后恢复。",
+    45011: "每分钟配额已用完，下一分钟继续发送。",
+    48001: "公众号未获此接口权限：只有已认证的公众号才能拉黑粉丝。认证后点击重试。",
+    49003: "该 OpenID 不属于本公众号（其他 AppID 的粉丝）：重试不会成功，请忽略。",
+}
+
 
 class Translator:
     """``t(key)``: the label in one language (the key itself when none is defined)."""
@@ -182,6 +197,12 @@ class Translator:
     def __call__(self, key: str) -> str:
         pair = LABELS.get(key)
         return pair[self.index] if pair else key
+
+    def errcode(self, code: int | None, english: str) -> str:
+        """An errcode's explanation in this language (``english``: the CLI's text)."""
+        if self.index == 0 and code in ERRCODES_ZH:
+            return ERRCODES_ZH[code]
+        return english
 
     def note(self, key: str, query: Mapping[str, str]) -> str | None:
         """The note after a change (``?note=KEY&n=..``); only known keys and numbers."""

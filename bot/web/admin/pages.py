@@ -161,7 +161,8 @@ class Pages:
                       "kind": f"{m}/{ev}" if ev else (m or "cli")}
                      for c, r, a, e, m, ev in history.decisions]
         actions = [{"when": self._when(c), "kind": k, "status": s, "source": src,
-                    "rule_id": r, "error": f"{code}: {msg or ''} {explain(code)}".strip()
+                    "rule_id": r,
+                    "error": f"{code}: {msg or ''} {t.errcode(code, explain(code))}".strip()
                     if code is not None else ""}
                    for c, k, s, src, r, code, msg in history.actions]
         return self.c.render(request, session, "follower.html", "follower", openid=openid,
@@ -196,10 +197,12 @@ class Pages:
 
     async def queue(self, request: web.Request, session: Session) -> web.StreamResponse:
         status = await self.d.store.queue(50)
+        t = translator(self.c.lang(request))
         now = self.d.clock()
         sections = [(title, [{"id": r[0], "openid": r[1], "kind": r[2], "status": r[3],
                               "source": r[4], "when": self._when(r[5]), "attempts": r[6],
-                              "errcode": r[7], "errmsg": r[8] or "", "explain": explain(r[7])}
+                              "errcode": r[7], "errmsg": r[8] or "",
+                              "explain": t.errcode(r[7], explain(r[7]))}
                              for r in rows]) for title, rows in status.sections]
         return self.c.render(request, session, "queue.html", "queue",
                              paused=status.paused_until > now,
