@@ -15,6 +15,7 @@ from aiohttp import web
 from bot.classifier.model import DEFAULT_THRESHOLD
 from bot.config import Config
 from bot.core.errors import RuleError
+from bot.core.timefmt import when_long
 from bot.jobs.batcher import Batcher
 from bot.jobs.models import ModelWatcher
 from bot.jobs.reload import RuleWatcher
@@ -107,6 +108,8 @@ class Service:
                 worsen(state, "degraded")
                 state["actions_paused"] = actions["paused_reason"]
                 state["actions_paused_until"] = actions["paused_until"]
+                state["actions_resume_at"] = when_long(actions["paused_until"],
+                                                       self.config.export.timezone)
             if actions["unsettled"]:  # WeChat answered; the database refuses the outcome
                 worsen(state, "degraded")
                 state["unsettled_actions"] = actions["unsettled"]

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from bot.commands import add_config_option
 from bot.config import load_config
 from bot.core.errors import BotError, ConfigError
+from bot.core.timefmt import ZoneFormatter
 
 # Each module defines register(subparsers); a handler is set with
 # parser.set_defaults(handler=fn) and called as fn(args, config) -> exit code.
@@ -25,6 +26,7 @@ COMMAND_MODULES = (
 )
 
 EXIT_FAILED, EXIT_CONFIG = 1, 2
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 __all__ = ["COMMAND_MODULES", "add_config_option", "build_parser", "main"]
 
 
@@ -46,16 +48,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configure_logging(level: str, timezone: str) -> None:
+    """Stamp log lines in ``export.timezone`` with the offset, as every other time the
+    operators read; keep APScheduler's per-run INFO lines ("Running job ...") out."""
+    root = logging.getLogger()
+    root.setLevel(level.upper())
+    for handler in root.handlers:  # ours from basicConfig, not a test runner's capture
+        if getattr(handler, "stream", None) is sys.stderr:
+            handler.setFormatter(ZoneFormatter(LOG_FORMAT, timezone))
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit code (2 for a configuration error)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT)
     try:
         config = load_config(getattr(args, "config", None))
-        logging.getLogger().setLevel(config.logging.level.upper())
+        configure_logging(config.logging.level, config.export.timezone)
         return int(args.handler(args, config))
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)

@@ -24,7 +24,7 @@ from bot.commands import add_config_option
 from bot.config import Config
 from bot.core.errors import BotError, explain
 from bot.core.models import Action, ActionKind, is_valid_openid
-from bot.core.timefmt import when
+from bot.core.timefmt import when, when_long
 from bot.rules.schema import MAX_DURATION_DAYS, parse_duration
 from bot.services import build_services
 from bot.storage.owners import make_owner
@@ -196,7 +196,7 @@ def status_lines(status: QueueStatus, *, dry_run: bool, now: float,
     if dry_run:
         lines.append("DRY-RUN: actions are recorded, no API call is made")
     if status.paused_until > now:
-        lines.append(f"SENDING PAUSED until {when(status.paused_until, timezone)}: "
+        lines.append(f"SENDING PAUSED until {when_long(status.paused_until, timezone)}: "
                      f"{status.paused_reason}")
     for title, rows in status.sections:
         lines.append(f"{title} ({len(rows)} shown):")

@@ -49,8 +49,9 @@ EXPLANATIONS = {
            "the platform (Settings > Basic configuration > IP allowlist).",
     40032: "More than 20 OpenIDs in one call; the batch is split.",
     45009: "The account has used up today's quota for this API. Sending is paused and "
-           "everything stays queued; it resumes when the quota resets (midnight, Beijing "
-           "time) or an admin clears the quota on the platform.",
+           "everything stays queued; it is tried again at the time shown (within the hour, "
+           "in case an admin clears the quota on the platform; WeChat resets it at "
+           "midnight Beijing time, 00:00 +08:00).",
     45011: "The per-minute quota for this API is used up; sending waits for the next minute.",
     48001: "The account is not authorised for this API: only verified (认证) Official "
            "Accounts may blacklist followers. Verify the account, then run "

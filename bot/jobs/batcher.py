@@ -22,7 +22,7 @@ from bot.core.settle import (
     settle,
     wait_before_send,
 )
-from bot.core.timefmt import local_time
+from bot.core.timefmt import when_long
 from bot.metrics import Metrics
 from bot.storage.owners import make_owner
 from bot.storage.ports import ActionQueue
@@ -93,7 +93,7 @@ class Batcher:
                  stale_after: float = 60.0, idle_seconds: float = 1.0,
                  rng: random.Random | None = None,
                  monotonic: Callable[[], float] = time.monotonic,
-                 write_backoff: Backoff = DEFAULT_WRITE_BACKOFF):
+                 write_backoff: Backoff = DEFAULT_WRITE_BACKOFF, timezone: str = "UTC"):
         if client is None and not dry_run:
             raise ValueError("a Batcher without an API client must run in dry-run mode")
         self.owner = owner or make_owner()
@@ -113,6 +113,7 @@ class Batcher:
         self._pending = 0
         self._paused_until, self._paused_reason = 0.0, ""
         self._write_backoff = write_backoff
+        self._timezone = timezone  # export.timezone: the log says when sending resumes
         self._unsettled: set[int] = set()  # ids whose outcome waits to be written
         self._claimed: set[int] = set()  # ids this process is sending or settling
         self._storage_error = ""
@@ -348,8 +349,7 @@ class Batcher:
             brief = s.not_before - now <= 60  # the per-minute limit: routine under load
             log.log(logging.WARNING if brief else logging.ERROR,
                     "SENDING PAUSED until %s, %d+ actions kept queued. %s",
-                      local_time(s.not_before),
-                      len(rows), reason)
+                    when_long(s.not_before, self._timezone), len(rows), reason)
             await self._write(ids, lambda: self._queue.release(
                 ids, now, not_before=0, errcode=s.errcode, errmsg=s.errmsg,
                 count_attempt=False))
