@@ -23,6 +23,7 @@ from bot.jobs.retention import purge_loop
 from bot.jobs.scheduler import ExportScheduler
 from bot.metrics import Metrics
 from bot.rules import RuleEngine, RuleSet, load_ruleset
+from bot.rules.loader import empty_rules_warning
 from bot.services import Services, build_services
 from bot.web.health import healthz, metrics_response, worsen
 from bot.web.retries import InMemoryRecentPushes
@@ -155,7 +156,9 @@ async def _rules_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     service.watcher.last_error = error
     service.metrics.rules_loaded.set(len(ruleset))
-    log.info("rules: %s", ruleset.summary())
+    log.info("rules: %s", ruleset.describe())
+    if not ruleset.files and error is None:
+        log.warning("%s", empty_rules_warning(config.rules.dir))
     service.models = ModelWatcher(
         service.services.storage.classifier, service.engine, config.rules.reload_seconds,
         clock=time.time, threshold=lambda: _classifier_threshold(service))

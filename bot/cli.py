@@ -36,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m bot",
         description="Moderation service for WeChat Official Accounts.",
     )
+    # Accepted before the command too (``python -m bot --config F rules check``); the one
+    # after the command, the contract's place, wins when both are given.
+    parser.add_argument("--config", dest="config_before", metavar="PATH", default=None,
+                        help="configuration file, as each command's --config")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         try:
@@ -59,12 +63,17 @@ def configure_logging(level: str, timezone: str) -> None:
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
+def config_path(args: argparse.Namespace) -> str | None:
+    """``--config`` after the command, else before it, else None (env or ./config.yaml)."""
+    return getattr(args, "config", None) or getattr(args, "config_before", None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit code (2 for a configuration error)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT)
     try:
-        config = load_config(getattr(args, "config", None))
+        config = load_config(config_path(args))
         configure_logging(config.logging.level, config.export.timezone)
         return int(args.handler(args, config))
     except ConfigError as exc:
@@ -74,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except sqlite3.OperationalError as exc:  # e.g. the database stayed locked too long
-        print(f"database error: {exc} ({getattr(args, 'config', None) or 'config.yaml'})",
+        print(f"database error: {exc} ({config_path(args) or 'config.yaml'})",
               file=sys.stderr)
         return EXIT_FAILED
     except OSError as exc:  # a path in the config that cannot be used, the port taken, ...

@@ -114,7 +114,7 @@ def test_rules_check_exit_codes(tmp_path: Path, rules_dir: Path,
                                 capsys: pytest.CaptureFixture[str]) -> None:
     config = str(write_config(tmp_path, rules_dir))
     assert main(["rules", "check", "--config", config]) == 0
-    assert "1 files, 1 rules, 1 keywords" in capsys.readouterr().out
+    assert "1 file, 1 rule in force, 1 keyword" in capsys.readouterr().out
     (rules_dir / "bad.yaml").write_text("rules:\n  - id: x\n    action: log\n", encoding="utf-8")
     assert main(["rules", "check", "--config", config]) == 1
     out = capsys.readouterr().out

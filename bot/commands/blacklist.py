@@ -25,6 +25,7 @@ from bot.config import Config
 from bot.core.errors import BotError, explain
 from bot.core.models import Action, ActionKind, is_valid_openid
 from bot.core.timefmt import when, when_long
+from bot.core.wording import plural
 from bot.rules.schema import MAX_DURATION_DAYS, parse_duration
 from bot.services import build_services
 from bot.storage.owners import make_owner
@@ -155,7 +156,7 @@ def run_retry(args: argparse.Namespace, config: Config) -> int:
     """Failed actions back to pending (unless superseded), then send them."""
     _refuse_in_dry_run(config)
     ids = requeue(config.storage.path, args.openids, int(time.time()))
-    print(f"{len(ids)} failed actions queued again")
+    print(f"{plural(len(ids), 'failed action')} queued again")
     if args.queue_only or not ids:
         return 0
     return _send_and_report(config, ids)
@@ -166,7 +167,7 @@ def run_send(args: argparse.Namespace, config: Config) -> int:
     still queued (sending paused, or the send timed out)."""
     _refuse_in_dry_run(config)
     ids = queued(config.storage.path)
-    print(f"{len(ids)} queued actions to send")
+    print(f"{plural(len(ids), 'queued action')} to send")
     if not ids:
         return 0
     return _send_and_report(config, ids)

@@ -17,6 +17,7 @@ from bot.core.models import MESSAGE_TYPES, TEXT_FIELDS, ActionKind, Decision, Ev
 from bot.core.normalize import Folded
 from bot.core.timefmt import when
 from bot.rules import RuleEngine, load_ruleset, parse_duration
+from bot.rules.loader import empty_rules_warning
 from bot.rules.schema import MAX_DURATION_DAYS
 from bot.storage.sqlite.admin import actioned, reading, stored_events
 from bot.storage.sqlite.samples import newest_model_blob
@@ -62,8 +63,9 @@ def run_check(args: argparse.Namespace, config: Config) -> int:
             print(line)
         print(f"{len(exc.errors)} error(s): rules in {directory} rejected")
         return 1
-    summary = ruleset.summary()
-    print(f"ok: {directory}: " + ", ".join(f"{v} {k}" for k, v in summary.items()))
+    print(f"ok: {directory}: {ruleset.describe()}")
+    if not ruleset.files:
+        print(f"warning: {empty_rules_warning(directory)}")
     if ruleset.uses_classifier:
         print(classifier_note(config))
     return 0

@@ -23,6 +23,7 @@ from bot.core.settle import (
     wait_before_send,
 )
 from bot.core.timefmt import when_long
+from bot.core.wording import plural
 from bot.metrics import Metrics
 from bot.storage.owners import make_owner
 from bot.storage.ports import ActionQueue
@@ -127,8 +128,8 @@ class Batcher:
         if not self._dry_run:
             recovered = await self._queue.reclaim_stale(now, self._stale_after)
             if recovered:
-                log.warning("recovered %d actions left in flight by a stopped process",
-                            recovered)
+                log.warning("recovered %s left in flight by a stopped process",
+                            plural(recovered, "action"))
         await self._queue.queue_expired(now, dry_run=self._dry_run)
         self._pending = await self._queue.count_active()
         self._stopping = False
@@ -138,7 +139,7 @@ class Batcher:
                 self._spawn(self._worker(kind), f"batcher-{kind}")
         self._spawn(self._housekeeping_loop(), "batcher-housekeeping")
         mode = "dry-run: no API calls" if self._dry_run else "live"
-        log.info("batcher started (%s), %d actions queued", mode, self._pending)
+        log.info("batcher started (%s), %s queued", mode, plural(self._pending, "action"))
 
     async def stop(self, timeout: float = 15.0) -> None:
         """Let the calls in flight finish (up to ``timeout``), then give back any claim."""
@@ -153,7 +154,8 @@ class Batcher:
             await asyncio.gather(*still, return_exceptions=True)
         released = await self._queue.release_owner(self.owner, self._clock())
         if released:
-            log.warning("batcher stopped mid-send: %d actions returned to the queue", released)
+            log.warning("batcher stopped mid-send: %s returned to the queue",
+                        plural(released, "action"))
 
     def wake(self) -> None:
         """New actions were queued: look now (a full batch goes at once)."""
@@ -265,12 +267,12 @@ class Batcher:
             lost = await self._queue.reclaim_own(self.owner, sorted(self._claimed), now,
                                                  self._stale_after)
             if lost:  # claimed, then neither sent nor given back: safe to send again
-                log.warning("%d actions claimed by this process but not in flight returned"
-                            " to the queue", lost)
+                log.warning("%s claimed by this process but not in flight returned"
+                            " to the queue", plural(lost, "action"))
                 self.wake()
         expired = await self._queue.queue_expired(now, dry_run=self._dry_run)
         if expired:
-            log.info("%d timed blacklists expired: unblacklist %s", expired,
+            log.info("%s expired: unblacklist %s", plural(expired, "timed blacklist"),
                      "recorded (dry-run, not sent)" if self._dry_run else "queued")
             self.wake()
         self._pending = await self._queue.count_active()

@@ -12,6 +12,7 @@ import re2
 
 from bot.core.errors import RuleError
 from bot.core.normalize import DENSE, Folded, fold
+from bot.core.wording import plural
 from bot.rules.contact import _OPTIONS, DETECTOR, compile_re2
 from bot.rules.schema import FloodSpec, RuleSpec
 
@@ -154,6 +155,15 @@ class RuleSet:
         return {"files": len(self.files), "rules": len(self.rules),
                 "keywords": self.keyword_count, "regexes": len(self._regex_index),
                 "disabled": self.disabled, "allowlist": len(self.allowlist)}
+
+    def describe(self) -> str:
+        """The summary as a line for people: ``10 files, 42 rules (1 disabled), ...``."""
+        disabled = f" ({self.disabled} disabled)" if self.disabled else ""
+        return ", ".join([plural(len(self.files), "file"),
+                          plural(len(self.rules), "rule in force", "rules in force") + disabled,
+                          plural(self.keyword_count, "keyword"),
+                          plural(len(self._regex_index), "regex", "regexes"),
+                          plural(len(self.allowlist), "allowlisted OpenID")])
 
     def plan_for(self, kind: str) -> Plan:
         """The rules that see a push of this kind (``text`` ... or ``event``), prepared."""

@@ -16,6 +16,12 @@ def rule_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.suffix in SUFFIXES and p.is_file())
 
 
+def empty_rules_warning(directory: str | Path) -> str:
+    """What an empty rules directory means, for ``rules check`` and the start-up log."""
+    return (f"no rule files (*.yaml, *.yml) in {directory}: no rule is in force and every "
+            "push is only recorded; copy the shipped rules/ there or set rules.dir")
+
+
 def parse_file(path: Path) -> tuple[FileSpec | None, list[str]]:
     """Read and validate one rule file; (spec, []) or (None, errors)."""
     name = str(path)
