@@ -35,7 +35,15 @@ class WeChatAPIError(BotError):
         self.errcode = errcode
         self.errmsg = errmsg
         self.http_status = http_status
-        super().__init__(f"WeChat API error {errcode}: {errmsg}")
+        super().__init__(f"WeChat API {describe_error(errcode, errmsg)}")
+
+
+def describe_error(errcode: int | None, errmsg: str) -> str:
+    """An API failure for a log line: ``errcode 45009 (api freq out of limit)``, or for
+    an answer with no errcode (HTTP 503, a timeout) what happened: ``HTTP 503``."""
+    if errcode is None:
+        return errmsg or "failed with no errcode"
+    return f"errcode {errcode} ({errmsg})" if errmsg else f"errcode {errcode}"
 
 
 # ---------------------------------------------------------------- WeChat API errors

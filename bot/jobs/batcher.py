@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bot.config import ActionsConfig
-from bot.core.errors import InvalidOpenIDError, WeChatAPIError, explain
+from bot.core.errors import InvalidOpenIDError, WeChatAPIError, describe_error, explain
 from bot.core.models import ActionKind
 from bot.core.outbox import Claimed
 from bot.core.settle import (
@@ -342,12 +342,15 @@ class Batcher:
             await self._write(ids, lambda: self._queue.complete(rows, now))
             self._metrics.actions.labels(str(kind), "done").inc(len(rows))
         elif s.verdict is Verdict.RETRY:
-            log.warning("%s of %d followers: WeChat error %s (%s); retry in %.1f s", kind,
-                        len(rows), s.errcode, s.errmsg, s.not_before - now)
+            log.warning("%s of %s: WeChat API %s; retry in %.1f s", kind,
+                        plural(len(rows), "follower"), describe_error(s.errcode, s.errmsg),
+                        s.not_before - now)
             await self._write(ids, lambda: self._queue.release(
                 ids, now, not_before=s.not_before, errcode=s.errcode, errmsg=s.errmsg))
         elif s.verdict is Verdict.PAUSE:
-            reason = f"WeChat error {s.errcode} ({s.errmsg}): {explain(s.errcode)}"
+            meaning = explain(s.errcode)
+            reason = f"WeChat API {describe_error(s.errcode, s.errmsg)}" + (
+                f": {meaning}" if meaning else "")
             brief = s.not_before - now <= 60  # the per-minute limit: routine under load
             log.log(logging.WARNING if brief else logging.ERROR,
                     "SENDING PAUSED until %s, %d+ actions kept queued. %s",
@@ -358,8 +361,9 @@ class Batcher:
             await self._write(ids, lambda: self._queue.set_pause(s.not_before, reason, now))
             self._note_pause(s.not_before, reason)
         else:
-            log.error("%s failed for good for %s: WeChat error %s (%s). %s", kind,
-                      ", ".join(r.openid for r in rows), s.errcode, s.errmsg, explain(s.errcode))
+            log.error("%s failed for good for %s: WeChat API %s. %s", kind,
+                      ", ".join(r.openid for r in rows), describe_error(s.errcode, s.errmsg),
+                      explain(s.errcode))
             await self._write(ids, lambda: self._queue.finish(
                 ids, now, "failed", errcode=s.errcode, errmsg=s.errmsg))
             self._metrics.actions.labels(str(kind), "failed").inc(len(rows))
