@@ -15,7 +15,7 @@ from aiohttp import web
 from bot.classifier.model import DEFAULT_THRESHOLD
 from bot.config import Config
 from bot.core.errors import RuleError
-from bot.core.timefmt import when_long
+from bot.core.timefmt import when, when_long
 from bot.jobs.batcher import Batcher
 from bot.jobs.models import ModelWatcher
 from bot.jobs.reload import RuleWatcher
@@ -78,6 +78,7 @@ class Service:
     async def health(self) -> dict[str, Any]:
         """The /healthz body: overall status, rules in force, pending actions."""
         state: dict[str, Any] = {"status": "ok", "dry_run": self.config.dry_run}
+        self._wechat_health(state)
         state["rules"] = len(self.engine.ruleset)
         if self.watcher is not None and self.watcher.loaded_at:
             state["rules_loaded_at"] = int(self.watcher.loaded_at)
@@ -116,6 +117,22 @@ class Service:
                 state["unsettled_actions"] = actions["unsettled"]
                 state["storage_error"] = actions["storage_error"]
         return state
+
+
+    def _wechat_health(self, state: dict[str, Any]) -> None:
+        """Degraded while every push is refused (no wechat.token) or every API call fails."""
+        if not self.config.wechat.token:
+            worsen(state, "degraded")
+            state["push_error"] = ("wechat.token is not set: every push is refused (403); "
+                                   "set it, or WECHAT_TOKEN, to the platform's Token")
+        client = self.services.client
+        if client is not None and client.health.failing:
+            api = client.health
+            worsen(state, "degraded")
+            state["api_error"] = f"the last {api.failures} WeChat API calls failed; " \
+                                 f"last: {api.last_error}"
+            state["api_failing_since"] = when(api.failing_since, self.config.export.timezone)
+            state["api_last_ok"] = when(api.last_ok, self.config.export.timezone)
 
 
 SERVICE = web.AppKey("service", Service)
