@@ -157,18 +157,35 @@ def queue_status(db: Database, limit: int) -> QueueStatus:
 
 @dataclass
 class FollowerHistory:
-    """``why``: the follower's blacklist state, decisions and actions, newest first."""
+    """``why`` (and the console's Follower page): what we hold about one follower.
+
+    ``state``: the blacklist row ``(status, rule_id, reason, since, expires_at)`` or None;
+    ``decisions``: ``(created_at, rule_id, action, evidence, msg_type, event)`` and
+    ``actions``: ``(created_at, kind, status, source, rule_id, errcode, errmsg)``, newest
+    first; ``queued``: actions not yet sent ``(id, kind, status, source, rule_id,
+    created_at, attempts, errcode, errmsg)``, oldest first; ``pushes``: ``(count, first,
+    last)`` received; ``paused_until``/``paused_reason``: the queue's shared pause.
+    """
 
     state: tuple[Any, ...] | None
     decisions: list[tuple[Any, ...]]
     actions: list[tuple[Any, ...]]
     known: bool
+    queued: list[tuple[Any, ...]] = field(default_factory=list)
+    pushes: tuple[int, int | None, int | None] = (0, None, None)
+    paused_until: float = 0.0
+    paused_reason: str = ""
+
+    @property
+    def seen(self) -> bool:
+        """Any push, decision or action at all: False for an OpenID never seen here."""
+        return self.known or self.state is not None or self.pushes[0] > 0
 
 
 def follower_history(db: Database, openid: str, limit: int = 50) -> FollowerHistory:
-    """State ``(status, rule_id, reason, since, expires_at)``; decisions ``(created_at,
-    rule_id, action, evidence, msg_type, event)``; actions ``(created_at, kind, status,
-    source, rule_id, errcode, errmsg)``; ``known``: any decision or action at all."""
+    """Everything :class:`FollowerHistory` holds for ``openid`` (up to ``limit`` decisions
+    and actions). Counting the pushes scans the events table (no index on openid, which
+    would cost every push an index update): a CLI or console read, not a hot path."""
     state = db.execute("SELECT status, rule_id, reason, since, expires_at FROM blacklist"
                        " WHERE openid = ?", [openid]).fetchone()
     decisions = db.execute(
@@ -182,8 +199,18 @@ def follower_history(db: Database, openid: str, limit: int = 50) -> FollowerHist
         "SELECT 1 FROM decisions WHERE openid = ? UNION ALL"
         " SELECT 1 FROM actions WHERE openid = ? LIMIT 1", [openid, openid],
     ).fetchone()
+    queued = db.execute(
+        "SELECT id, kind, status, source, rule_id, created_at, attempts, errcode, errmsg"
+        " FROM actions WHERE openid = ? AND status IN ('pending', 'sending') ORDER BY id",
+        [openid]).fetchall()
+    count, first, last = db.execute(
+        "SELECT COUNT(*), MIN(received_at), MAX(received_at) FROM events WHERE openid = ?",
+        [openid]).fetchone()
+    until, reason = read_pause(db)
     return FollowerHistory(tuple(state) if state else None, [tuple(r) for r in decisions],
-                           [tuple(r) for r in actions], known is not None)
+                           [tuple(r) for r in actions], known is not None,
+                           [tuple(r) for r in queued], (int(count), first, last),
+                           until, reason)
 
 
 # ---------------------------------------------------------------- replay
