@@ -16,6 +16,7 @@ from bot.core.errors import BotError, RuleError
 from bot.core.models import MESSAGE_TYPES, TEXT_FIELDS, ActionKind, Decision, Event, text_field
 from bot.core.normalize import Folded
 from bot.core.timefmt import when
+from bot.core.wording import plural
 from bot.rules import RuleEngine, load_ruleset, parse_duration
 from bot.rules.loader import empty_rules_warning
 from bot.rules.schema import MAX_DURATION_DAYS
@@ -61,7 +62,9 @@ def run_check(args: argparse.Namespace, config: Config) -> int:
     except RuleError as exc:
         for line in exc.errors:
             print(line)
-        print(f"{len(exc.errors)} error(s): rules in {directory} rejected")
+        files = len({line.split(":", 1)[0] for line in exc.errors})
+        print(f"{plural(len(exc.errors), 'error')} in {plural(files, 'file')}: the rules in "
+              f"{directory} are rejected (a running service keeps its last good rules)")
         return 1
     print(f"ok: {directory}: {ruleset.describe()}")
     if not ruleset.files:
