@@ -222,10 +222,21 @@ def stored_events(db: Database, since: int) -> Iterator[Event]:
         yield event
 
 
-def actioned(db: Database, since: int) -> set[str]:
-    """Followers the service decided to blacklist since ``since`` (rules or admins)."""
+def rule_blacklisted(db: Database, since: int) -> set[str]:
+    """Followers the rules decided to blacklist since ``since``: decisions a push carried
+    (an admin's decision has no event)."""
     rows = db.execute(
-        "SELECT openid FROM decisions WHERE action = 'blacklist' AND created_at >= ?"
-        " UNION SELECT openid FROM actions WHERE kind = 'blacklist' AND created_at >= ?"
-        " AND status != 'cancelled'", [since, since]).fetchall()
+        "SELECT DISTINCT openid FROM decisions WHERE action = 'blacklist' AND created_at >= ?"
+        " AND event_id IS NOT NULL", [since]).fetchall()
+    return {row[0] for row in rows}
+
+
+def hand_blacklisted(db: Database, since: int) -> set[str]:
+    """Followers blacklisted by hand since ``since`` (CLI, console: any source but the
+    rules and expiry), however their action ended except superseded."""
+    rows = db.execute(
+        "SELECT openid FROM actions WHERE kind = 'blacklist' AND created_at >= ?"
+        " AND source NOT IN ('rule', 'expiry') AND status != 'cancelled'"
+        " UNION SELECT openid FROM decisions WHERE action = 'blacklist' AND created_at >= ?"
+        " AND event_id IS NULL", [since, since]).fetchall()
     return {row[0] for row in rows}
