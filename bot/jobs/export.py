@@ -16,8 +16,16 @@ from typing import Any, Protocol, TypeVar
 
 from bot.config import ExportConfig
 from bot.core.errors import BotError
-from bot.core.paging import BlacklistPage, Progress, RetryPolicy, is_retryable, next_begin
+from bot.core.paging import (
+    BlacklistPage,
+    Progress,
+    RetryPolicy,
+    end_text,
+    is_retryable,
+    next_begin,
+)
 from bot.core.timefmt import day_of
+from bot.core.wording import plural
 from bot.jobs.export_files import (
     CHUNK,
     csv_chunks,
@@ -126,7 +134,8 @@ async def build_report(snapshots: Snapshots, day: str, tz: str, *, reconcile: bo
     prev = await snapshots.previous(day)
     data = ReportData(day=day, timezone=tz, taken_at=current.taken_at, total=current.total,
                       previous_day=prev.day if prev else None,
-                      previous_total=prev.total if prev else None)
+                      previous_total=prev.total if prev else None,
+                      previous_taken_at=prev.taken_at if prev else None)
     if prev is not None:
         if prev.total and not await snapshots.has_entries(prev.id):
             data.notes.append(f"the {prev.day} snapshot's entries were pruned by retention: "
@@ -235,12 +244,14 @@ class Exporter:
             # On cancellation (shutdown) the next run's purge_leftovers cleans up instead.
             await _drop_snapshot(snapshots, sid)
             raise
-        log.info("export %s: %d OpenIDs in %d pages (%s)", day, progress.kept, progress.pages,
-                 progress.end)
+        log.info("export %s: %d OpenIDs in %s; paging ended: %s", day, progress.kept,
+                 plural(progress.pages, "page"), end_text(progress.end))
         notes = _consistency_notes(progress)
-        replaced = await snapshots.promote(sid, day, progress.kept, token)
-        if replaced is not None:
-            await _drop_snapshot(snapshots, replaced)
+        # A snapshot the day already had stays as its earlier run, which the report
+        # compares with; promote hands back the one that superseded run may drop.
+        superseded = await snapshots.promote(sid, day, progress.kept, token)
+        if superseded is not None:
+            await _drop_snapshot(snapshots, superseded)
         data = await build_report(snapshots, day, self.config.timezone)
         data.notes.extend(notes)
         await write_report(self.config.dir, data)

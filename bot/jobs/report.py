@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from html import escape
 from typing import Any
 
-from bot.core.timefmt import MINUTES, local_time
+from bot.core.timefmt import MINUTES, labelled
 
 CSS = """
 body{font:14px/1.45 -apple-system,"Segoe UI","PingFang SC","Microsoft YaHei",sans-serif;
@@ -44,6 +44,7 @@ class ReportData:
     total: int
     previous_day: str | None = None
     previous_total: int | None = None
+    previous_taken_at: int | None = None
     added: tuple[int, list[str]] | None = None
     removed: tuple[int, list[str]] | None = None
     window: tuple[int, int] = (0, 0)
@@ -59,9 +60,28 @@ class ReportData:
         """Net change of the total since the previous snapshot."""
         return None if self.previous_total is None else self.total - self.previous_total
 
+    @property
+    def same_day(self) -> bool:
+        """Compared with an earlier export of the same day (the run this one replaced)."""
+        return self.previous_day == self.day
+
+    def since_text(self) -> str:
+        """What the change is measured against, in words."""
+        if self.previous_day is None:
+            return "first export, nothing to compare with"
+        if self.same_day and self.previous_taken_at:
+            return f"the earlier export today, {self.when(self.previous_taken_at)}"
+        return f"the {self.previous_day} export"
+
+    def change_text(self) -> str:
+        """``+3 since the earlier export today, ...`` (or why there is no change)."""
+        if self.change is None:
+            return self.since_text()
+        return f"{self.change:+d} since {self.since_text()}"
+
     def when(self, ts: float) -> str:
         """``ts`` as local time in the export's time zone."""
-        return local_time(ts, self.timezone, MINUTES)
+        return labelled(ts, self.timezone, MINUTES)
 
 
 def summary_json(data: ReportData) -> dict[str, Any]:
@@ -73,7 +93,8 @@ def summary_json(data: ReportData) -> dict[str, Any]:
         "day": data.day, "timezone": data.timezone, "taken_at": data.taken_at,
         "total": data.total,
         "previous": None if data.previous_day is None else
-        {"day": data.previous_day, "total": data.previous_total},
+        {"day": data.previous_day, "total": data.previous_total,
+         "taken_at": data.previous_taken_at, "same_day": data.same_day},
         "change": data.change, "added": listed(data.added), "removed": listed(data.removed),
         "window": {"since": data.window[0], "until": data.window[1]},
         "actions": [{"kind": k, "status": s, "count": n} for k, s, n in data.actions],
@@ -91,7 +112,7 @@ def summary_text(data: ReportData) -> str:
     """A few lines for a chat robot (WeCom group): totals, change, failures, findings."""
     lines = [f"Blacklist export {data.day}: {data.total} OpenIDs"]
     if data.change is not None:
-        lines[0] += f" ({data.change:+d} since {data.previous_day})"
+        lines[0] += f" ({data.change_text()})"
     if data.added is not None and data.removed is not None:
         lines.append(f"added {data.added[0]}, removed {data.removed[0]}")
     failed = sum(n for _k, _c, _m, n in data.failures)
@@ -125,7 +146,7 @@ def _cards(data: ReportData) -> str:
     change = data.change
     cls = "" if not change else (" up" if change > 0 else " down")
     shown = "n/a" if change is None else f"{change:+d}"
-    since = f"since {escape(data.previous_day)}" if data.previous_day else "(first export)"
+    since = f"since {escape(data.since_text())}" if data.previous_day else "(first export)"
     added = "n/a" if data.added is None else str(data.added[0])
     removed = "n/a" if data.removed is None else str(data.removed[0])
     return (

@@ -6,8 +6,8 @@ from typing import Protocol
 
 from bot.core.models import NO_DECISION, Action, ActionKind, Decision, Event, RuleHit
 from bot.core.timefmt import span
-from bot.core.wording import plural
 from bot.core.windows import SlidingWindows
+from bot.core.wording import plural
 from bot.rules.compiled import Rule, RuleSet, Scorer, TextMatch
 
 REASON_MAX = 500
