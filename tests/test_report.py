@@ -106,7 +106,7 @@ def test_everything_untrusted_is_escaped() -> None:
     assert {t for t, _ in page.tags} <= {"html", "head", "meta", "title", "style", "body",
                                          "h1", "h2", "h3", "p", "div", "span", "ul", "li",
                                          "code", "table", "tr", "th", "td", "svg", "rect",
-                                         "text"}
+                                         "text", "line", "b"}
     assert "<script>" not in html and "<img" not in html and "<b>bold" not in html
     assert "o&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "oHand&lt;&amp;&gt;" in html

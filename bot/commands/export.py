@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 from datetime import date
 from pathlib import Path
 
@@ -93,7 +94,8 @@ async def _report(config: Config, day: str | None) -> list[Path]:
             raise BotError("no export stored yet: run `python -m bot export` first")
         day = day or latest
         data = await build_report(snapshots, day, config.export.timezone,
-                                  reconcile=day == latest)
+                                  reconcile=day == latest, queue=services.storage.actions,
+                                  now=time.time())
         await write_report(config.export.dir, data)
     paths = export_paths(config.export.dir, day)
     return [paths["html"], paths["json"]]

@@ -64,6 +64,12 @@ def day_of(ts: float, tz: str) -> str:
     return datetime.fromtimestamp(ts, ZoneInfo(tz)).date().isoformat()
 
 
+def hour_start(ts: float, tz: str) -> int:
+    """The start of the clock hour ``ts`` falls in, in ``tz`` (zones off by :30 too)."""
+    moment = datetime.fromtimestamp(ts, ZoneInfo(tz))
+    return int(moment.replace(minute=0, second=0, microsecond=0).timestamp())
+
+
 def span(seconds: float) -> str:
     """A duration as a rule file writes it (``duration: 7d``): in the largest unit that
     holds it exactly, ``1d``, ``12h``, ``90m``, ``45s``."""

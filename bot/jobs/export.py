@@ -24,7 +24,7 @@ from bot.core.paging import (
     is_retryable,
     next_begin,
 )
-from bot.core.timefmt import day_of
+from bot.core.timefmt import day_of, hour_start
 from bot.core.wording import plural
 from bot.jobs.export_files import (
     CHUNK,
@@ -36,7 +36,7 @@ from bot.jobs.export_files import (
     write_atomic,
 )
 from bot.jobs.report import Finding, ReportData, render_html, summary_json, summary_text
-from bot.storage.ports import ExportStorage, Snapshots
+from bot.storage.ports import ActionQueue, ExportStorage, Snapshots
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -125,9 +125,10 @@ async def scan(snapshots: Snapshots, name: str, params: list[Any], sample: int =
         after = last
 
 
-async def build_report(snapshots: Snapshots, day: str, tz: str, *, reconcile: bool = True
-                       ) -> ReportData:
-    """Everything the report shows for the day's snapshot, read from the database."""
+async def build_report(snapshots: Snapshots, day: str, tz: str, *, reconcile: bool = True,
+                       queue: ActionQueue | None = None, now: float = 0.0) -> ReportData:
+    """Everything the report shows for the day's snapshot, read from the database;
+    ``queue`` tells whether sending is paused at ``now`` (the report's attention box)."""
     current = await snapshots.get(day)
     if current is None:
         raise ExportError(f"no complete snapshot for {day}: run `python -m bot export` first")
@@ -145,6 +146,10 @@ async def build_report(snapshots: Snapshots, day: str, tz: str, *, reconcile: bo
             data.removed = await scan(snapshots, "missing_from", [current.id, prev.id])
     since = prev.taken_at if prev else current.taken_at - 86400
     await _activity(snapshots, data, since, current.taken_at)
+    if queue is not None:
+        state = await queue.state("blacklist", now, 1)
+        if state.paused_until > now:
+            data.paused_until, data.paused_reason = state.paused_until, state.paused_reason
     if reconcile:
         data.findings = await reconcile_findings(snapshots, current.id, current.taken_at)
     else:
@@ -157,8 +162,11 @@ async def _activity(snapshots: Snapshots, data: ReportData, since: int, until: i
     data.window = (since, until)
     data.actions = await snapshots.action_counts(since, until)
     data.failures = await snapshots.action_failures(since, until)
+    data.failed = await snapshots.failed_actions(since, until)
     data.rule_hits = await snapshots.rule_hits(since, until)
-    data.hourly = await snapshots.decisions_per_hour(until)
+    end = hour_start(until, data.timezone)  # whole clock hours, labelled as they start
+    data.hourly = await snapshots.decisions_per_hour(end)
+    data.hourly_start = end - len(data.hourly) * 3600
 
 
 async def reconcile_findings(snapshots: Snapshots, snapshot_id: int, taken_at: int
@@ -252,7 +260,8 @@ class Exporter:
         superseded = await snapshots.promote(sid, day, progress.kept, token)
         if superseded is not None:
             await _drop_snapshot(snapshots, superseded)
-        data = await build_report(snapshots, day, self.config.timezone)
+        data = await build_report(snapshots, day, self.config.timezone,
+                                  queue=self.storage.actions, now=self.clock())
         data.notes.extend(notes)
         await write_report(self.config.dir, data)
         finished = self.clock()

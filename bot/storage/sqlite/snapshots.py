@@ -254,6 +254,16 @@ def action_failures(db: Database, since: int, until: int, limit: int = 20
     ).fetchall()]
 
 
+def failed_actions(db: Database, since: int, until: int, limit: int = 50
+                   ) -> list[tuple[str, str, int | None, str]]:
+    """Actions that failed for good in the window: (kind, openid, errcode, errmsg), the
+    first ``limit`` by id, for the report to name who was not actioned."""
+    return [tuple(r) for r in db.execute(  # type: ignore[misc]
+        "SELECT kind, openid, errcode, COALESCE(errmsg, '') FROM actions WHERE status ="
+        " 'failed' AND updated_at >= ? AND updated_at < ? ORDER BY id LIMIT ?",
+        [since, until, limit]).fetchall()]
+
+
 def rule_hits(db: Database, since: int, until: int) -> list[tuple[str, str, int]]:
     """Decisions in the window per rule: (rule_id, action, count), most hits first."""
     return [tuple(r) for r in db.execute(  # type: ignore[misc]
