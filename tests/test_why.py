@@ -65,7 +65,7 @@ def test_a_queued_blacklist_shows_as_queued_and_paused_not_never_blacklisted(
     run_sync(db, lambda d: set_pause(d, now + 3600, "WeChat API errcode 45009 (quota)", now))
     code, out = why(config, SPAMMER, capsys)
     assert code == 0
-    assert "never blacklisted" not in out
+    assert "never blacklisted" not in out and "state: not blacklisted yet (queued, below)" in out
     queued = [line for line in out.splitlines() if line.startswith("queued: ")]
     assert len(queued) == 1, out
     assert queued[0].startswith("queued: blacklist via rule contact-spam since ")
@@ -83,6 +83,7 @@ def test_an_admins_action_reads_via_cli_once(
                         int(time.time()), dry_run=False)
     _code, out = why(config, SPAMMER, capsys)
     assert " via cli" in out and "via cli cli" not in out
+    assert "pushes: 0 pushes received from this follower" in out
     assert "queued: blacklist via cli since " in out
 
 

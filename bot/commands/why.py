@@ -36,7 +36,7 @@ def explain(history: FollowerHistory, timezone: str, now: float) -> list[str]:
     count, first, last = history.pushes
     lines.append(f"pushes: {plural(count, 'push', 'pushes')}" + (
         f", first {when(first, timezone)}, last {when(last, timezone)}" if count else
-        " (the events may have been purged by retention)"))
+        " received from this follower"))
     if not history.decisions:
         lines.append("decisions: none, no rule ever fired for this follower")
     else:
@@ -62,7 +62,8 @@ def _via(source: str, rule_id: str) -> str:
 
 def _state_line(history: FollowerHistory, timezone: str) -> str:
     if history.state is None:
-        return "state: not blacklisted (never through this service)"
+        return ("state: not blacklisted yet (queued, below)" if history.queued else
+                "state: not blacklisted (never through this service)")
     status, rule_id, reason, since, expires = history.state
     return (f"state: {status} since {when(since, timezone)} by {rule_id or '-'}"
             f"{f' ({reason})' if reason else ''}"
