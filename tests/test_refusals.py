@@ -60,3 +60,15 @@ def test_the_next_line_after_the_interval_counts_the_unlogged(
 def test_an_http_error_reads_as_its_status_not_errcode_none() -> None:
     error = RetryableError(None, "HTTP 503", http_status=503)
     assert str(error) == "WeChat API HTTP 503"
+
+
+def test_blacklist_status_shows_an_http_failure_without_errcode() -> None:
+    from bot.commands.blacklist import status_lines
+    from bot.storage.sqlite.admin import QueueStatus
+
+    row = (7, "oRetried000000000000000000001", "blacklist", "pending", "rule", 1_796_180_400,
+           3, None, "HTTP 503")
+    lines = status_lines(QueueStatus([("pending", 1)], 0.0, "", [("pending", [row])]),
+                         dry_run=False, now=1_796_180_400.0)
+    assert lines[-1].endswith("attempts 3\n      last try: HTTP 503"), lines
+    assert "None" not in "\n".join(lines)

@@ -206,6 +206,8 @@ def status_lines(status: QueueStatus, *, dry_run: bool, now: float,
                     f" attempts {attempts}")
             if code is not None:
                 line += f"\n      errcode {code}: {msg or ''}. {explain(code)}".rstrip()
+            elif msg:  # no errcode: an HTTP status or a timeout, retried
+                line += f"\n      last try: {msg}"
             lines.append(line)
     return lines
 
