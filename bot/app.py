@@ -15,6 +15,7 @@ from aiohttp import web
 from bot.classifier.model import DEFAULT_THRESHOLD
 from bot.config import Config
 from bot.core.errors import RuleError
+from bot.core.timefmt import when, when_long
 from bot.jobs.batcher import Batcher
 from bot.jobs.models import ModelWatcher
 from bot.jobs.reload import RuleWatcher
@@ -22,6 +23,7 @@ from bot.jobs.retention import purge_loop
 from bot.jobs.scheduler import ExportScheduler
 from bot.metrics import Metrics
 from bot.rules import RuleEngine, RuleSet, load_ruleset
+from bot.rules.loader import empty_rules_warning
 from bot.services import Services, build_services
 from bot.web.health import healthz, metrics_response, worsen
 from bot.web.retries import InMemoryRecentPushes
@@ -76,6 +78,7 @@ class Service:
     async def health(self) -> dict[str, Any]:
         """The /healthz body: overall status, rules in force, pending actions."""
         state: dict[str, Any] = {"status": "ok", "dry_run": self.config.dry_run}
+        self._wechat_health(state)
         state["rules"] = len(self.engine.ruleset)
         if self.watcher is not None and self.watcher.loaded_at:
             state["rules_loaded_at"] = int(self.watcher.loaded_at)
@@ -107,11 +110,29 @@ class Service:
                 worsen(state, "degraded")
                 state["actions_paused"] = actions["paused_reason"]
                 state["actions_paused_until"] = actions["paused_until"]
+                state["actions_resume_at"] = when_long(actions["paused_until"],
+                                                       self.config.export.timezone)
             if actions["unsettled"]:  # WeChat answered; the database refuses the outcome
                 worsen(state, "degraded")
                 state["unsettled_actions"] = actions["unsettled"]
                 state["storage_error"] = actions["storage_error"]
         return state
+
+
+    def _wechat_health(self, state: dict[str, Any]) -> None:
+        """Degraded while every push is refused (no wechat.token) or every API call fails."""
+        if not self.config.wechat.token:
+            worsen(state, "degraded")
+            state["push_error"] = ("wechat.token is not set: every push is refused (403); "
+                                   "set it, or WECHAT_TOKEN, to the platform's Token")
+        client = self.services.client
+        if client is not None and client.health.failing:
+            api = client.health
+            worsen(state, "degraded")
+            state["api_error"] = f"the last {api.failures} WeChat API calls failed; " \
+                                 f"last: {api.last_error}"
+            state["api_failing_since"] = when(api.failing_since, self.config.export.timezone)
+            state["api_last_ok"] = when(api.last_ok, self.config.export.timezone)
 
 
 SERVICE = web.AppKey("service", Service)
@@ -152,7 +173,9 @@ async def _rules_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     service.watcher.last_error = error
     service.metrics.rules_loaded.set(len(ruleset))
-    log.info("rules: %s", ruleset.summary())
+    log.info("rules: %s", ruleset.describe())
+    if not ruleset.files and error is None:
+        log.warning("%s", empty_rules_warning(config.rules.dir))
     service.models = ModelWatcher(
         service.services.storage.classifier, service.engine, config.rules.reload_seconds,
         clock=time.time, threshold=lambda: _classifier_threshold(service))

@@ -104,7 +104,7 @@ def test_everything_untrusted_is_escaped() -> None:
     assert {t for t, _ in page.tags} <= {"html", "head", "meta", "title", "style", "body",
                                          "h1", "h2", "h3", "p", "div", "span", "ul", "li",
                                          "code", "table", "tr", "th", "td", "svg", "rect",
-                                         "text"}
+                                         "text", "line", "b"}
     assert "<script>" not in html and "<img" not in html and "<b>bold" not in html
     assert "o&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "oHand&lt;&amp;&gt;" in html
@@ -132,13 +132,14 @@ def test_json_and_text_summaries() -> None:
     data = sample_data()
     summary = json.loads(json.dumps(summary_json(data)))
     assert summary["total"] == 1970 and summary["change"] == -30
-    assert summary["previous"] == {"day": "2024-05-01", "total": 2000}
+    assert summary["previous"] == {"day": "2024-05-01", "total": 2000, "taken_at": None,
+                                   "same_day": False}
     assert summary["added"]["count"] == 60 and len(summary["added"]["sample"]) == 50
     assert summary["failures"] == [{"kind": "blacklist", "errcode": 48001,
                                     "errmsg": 'api unauthorized <img src="x">', "count": 2}]
     assert summary["decisions_per_hour"][5] == 7
     text = summary_text(data)
-    assert "1970 OpenIDs (-30 since 2024-05-01)" in text
+    assert "1970 OpenIDs (-30 since the 2024-05-01 export)" in text
     assert "added 60, removed 100" in text
     assert "actions done 12, failed 2" in text
     assert "Added by hand: 1" in text and "Removed by hand" not in text

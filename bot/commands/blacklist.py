@@ -24,7 +24,8 @@ from bot.commands import add_config_option
 from bot.config import Config
 from bot.core.errors import BotError, explain
 from bot.core.models import Action, ActionKind, is_valid_openid
-from bot.core.timefmt import when
+from bot.core.timefmt import when, when_long
+from bot.core.wording import plural
 from bot.rules.schema import MAX_DURATION_DAYS, parse_duration
 from bot.services import build_services
 from bot.storage.owners import make_owner
@@ -175,7 +176,7 @@ def run_retry(args: argparse.Namespace, config: Config) -> int:
     """Failed actions back to pending (unless superseded), then send them."""
     _refuse_in_dry_run(config)
     ids = requeue(config.storage.path, args.openids, int(time.time()))
-    print(f"{len(ids)} failed actions queued again")
+    print(f"{plural(len(ids), 'failed action')} queued again")
     if args.queue_only or not ids:
         return 0
     return _send_and_report(config, ids)
@@ -186,7 +187,7 @@ def run_send(args: argparse.Namespace, config: Config) -> int:
     still queued (sending paused, or the send timed out)."""
     _refuse_in_dry_run(config)
     ids = queued(config.storage.path)
-    print(f"{len(ids)} queued actions to send")
+    print(f"{plural(len(ids), 'queued action')} to send")
     if not ids:
         return 0
     return _send_and_report(config, ids)
@@ -261,7 +262,7 @@ def status_lines(status: QueueStatus, *, dry_run: bool, now: float,
     if dry_run:
         lines.append("DRY-RUN: actions are recorded, no API call is made")
     if status.paused_until > now:
-        lines.append(f"SENDING PAUSED until {when(status.paused_until, timezone)}: "
+        lines.append(f"SENDING PAUSED until {when_long(status.paused_until, timezone)}: "
                      f"{status.paused_reason}")
     for title, rows in status.sections:
         lines.append(f"{title} ({len(rows)} shown):")
@@ -270,6 +271,8 @@ def status_lines(status: QueueStatus, *, dry_run: bool, now: float,
                     f" attempts {attempts}")
             if code is not None:
                 line += f"\n      errcode {code}: {msg or ''}. {explain(code)}".rstrip()
+            elif msg:  # no errcode: an HTTP status or a timeout, retried
+                line += f"\n      last try: {msg}"
             lines.append(line)
     return lines
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 from datetime import date
 from pathlib import Path
 
 from bot.commands import add_config_option
 from bot.config import Config
 from bot.core.errors import BotError
+from bot.core.paging import end_text
+from bot.core.wording import plural
 from bot.jobs.export import Progress, build_report, write_report
 from bot.jobs.export_files import export_paths
 from bot.services import build_services
@@ -59,10 +62,11 @@ def run_export(args: argparse.Namespace, config: Config) -> int:
 async def _export(config: Config) -> list[Path]:
     async with build_services(config, api_timeout=API_TIMEOUT_SECONDS) as services:
         result = await services.exporter(on_page=_show_progress).run()
-    print(f"\nexported {result.total} OpenIDs in {result.progress.pages} pages "
-          f"({result.progress.end}); change "
-          f"{'n/a' if result.report.change is None else f'{result.report.change:+d}'}",
-          file=sys.stderr)
+    report = result.report
+    print(f"\nexported {plural(result.total, 'OpenID')} in "
+          f"{plural(result.progress.pages, 'page')}; paging ended: "
+          f"{end_text(result.progress.end)}", file=sys.stderr)
+    print(f"change: {report.change_text()}", file=sys.stderr)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     return [result.paths["csv"], result.paths["html"], result.paths["json"]]
@@ -90,7 +94,8 @@ async def _report(config: Config, day: str | None) -> list[Path]:
             raise BotError("no export stored yet: run `python -m bot export` first")
         day = day or latest
         data = await build_report(snapshots, day, config.export.timezone,
-                                  reconcile=day == latest)
+                                  reconcile=day == latest, queue=services.storage.actions,
+                                  now=time.time())
         await write_report(config.export.dir, data)
     paths = export_paths(config.export.dir, day)
     return [paths["html"], paths["json"]]

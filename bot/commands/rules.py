@@ -17,14 +17,17 @@ from bot.core.errors import BotError, RuleError
 from bot.core.models import MESSAGE_TYPES, TEXT_FIELDS, ActionKind, Decision, Event, text_field
 from bot.core.normalize import Folded
 from bot.core.timefmt import when
+from bot.core.wording import plural
 from bot.rules import RuleEngine, RuleSet, load_ruleset, parse_duration
 from bot.rules.explain import describe_explanation, explain_event, history_horizon
+from bot.rules.loader import empty_rules_warning
 from bot.rules.schema import MAX_DURATION_DAYS
 from bot.storage.sqlite.admin import (
-    actioned,
     follower_pushes,
     follower_warnings,
+    hand_blacklisted,
     reading,
+    rule_blacklisted,
     stored_events,
 )
 from bot.storage.sqlite.samples import newest_model_blob
@@ -68,10 +71,13 @@ def run_check(args: argparse.Namespace, config: Config) -> int:
     except RuleError as exc:
         for line in exc.errors:
             print(line)
-        print(f"{len(exc.errors)} error(s): rules in {directory} rejected")
+        files = len({line.split(":", 1)[0] for line in exc.errors})
+        print(f"{plural(len(exc.errors), 'error')} in {plural(files, 'file')}: the rules in "
+              f"{directory} are rejected (a running service keeps its last good rules)")
         return 1
-    summary = ruleset.summary()
-    print(f"ok: {directory}: " + ", ".join(f"{v} {k}" for k, v in summary.items()))
+    print(f"ok: {directory}: {ruleset.describe()}")
+    if not ruleset.files:
+        print(f"warning: {empty_rules_warning(directory)}")
     if ruleset.uses_classifier:
         print(classifier_note(config))
     return 0
@@ -111,7 +117,8 @@ def run_test(args: argparse.Namespace, config: Config) -> int:
                            f"{MAX_DURATION_DAYS}d, got {args.since!r}")
         with reading(config.storage.path, "nothing to replay") as db:
             start = int(time.time()) - since
-            report = replay(stored_events(db, start), engine, actioned(db, start))
+            report = replay(stored_events(db, start), engine, rule_blacklisted(db, start),
+                            hand_blacklisted(db, start))
         print("\n".join(report.lines(directory, args.since)))
         return 0
     event = sample_event(args.type, args.text, args.openid, int(time.time()))
@@ -176,33 +183,44 @@ def describe(decision: Decision, timezone: str) -> list[str]:
 
 @dataclass
 class ReplayReport:
-    """What a rules directory would have done to the stored history, beside what was done."""
+    """What a rules directory would have done to the stored history, beside what the
+    rules in force did; blacklists made by hand are listed apart, not compared."""
 
     events: int = 0
     purged: int = 0
     hits: Counter[str] = field(default_factory=Counter)
     would: dict[str, str] = field(default_factory=dict)
     was: set[str] = field(default_factory=set)
+    by_hand: set[str] = field(default_factory=set)
 
     def lines(self, directory: str, since: str) -> list[str]:
-        new = sorted(set(self.would) - self.was)
-        gone = sorted(self.was - set(self.would))
-        out = [f"replayed {self.events} events from the last {since} with {directory}"
-               + (f" ({self.purged} with content purged)" if self.purged else ""),
-               f"would blacklist {len(self.would)} follower(s); "
-               f"were blacklisted {len(self.was)}; both {len(set(self.would) & self.was)}",
+        """The report as printed."""
+        would = set(self.would)
+        new = sorted(would - self.was - self.by_hand)
+        gone = sorted(self.was - would)
+        out = [f"replayed {plural(self.events, 'event')} from the last {since} with "
+               f"{directory}" + (f" ({self.purged} with content purged)" if self.purged else ""),
+               f"these rules would blacklist {plural(len(would), 'follower')}; the rules in "
+               f"force blacklisted {len(self.was)}; both {len(would & self.was)}",
                f"newly blacklisted by these rules: {len(new)}"]
         out += [f"  + {openid}  ({self.would[openid]})" for openid in new[:LIST_LIMIT]]
-        out.append(f"blacklisted before, not by these rules: {len(gone)}")
+        out.append(f"blacklisted by the rules in force, not by these: {len(gone)}")
         out += [f"  - {openid}" for openid in gone[:LIST_LIMIT]]
+        out.append(f"blacklisted by hand meanwhile (CLI or console; not compared): "
+                   f"{len(self.by_hand)}")
+        out += [f"  * {openid}" + (f"  (these rules too: {self.would[openid]})"
+                                   if openid in self.would else "")
+                for openid in sorted(self.by_hand)[:LIST_LIMIT]]
         out.append("hits per rule:" if self.hits else "no rule fired")
         out += [f"  {rule_id}: {count}" for rule_id, count in self.hits.most_common()]
         return out
 
 
-def replay(events: Iterable[Event], engine: RuleEngine, was: set[str]) -> ReplayReport:
-    """Run ``engine`` over stored ``events``; ``was``: who was blacklisted meanwhile."""
-    report = ReplayReport(was=was)
+def replay(events: Iterable[Event], engine: RuleEngine, was: set[str],
+           by_hand: set[str] | None = None) -> ReplayReport:
+    """Run ``engine`` over stored ``events``; ``was``: who the rules blacklisted meanwhile,
+    ``by_hand``: who admins blacklisted."""
+    report = ReplayReport(was=was, by_hand=by_hand or set())
     for event in events:
         report.events += 1
         if not event.texts and event.msg_type in TEXT_FIELDS:  # a type that carries text

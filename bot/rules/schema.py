@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -158,6 +159,20 @@ def _kind(value: Any) -> str:
             type(None): "nothing"}.get(type(value), type(value).__name__)
 
 
+def as_written(text: str) -> str:
+    """A rule author's string quoted as they wrote it: ``'v[x信]\\d{6,}'``, not the
+    doubled backslashes of repr()."""
+    return f'"{text}"' if "'" in text and '"' not in text else f"'{text}'"
+
+
+def unknown_key(key: Any, expected: tuple[str, ...], prefix: str = "") -> str:
+    """``unknown key 'keyword': did you mean 'keywords'?`` (or the keys expected)."""
+    close = difflib.get_close_matches(str(key), expected, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key '{prefix}{key}': did you mean '{prefix}{close[0]}'?"
+    return f"unknown key '{prefix}{key}' (expected one of: {', '.join(expected)})"
+
+
 def _positive(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
@@ -168,6 +183,7 @@ class _FileChecker:
     def __init__(self, path: str):
         self.path = path
         self.errors: list[str] = []
+        self.ids: list[tuple[str, int]] = []  # every valid id and its line, bad rules too
 
     def error(self, line: int, message: str) -> None:
         self.errors.append(f"{self.path}:{line}: {message}")
@@ -181,8 +197,7 @@ class _FileChecker:
             return FileSpec(self.path, (), frozenset())
         for key in data:
             if key not in TOP_KEYS:
-                self.error(data.key_lines[key], f"unknown top-level key '{key}' "
-                           f"(expected one of: {', '.join(TOP_KEYS)})")
+                self.error(data.key_lines[key], f"top level: {unknown_key(key, TOP_KEYS)}")
         allowlist = self.strings(data, "allowlist", "allowlist")
         rules: list[RuleSpec] = []
         raw_rules = data.get("rules")
@@ -222,11 +237,12 @@ class _FileChecker:
             return None
         before = len(self.errors)
         rule_id = self.rule_id(raw, line, index)
+        if len(self.errors) == before:
+            self.ids.append((rule_id, line))
         label = f"rule '{rule_id}'"
         for key in raw:
             if key not in RULE_KEYS:
-                self.error(raw.key_lines[key], f"{label}: unknown key '{key}' "
-                           f"(expected one of: {', '.join(RULE_KEYS)})")
+                self.error(raw.key_lines[key], f"{label}: {unknown_key(key, RULE_KEYS)}")
         for key in CONDITION_KEYS:  # an empty list is no condition: it would match all
             if isinstance(raw.get(key), list) and not raw[key]:
                 self.error(raw.key_lines[key], f"{label}: '{key}' is an empty list; "
@@ -311,13 +327,15 @@ class _RuleFields:
             try:
                 compile_re2(pattern)
             except ValueError as exc:
-                self.checker.error(line, f"{self.label}: regex {pattern!r} is not valid RE2 "
+                self.checker.error(line, f"{self.label}: regex {as_written(pattern)} is not "
+                                   "valid RE2 "
                                    f"syntax: {exc} (RE2 runs in linear time, so it has no "
                                    "backreferences or look-around)")
                 continue
             problem = unmatchable(pattern)
             if problem:
-                self.checker.error(line, f"{self.label}: regex {pattern!r} can never match: "
+                self.checker.error(line, f"{self.label}: regex {as_written(pattern)} can never "
+                                   "match: "
                                    f"{problem}")
             else:
                 good.append(pattern)
@@ -327,7 +345,7 @@ class _RuleFields:
         words = self.checker.strings(self.raw, key, self.label)
         for word in words:
             if not fold(word):
-                self.fail(key, f"'{key}' entry {word!r} is only spaces or punctuation, "
+                self.fail(key, f"'{key}' entry {as_written(word)} is only spaces or punctuation, "
                           "which matching ignores")
         return words
 
@@ -362,8 +380,8 @@ class _RuleFields:
             return None
         for key in value:
             if key not in ("messages", "seconds"):
-                self.checker.error(value.key_lines[key], f"{self.label}: unknown key "
-                                   f"'flood.{key}' (expected messages, seconds)")
+                self.checker.error(value.key_lines[key], f"{self.label}: "
+                                   f"{unknown_key(key, ('messages', 'seconds'), 'flood.')}")
         numbers: dict[str, Any] = {}
         for key in ("messages", "seconds"):
             number = value.get(key)
@@ -386,8 +404,8 @@ class _RuleFields:
             return None
         for key in value:
             if key != "min_score":
-                self.checker.error(value.key_lines[key], f"{self.label}: unknown key "
-                                   f"'classifier.{key}' (expected min_score)")
+                self.checker.error(value.key_lines[key], f"{self.label}: "
+                                   f"{unknown_key(key, ('min_score',), 'classifier.')}")
         score = value.get("min_score")
         if isinstance(score, bool) or not isinstance(score, int | float) \
                 or not 0.0 <= score <= 1.0:
@@ -426,8 +444,8 @@ class _RuleFields:
             return (), ()
         for key in value:
             if key not in ("match", "no_match"):
-                self.checker.error(value.key_lines[key], f"{self.label}: unknown key "
-                                   f"'examples.{key}' (expected match, no_match)")
+                self.checker.error(value.key_lines[key], f"{self.label}: "
+                                   f"{unknown_key(key, ('match', 'no_match'), 'examples.')}")
         strings = self.checker.strings
         return strings(value, "match", self.label), strings(value, "no_match", self.label)
 

@@ -107,6 +107,8 @@ class Snapshots(Protocol):
     async def action_counts(self, since: int, until: int) -> list[tuple[str, str, int]]: ...
     async def action_failures(self, since: int, until: int
                               ) -> list[tuple[str, int | None, str, int]]: ...
+    async def failed_actions(self, since: int, until: int
+                             ) -> list[tuple[str, str, int | None, str]]: ...
     async def rule_hits(self, since: int, until: int) -> list[tuple[str, str, int]]: ...
     async def decisions_per_hour(self, until: int) -> list[int]: ...
     async def read_last_run(self) -> float | None: ...
@@ -134,12 +136,15 @@ class Retention(Protocol):
 
 
 class ExportStorage(Protocol):
-    """What the export needs: the snapshots and the lease that keeps it to one process."""
+    """What the export needs: the snapshots, the lease that keeps it to one process, and
+    the action queue (whether sending is paused, for the report)."""
 
     @property
     def snapshots(self) -> Snapshots: ...
     @property
     def leases(self) -> Leases: ...
+    @property
+    def actions(self) -> ActionQueue: ...
 
 
 class ReadModel(Protocol):
@@ -192,12 +197,29 @@ class QueueStatus:
 
 @dataclass
 class FollowerHistory:
-    """``why``: the follower's blacklist state, decisions and actions, newest first."""
+    """``why`` (and the console's Follower page): what we hold about one follower.
+
+    ``state``: the blacklist row ``(status, rule_id, reason, since, expires_at)`` or None;
+    ``decisions``: ``(created_at, rule_id, action, evidence, msg_type, event)`` and
+    ``actions``: ``(created_at, kind, status, source, rule_id, errcode, errmsg)``, newest
+    first; ``queued``: actions not yet sent ``(id, kind, status, source, rule_id,
+    created_at, attempts, errcode, errmsg)``, oldest first; ``pushes``: ``(count, first,
+    last)`` received; ``paused_until``/``paused_reason``: the queue's shared pause.
+    """
 
     state: tuple[Any, ...] | None
     decisions: list[tuple[Any, ...]]
     actions: list[tuple[Any, ...]]
     known: bool
+    queued: list[tuple[Any, ...]] = field(default_factory=list)
+    pushes: tuple[int, int | None, int | None] = (0, None, None)
+    paused_until: float = 0.0
+    paused_reason: str = ""
+
+    @property
+    def seen(self) -> bool:
+        """Any push, decision or action at all: False for an OpenID never seen here."""
+        return self.known or self.state is not None or self.pushes[0] > 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from bot.core.errors import PushError
 from bot.core.models import MESSAGE_TYPES, Decision, Event
 from bot.metrics import Metrics
 from bot.storage.ports import Recorder
+from bot.web.refusals import RefusalLog
 from bot.wechat.push import PushCodec, parse_event
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class Webhook:
         self.max_body = max_body
         self.on_actions = on_actions
         self._counters: dict[tuple[str, str], Any] = {}
+        self.refusals = RefusalLog(log)  # rate-limited: forged pushes must not flood the log
         # A push decided but not committed (the database failed): its retry records
         # this decision rather than running the rules again, which would count it a
         # second time towards a flood or a warning ladder.
@@ -66,7 +68,7 @@ class Webhook:
         try:
             self.codec.check_signature(request.query)
         except PushError as exc:
-            log.warning("URL verification refused from %s: %s", request.remote, exc.reason)
+            self.refusals.refused(exc.status, exc.reason, request.remote, "URL verification")
             return web.Response(status=exc.status, text=exc.reason)
         return web.Response(text=request.query.get("echostr", ""), content_type=TEXT)
 
@@ -82,7 +84,7 @@ class Webhook:
             text, content_type, outcome = await self._handle(event, key_index, request)
         except PushError as exc:
             outcome = _OUTCOMES.get(exc.status, "error")
-            log.warning("push refused (%s) from %s: %s", exc.status, request.remote, exc.reason)
+            self.refusals.refused(exc.status, exc.reason, request.remote)
             self._pushes(msg_type, outcome).inc()
             return web.Response(status=exc.status, text=exc.reason)
         except Exception:  # answered 500 by aiohttp, so WeChat retries; counted here

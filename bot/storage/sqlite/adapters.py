@@ -94,6 +94,10 @@ class SqliteSnapshots:
                               ) -> list[tuple[str, int | None, str, int]]:
         return await self._call(lambda db: snap.action_failures(db, since, until))
 
+    async def failed_actions(self, since: int, until: int
+                             ) -> list[tuple[str, str, int | None, str]]:
+        return await self._call(lambda db: snap.failed_actions(db, since, until))
+
     async def rule_hits(self, since: int, until: int) -> list[tuple[str, str, int]]:
         return await self._call(lambda db: snap.rule_hits(db, since, until))
 

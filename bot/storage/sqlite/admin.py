@@ -216,9 +216,9 @@ def queue_status(db: Database, limit: int) -> QueueStatus:
 
 
 def follower_history(db: Database, openid: str, limit: int = 50) -> FollowerHistory:
-    """State ``(status, rule_id, reason, since, expires_at)``; decisions ``(created_at,
-    rule_id, action, evidence, msg_type, event)``; actions ``(created_at, kind, status,
-    source, rule_id, errcode, errmsg)``; ``known``: any decision or action at all."""
+    """Everything :class:`FollowerHistory` holds for ``openid`` (up to ``limit`` decisions
+    and actions). Counting the pushes scans the events table (no index on openid, which
+    would cost every push an index update): a CLI or console read, not a hot path."""
     state = db.execute("SELECT status, rule_id, reason, since, expires_at FROM blacklist"
                        " WHERE openid = ?", [openid]).fetchone()
     decisions = db.execute(
@@ -232,8 +232,18 @@ def follower_history(db: Database, openid: str, limit: int = 50) -> FollowerHist
         "SELECT 1 FROM decisions WHERE openid = ? UNION ALL"
         " SELECT 1 FROM actions WHERE openid = ? LIMIT 1", [openid, openid],
     ).fetchone()
+    queued = db.execute(
+        "SELECT id, kind, status, source, rule_id, created_at, attempts, errcode, errmsg"
+        " FROM actions WHERE openid = ? AND status IN ('pending', 'sending') ORDER BY id",
+        [openid]).fetchall()
+    count, first, last = db.execute(
+        "SELECT COUNT(*), MIN(received_at), MAX(received_at) FROM events WHERE openid = ?",
+        [openid]).fetchone()
+    until, reason = read_pause(db)
     return FollowerHistory(tuple(state) if state else None, [tuple(r) for r in decisions],
-                           [tuple(r) for r in actions], known is not None)
+                           [tuple(r) for r in actions], known is not None,
+                           [tuple(r) for r in queued], (int(count), first, last),
+                           until, reason)
 
 
 def follower_warnings(db: Database, openid: str, since: int) -> dict[str, list[int]]:
@@ -269,10 +279,21 @@ def stored_events(db: Database, since: int) -> Iterator[Event]:
         yield event
 
 
-def actioned(db: Database, since: int) -> set[str]:
-    """Followers the service decided to blacklist since ``since`` (rules or admins)."""
+def rule_blacklisted(db: Database, since: int) -> set[str]:
+    """Followers the rules decided to blacklist since ``since``: decisions a push carried
+    (an admin's decision has no event)."""
     rows = db.execute(
-        "SELECT openid FROM decisions WHERE action = 'blacklist' AND created_at >= ?"
-        " UNION SELECT openid FROM actions WHERE kind = 'blacklist' AND created_at >= ?"
-        " AND status != 'cancelled'", [since, since]).fetchall()
+        "SELECT DISTINCT openid FROM decisions WHERE action = 'blacklist' AND created_at >= ?"
+        " AND event_id IS NOT NULL", [since]).fetchall()
+    return {row[0] for row in rows}
+
+
+def hand_blacklisted(db: Database, since: int) -> set[str]:
+    """Followers blacklisted by hand since ``since`` (CLI, console: any source but the
+    rules and expiry), however their action ended except superseded."""
+    rows = db.execute(
+        "SELECT openid FROM actions WHERE kind = 'blacklist' AND created_at >= ?"
+        " AND source NOT IN ('rule', 'expiry') AND status NOT IN ('cancelled', 'dismissed')"
+        " UNION SELECT openid FROM decisions WHERE action = 'blacklist' AND created_at >= ?"
+        " AND event_id IS NULL", [since, since]).fetchall()
     return {row[0] for row in rows}
