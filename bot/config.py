@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from bot.core.errors import ConfigError
+from bot.core.errors import ConfigError, shown
 
 DEFAULT_PATH = "config.yaml"
 ENV_OVERRIDES = {
@@ -168,16 +168,30 @@ def _read_yaml(source: str) -> dict[str, Any]:
         raise ConfigError(f"{source}: cannot read the config file: "
                           f"{exc.strerror or exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
-        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or exc
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections")
     return data
+
+
+class _SafeLoader(yaml.SafeLoader):
+    """SafeLoader whose slips on odd scalars (``!!int x`` ValueError, ``!!timestamp x``
+    AttributeError, ``!!int`` on nothing IndexError) become YAML errors with a line."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, AttributeError, OverflowError, IndexError) as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read a value as {node.tag} ({exc.__class__.__name__})",
+                node.start_mark) from None
 
 
 def build_config(raw: dict[str, Any], source: str = "<config>") -> Config:
@@ -214,14 +228,14 @@ def _coerce(key: str, expected: type, value: Any, source: str) -> Any:
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if expected is float and isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{source}: '{key}' must be a finite number, got {value!r}")
+        raise ConfigError(f"{source}: '{key}' must be a finite number, got {shown(value)}")
     if expected is str and value is None:
         return ""
     if isinstance(value, expected) and not (expected is int and isinstance(value, bool)):
         return value
     message = f"{source}: '{key}' must be {_TYPE_NAMES[expected]}"
     if key.rsplit(".", maxsplit=1)[-1] not in _SECRET_KEYS:  # never echo a secret
-        message += f", got {type(value).__name__} {value!r}"
+        message += f", got {type(value).__name__} {shown(value)}"
     raise ConfigError(message)
 
 
