@@ -219,6 +219,22 @@ def _webhook(config: Config, engine: RuleEngine, services: Services,
                    on_actions=on_actions)
 
 
+# A push is a request line of the path and a ~200-character signed query plus a few short
+# headers; the console's browser adds a cookie. Larger or more is refused with 400 before
+# any handler runs.
+MAX_LINE_BYTES = 8190
+MAX_FIELD_BYTES = 8190
+MAX_HEADERS = 64
+
+
+def http_limits(config: Config) -> dict[str, Any]:
+    """aiohttp's per-connection limits: header sizes and counts, and the idle timeout that
+    also closes a connection that never completes a request (slowloris)."""
+    return {"max_line_size": MAX_LINE_BYTES, "max_field_size": MAX_FIELD_BYTES,
+            "max_headers": MAX_HEADERS,
+            "keepalive_timeout": config.server.idle_timeout_seconds}
+
+
 def build_app(config: Config, *, extra_contexts: tuple[Callable[..., Any], ...] = ()
               ) -> web.Application:
     """The aiohttp application for ``config``: routes plus every component's lifecycle."""
@@ -226,7 +242,8 @@ def build_app(config: Config, *, extra_contexts: tuple[Callable[..., Any], ...] 
     engine = RuleEngine(RuleSet.empty())  # the rules are loaded before pushes are accepted
     service = Service(config, services, engine)
     webhook = _webhook(config, engine, services, service.wake)
-    app = web.Application(client_max_size=config.server.max_body_bytes)
+    app = web.Application(client_max_size=config.server.max_body_bytes,
+                          handler_args=http_limits(config))
     app[SERVICE] = service
     path = config.server.path
     app.router.add_get(path, webhook.verify_url)

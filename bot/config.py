@@ -49,6 +49,7 @@ class ServerConfig:
     path: str = "/wechat"
     max_body_bytes: int = 65536
     timestamp_tolerance_seconds: int = 300
+    idle_timeout_seconds: float = 15.0  # a connection with no request in flight is closed
 
 
 @dataclass(frozen=True)
@@ -258,6 +259,8 @@ def _check_values(config: Config, source: str) -> None:
          "must be between 1024 and 10485760"),
         (config.server.timestamp_tolerance_seconds >= 1, "server.timestamp_tolerance_seconds",
          "must be at least 1"),
+        (0 < config.server.idle_timeout_seconds <= 3600, "server.idle_timeout_seconds",
+         "must be greater than 0 and at most 3600"),
         (config.storage.retention_days >= 1, "storage.retention_days", "must be at least 1 (days)"),
         (config.storage.synchronous in {"full", "normal"}, "storage.synchronous",
          "must be full (a commit survives a power cut) or normal (a process crash only)"),
