@@ -24,7 +24,7 @@ from bot.metrics import Metrics
 from bot.rules import RuleEngine, RuleSet, load_ruleset
 from bot.services import Services, build_services
 from bot.web.health import healthz, metrics_response, worsen
-from bot.web.retries import InMemoryRecentPushes
+from bot.web.retries import KEEP_SECONDS, InMemoryRecentPushes
 from bot.web.webhook import Webhook
 from bot.wechat.push import PushCodec
 
@@ -214,7 +214,12 @@ def _webhook(config: Config, engine: RuleEngine, services: Services,
         [config.wechat.encoding_aes_key, config.wechat.previous_encoding_aes_key],
         tolerance=config.server.timestamp_tolerance_seconds,
     )
-    return Webhook(codec, engine, services.storage.recorder, InMemoryRecentPushes(),
+    # A push captured and replayed verbatim passes the signature check for as long as its
+    # timestamp is within the tolerance, either side of now: the answers are remembered
+    # that long, so a replay is answered without the rules counting it again (the stored
+    # dedup key catches one the memory no longer holds, after a restart or an eviction).
+    keep = max(KEEP_SECONDS, 2.0 * config.server.timestamp_tolerance_seconds + 10.0)
+    return Webhook(codec, engine, services.storage.recorder, InMemoryRecentPushes(keep),
                    services.metrics, max_body=config.server.max_body_bytes,
                    on_actions=on_actions)
 

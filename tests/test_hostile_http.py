@@ -59,6 +59,34 @@ async def test_huge_or_many_headers_are_refused(aiohttp_client: Any, tmp_path: P
     assert ok.split()[1] == b"200", "an ordinary request still passes"
 
 
+async def test_a_replay_inside_the_timestamp_window_is_answered_but_counted_once(
+        aiohttp_client: Any, tmp_path: Path) -> None:
+    app = build_app(_config(tmp_path))
+    client = await aiohttp_client(app)
+    webhook = next(r.handler.__self__ for r in app.router.routes()  # type: ignore[attr-defined]
+                   if r.method == "POST")
+    later = [time.monotonic()]
+    webhook.recent._clock = lambda: later[0]  # the retry memory's clock, moved on below
+    openid = "oReplayed00000000000000000001"
+    now = int(time.time())
+    query, first = signed_query(), text_xml(openid, "hello", 1, now)
+    assert (await client.post("/wechat", params=query, data=first)).status == 200
+    # Captured and replayed verbatim 40 s later: past WeChat's retries (30 s of memory
+    # before), still inside the 300 s the signature's timestamp is accepted for.
+    later[0] += 40
+    replay = await client.post("/wechat", params=query, data=first)
+    assert replay.status == 200 and await replay.text() == "success"
+    second = text_xml(openid, "hello again", 2, now + 1)
+    assert (await client.post("/wechat", params=signed_query(), data=second)).status == 200
+    conn = sqlite3.connect(tmp_path / "bot.db")
+    try:
+        assert conn.execute("SELECT count(*) FROM events").fetchone() == (2,)
+        # Two real messages of a 3-message flood limit: the replay must not be the third.
+        assert conn.execute("SELECT count(*) FROM decisions").fetchone() == (0,)
+    finally:
+        conn.close()
+
+
 async def test_a_replay_after_a_restart_is_caught_by_the_stored_dedup_key(
         aiohttp_client: Any, tmp_path: Path) -> None:
     config = _config(tmp_path, rules="rules:\n  - id: spam\n    keywords: [加微信]\n"
