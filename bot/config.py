@@ -5,14 +5,17 @@ from __future__ import annotations
 import math
 import os
 import re
+import socket
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
 from bot.core.errors import ConfigError, shown
+from bot.core.netpolicy import is_public, url_problem
 
 DEFAULT_PATH = "config.yaml"
 ENV_OVERRIDES = {
@@ -87,6 +90,7 @@ class ExportConfig:
     dir: str = "data/exports"
     retention_days: int = 90
     notify_url: str = ""
+    notify_allow_private: bool = False  # true: notify_url may reach private addresses
 
 
 @dataclass(frozen=True)
@@ -277,6 +281,7 @@ def _check_values(config: Config, source: str) -> None:
         if not ok:
             _fail(source, key, message)
     _check_schedule(config.export, source)
+    _check_notify(config.export, source)
 
 
 def _check_wechat(wechat: WeChatConfig, source: str) -> None:
@@ -294,6 +299,29 @@ def _check_wechat(wechat: WeChatConfig, source: str) -> None:
     if not re.fullmatch(r"https?://[^/\s?#]+", wechat.api_base):
         _fail(source, "wechat.api_base",
               "must be scheme://host[:port] with no path, e.g. https://api.weixin.qq.com")
+
+
+def _check_notify(export: ExportConfig, source: str) -> None:
+    """https only; no private, loopback or link-local address unless allowed, judged on
+    what the host resolves to (a name is resolved; one that does not resolve now is
+    checked again when the summary is sent)."""
+    if not export.notify_url:
+        return
+    problem = url_problem(export.notify_url)
+    if problem:
+        _fail(source, "export.notify_url", problem)
+    if export.notify_allow_private:
+        return
+    host = urlsplit(export.notify_url).hostname or ""
+    try:
+        infos = socket.getaddrinfo(host, 443, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return
+    private = sorted({str(info[4][0]) for info in infos if not is_public(str(info[4][0]))})
+    if private:
+        _fail(source, "export.notify_url",
+              f"reaches a non-public address ({', '.join(private)}): a private, loopback "
+              "or link-local target needs export.notify_allow_private: true")
 
 
 def _check_schedule(export: ExportConfig, source: str) -> None:
