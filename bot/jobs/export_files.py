@@ -10,6 +10,7 @@ import socket
 import ssl
 import tempfile
 from collections.abc import AsyncIterator
+from datetime import date
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -26,6 +27,7 @@ T = TypeVar("T")
 
 CHUNK = 10_000  # rows per database call: the writer thread is never held for long
 DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 async def write_atomic(path: Path, chunks: AsyncIterator[str]) -> None:
@@ -81,7 +83,17 @@ async def csv_chunks(snapshots: Snapshots, snapshot_id: int) -> AsyncIterator[st
 
 
 def export_paths(directory: str | Path, day: str) -> dict[str, Path]:
-    """Where the day's CSV, HTML report and JSON summary go."""
+    """Where the day's CSV, HTML report and JSON summary go (inside ``directory``).
+
+    ``day`` must be a calendar date written YYYY-MM-DD: it becomes part of file names,
+    so anything else (``../x``, a path, 2026-02-30) is refused with ValueError.
+    """
+    try:
+        valid = bool(_ISO_DAY.fullmatch(day)) and date.fromisoformat(day).isoformat() == day
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ValueError(f"not a date (YYYY-MM-DD): {day!r}")
     base = Path(directory)
     return {"csv": base / f"blacklist-{day}.csv", "html": base / f"report-{day}.html",
             "json": base / f"report-{day}.json"}
