@@ -47,6 +47,7 @@ class Service:
     models: ModelWatcher | None = None
     batcher: Batcher | None = None
     scheduler: ExportScheduler | None = None
+    webhook: Webhook | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     health_db_timeout: float = 2.0  # /healthz answers while another process holds a lock
 
@@ -92,6 +93,10 @@ class Service:
         except Exception as exc:  # reported, not raised: health must answer
             worsen(state, "down")
             state["error"] = f"database: {exc.__class__.__name__}"
+        if self.webhook is not None and self.webhook.storage_error:  # disk full, locked
+            worsen(state, "down")
+            state["push_storage_error"] = self.webhook.storage_error
+            state["push_storage_error_since"] = int(self.webhook.storage_error_since)
         if self.models is not None:
             model = self.models.model
             state["model"] = model.summary() if model is not None else None
@@ -246,7 +251,7 @@ def build_app(config: Config, *, extra_contexts: tuple[Callable[..., Any], ...] 
     services = build_services(config)
     engine = RuleEngine(RuleSet.empty())  # the rules are loaded before pushes are accepted
     service = Service(config, services, engine)
-    webhook = _webhook(config, engine, services, service.wake)
+    webhook = service.webhook = _webhook(config, engine, services, service.wake)
     app = web.Application(client_max_size=config.server.max_body_bytes,
                           handler_args=http_limits(config))
     app[SERVICE] = service
