@@ -87,7 +87,7 @@ def config_documents(draw: st.DrawFn) -> dict[str, Any]:
     return document
 
 
-@settings(max_examples=scaled(150))
+@settings(max_examples=scaled(100))
 @given(document=config_documents())
 def test_config_documents_load_or_name_the_key(tmp_path: Path, document: dict[str, Any]
                                                ) -> None:

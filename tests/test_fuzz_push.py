@@ -210,7 +210,7 @@ _KEY = WeChatCrypto(TOKEN, AES_KEY, APPID).key
 # ---------------------------------------------------------------- properties
 
 
-@settings(max_examples=scaled(100))
+@settings(max_examples=scaled(80))
 @given(body=push_bodies())
 def test_fuzzed_plain_pushes_are_answered_never_with_a_server_error(
         server: ServerProcess, body: bytes) -> None:
@@ -225,7 +225,7 @@ def test_fuzzed_unsigned_pushes_are_refused(server: ServerProcess, body: bytes) 
     assert status in (403, 413) or (status == 400 and not body)
 
 
-@settings(max_examples=scaled(60))
+@settings(max_examples=scaled(40))
 @given(body=push_bodies(), appid=st.sampled_from([APPID, APPID, "wxother", ""]))
 def test_fuzzed_safe_mode_pushes_are_answered_never_with_a_server_error(
         server: ServerProcess, body: bytes, appid: str) -> None:

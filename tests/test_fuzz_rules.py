@@ -100,14 +100,14 @@ _yaml_soup = st.lists(st.sampled_from([
 # ---------------------------------------------------------------- properties
 
 
-@settings(max_examples=scaled(120))
+@settings(max_examples=scaled(80))
 @given(text=rule_documents())
 @example(text="rules:\n- action: []\n  id: null\n")  # TypeError: unhashable action
 def test_rule_shaped_documents_load_or_say_where(tmp_path: Path, text: str) -> None:
     load(tmp_path, text)
 
 
-@settings(max_examples=scaled(80))
+@settings(max_examples=scaled(60))
 @given(text=st.one_of(_yaml_soup, st.text(max_size=200)))
 @example(text="!!timestamp 2001-12-14rules:")  # PyYAML's AttributeError escaped the loader
 @example(text="rules:\n  - id: a\x1f\n")  # ReaderError raised before the parse began

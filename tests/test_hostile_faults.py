@@ -8,18 +8,23 @@ import asyncio
 import contextlib
 import errno
 import os
+import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
+import aiohttp
 import pytest
 
 from bot.app import build_app
 from bot.config import build_config
 from tests.fake_wechat import FakeWeChat
+from tests.hostile import ROOT, ServerProcess, free_port, write_config
 from tests.pushes import TOKEN, signed_query, text_xml
 
 RULES = "rules:\n  - id: spam\n    keywords: [加微信]\n    action: blacklist\n"
@@ -140,3 +145,131 @@ async def _until(predicate: Any, timeout: float) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
         await asyncio.sleep(0.05)  # polling an outside effect
+
+
+# ---------------------------------------------------------------- under load
+
+
+async def _load(port: int, prefix: str, count: int, concurrency: int = 16,
+                stop_on_refusal: bool = False) -> dict[str, int]:
+    """Post ``count`` pushes from ``concurrency`` workers; each push's HTTP status
+    (0: no answer: connection refused or reset)."""
+    statuses: dict[str, int] = {}
+    ids = iter(range(count))
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        for i in ids:
+            openid = f"{prefix}{i:020d}"
+            body = text_xml(openid, "加微信" if i % 5 == 0 else "你好", i + 1)
+            url = f"http://127.0.0.1:{port}/wechat?{urlencode(signed_query())}"
+            try:
+                async with session.post(url, data=body.encode()) as response:
+                    text = await response.text()
+                    statuses[openid] = response.status
+                    assert response.status != 200 or text == "success"
+            except (TimeoutError, aiohttp.ClientError, OSError):
+                statuses[openid] = 0
+                if stop_on_refusal:
+                    return  # the server is going away: this worker is done
+
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+    return statuses
+
+
+def _stored_openids(db: Path) -> list[str]:
+    conn = sqlite3.connect(db)
+    try:
+        return [r[0] for r in conn.execute("SELECT openid FROM events")]
+    finally:
+        conn.close()
+
+
+def _live(fake: FakeWeChat) -> dict[str, str]:
+    return {"appid": fake.appid, "secret": fake.secret, "api_base": fake.base_url}
+
+
+def _serve_config(tmp_path: Path, port: int, fake: FakeWeChat) -> Path:
+    rules = tmp_path / "rules"
+    rules.mkdir(exist_ok=True)
+    (rules / "r.yaml").write_text(RULES, encoding="utf-8")
+    return write_config(tmp_path / "config.yaml", port, tmp_path, rules_dir=rules,
+                        live=_live(fake))
+
+
+async def test_blacklist_add_from_the_cli_while_the_server_is_under_load(
+        tmp_path: Path, fake_wechat: FakeWeChat) -> None:
+    port = free_port()
+    config = _serve_config(tmp_path, port, fake_wechat)
+    server = await asyncio.to_thread(
+        ServerProcess(config, port, tmp_path / "serve.log").start)
+    targets = [f"oByHand{i:021d}" for i in range(30)]
+    try:
+        load = asyncio.create_task(_load(port, "oLoadCli", 300))
+        await asyncio.sleep(0.3)  # the load is running
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WECHAT_")}
+        cli = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "blacklist", "add", *targets, "--reason", "by hand",
+            "--config", str(config), cwd=ROOT, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(cli.communicate(), 60)
+        assert cli.returncode == 0, err.decode()
+        statuses = await load
+        assert not load.cancelled()
+        await _until(lambda: set(targets) <= fake_wechat.blacklist, 20)
+    finally:
+        server.stop()
+    answered = {o for o, s in statuses.items() if s == 200}
+    assert len(answered) == len(statuses), f"refused under load: {_tally(statuses)}"
+    stored = _stored_openids(tmp_path / "bot.db")
+    assert sorted(stored) == sorted(answered), "each answered push stored exactly once"
+    spam = {o for o in answered if int(o[-20:]) % 5 == 0}
+    await _until(lambda: spam <= fake_wechat.blacklist, 5)
+    assert "Traceback" not in server.log()
+    print(f"\nCLI under load: {len(answered)} pushes answered and stored, "
+          f"{len(targets)} added by hand, {out.decode().strip()[:80]!r}")
+
+
+def _tally(statuses: dict[str, int]) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for status in statuses.values():
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+async def test_sigterm_under_load_loses_no_acknowledged_push(
+        tmp_path: Path, fake_wechat: FakeWeChat) -> None:
+    port = free_port()
+    config = _serve_config(tmp_path, port, fake_wechat)
+    server = await asyncio.to_thread(
+        ServerProcess(config, port, tmp_path / "serve.log").start)
+    try:
+        load = asyncio.create_task(_load(port, "oSigterm", 100_000, concurrency=24,
+                                          stop_on_refusal=True))
+        await asyncio.sleep(1.0)  # well under way
+        server.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        statuses = await asyncio.wait_for(load, 60)
+        code = await asyncio.to_thread(server.proc.wait, 30)  # type: ignore[union-attr]
+    finally:
+        server.stop()
+    assert code == 0, server.log()[-3000:]
+    answered = {o for o, s in statuses.items() if s == 200}
+    assert answered, "no push was answered before the signal"
+    assert len(statuses) < 100_000, "the load outran the shutdown"
+    assert set(statuses.values()) <= {200, 0, 503}, _tally(statuses)
+    # After a restart: every push answered 200 is there, once.
+    server = await asyncio.to_thread(
+        ServerProcess(config, port, tmp_path / "serve2.log").start)
+    try:
+        stored = _stored_openids(tmp_path / "bot.db")
+        assert len(stored) == len(set(stored))
+        missing = answered - set(stored)
+        assert not missing, f"{len(missing)} acknowledged pushes lost, e.g. {sorted(missing)[:3]}"
+        spam = {o for o in answered if int(o[-20:]) % 5 == 0}
+        await _until(lambda: spam <= fake_wechat.blacklist, 20)
+    finally:
+        server.stop()
+    assert "Traceback" not in server.log() + (tmp_path / "serve.log").read_text()
+    print(f"\nSIGTERM under load: {_tally(statuses)} (0 = no answer), "
+          f"{len(stored)} stored, 0 acknowledged and lost")
