@@ -245,6 +245,19 @@ def http_limits(config: Config) -> dict[str, Any]:
             "keepalive_timeout": config.server.idle_timeout_seconds}
 
 
+def _add_console(app: web.Application, service: Service) -> None:
+    """The web console under /admin, on the service's own storage, rules and batcher."""
+    from bot.web.admin import ConsoleDeps, setup_console
+
+    def rules_state() -> tuple[str | None, float | None]:
+        watcher = service.watcher
+        return (watcher.last_error, watcher.loaded_at) if watcher else (None, None)
+
+    storage = service.services.storage
+    setup_console(app, ConsoleDeps(service.config, storage.console, storage.snapshots,
+                                   service.engine, service.health, rules_state, service.wake))
+
+
 def build_app(config: Config, *, extra_contexts: tuple[Callable[..., Any], ...] = ()
               ) -> web.Application:
     """The aiohttp application for ``config``: routes plus every component's lifecycle."""
@@ -267,6 +280,8 @@ def build_app(config: Config, *, extra_contexts: tuple[Callable[..., Any], ...] 
 
     app.router.add_get("/healthz", health_handler)
     app.router.add_get("/metrics", metrics_handler)
+    if config.admin.password:
+        _add_console(app, service)
     app.cleanup_ctx.extend([_services_ctx, _rules_ctx, _actions_ctx, _scheduler_ctx,
                             _purge_ctx, *extra_contexts])
     return app

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "bot.commands.blacklist",
     "bot.commands.export",
     "bot.commands.learn",
+    "bot.commands.admin",
 )
 
 EXIT_FAILED, EXIT_CONFIG = 1, 2
@@ -54,8 +55,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        config = load_config(getattr(args, "config", None))
-        logging.getLogger().setLevel(config.logging.level.upper())
+        # a command that needs no config (making the admin.password hash) gets None
+        config = load_config(getattr(args, "config", None)) \
+            if getattr(args, "needs_config", True) else None
+        if config is not None:
+            logging.getLogger().setLevel(config.logging.level.upper())
         return int(args.handler(args, config))
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)

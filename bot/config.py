@@ -25,6 +25,7 @@ ENV_OVERRIDES = {
     "WECHAT_ENCODING_AES_KEY": ("wechat", "encoding_aes_key"),
     "WECHAT_PREVIOUS_ENCODING_AES_KEY": ("wechat", "previous_encoding_aes_key"),
     "WECHAT_API_BASE": ("wechat", "api_base"),
+    "BOT_ADMIN_PASSWORD": ("admin", "password"),
 }
 
 
@@ -101,6 +102,20 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class AdminConfig:
+    """The web console under /admin: off while ``password`` (a hash) is empty."""
+
+    password: str = ""  # made by `python -m bot admin hash-password`
+    cookie_secure: str = "auto"  # auto: Secure when served over https (or X-Forwarded-Proto)
+    session_hours: float = 12.0
+    login_attempts: int = 5  # failed logins allowed per client address per 15 minutes
+
+    def __repr__(self) -> str:  # the hash never reaches a log line through repr()
+        return (f"AdminConfig(enabled={bool(self.password)}, "
+                f"cookie_secure={self.cookie_secure!r}, session_hours={self.session_hours})")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole, validated configuration. Build it with :func:`load_config`."""
 
@@ -111,6 +126,7 @@ class Config:
     actions: ActionsConfig = ActionsConfig()
     export: ExportConfig = ExportConfig()
     logging: LoggingConfig = LoggingConfig()
+    admin: AdminConfig = AdminConfig()
     source: str = ""
 
     @property
@@ -136,8 +152,10 @@ SECTIONS: dict[str, type] = {
     "actions": ActionsConfig,
     "export": ExportConfig,
     "logging": LoggingConfig,
+    "admin": AdminConfig,
 }
-_SECRET_KEYS = frozenset({"secret", "token", "encoding_aes_key", "previous_encoding_aes_key"})
+_SECRET_KEYS = frozenset({"secret", "token", "encoding_aes_key", "previous_encoding_aes_key",
+                          "password"})
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 
 
@@ -282,6 +300,24 @@ def _check_values(config: Config, source: str) -> None:
             _fail(source, key, message)
     _check_schedule(config.export, source)
     _check_notify(config.export, source)
+    _check_admin(config.admin, config.server.path, source)
+
+
+def _check_admin(admin: AdminConfig, push_path: str, source: str) -> None:
+    from bot.core.passwords import hash_problem
+
+    problem = hash_problem(admin.password) if admin.password else None
+    if problem:  # the value itself is never echoed
+        _fail(source, "admin.password", f"must be a password hash ({problem}): make one with"
+              " `python -m bot admin hash-password` (or set BOT_ADMIN_PASSWORD to it)")
+    if admin.cookie_secure not in {"auto", "always", "never"}:
+        _fail(source, "admin.cookie_secure", "must be auto, always or never")
+    if not 0 < admin.session_hours <= 24 * 30:
+        _fail(source, "admin.session_hours", "must be between 0 and 720 (hours)")
+    if admin.login_attempts < 1:
+        _fail(source, "admin.login_attempts", "must be at least 1")
+    if push_path == "/admin" or push_path.startswith("/admin/"):
+        _fail(source, "server.path", "must not be under /admin: the web console lives there")
 
 
 def _check_wechat(wechat: WeChatConfig, source: str) -> None:

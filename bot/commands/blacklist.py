@@ -1,4 +1,4 @@
-"""``blacklist add/remove/status/retry/send``: admins' actions through the same outbox.
+"""``blacklist add/remove/status/retry/send/resume/dismiss``: admins' actions, one outbox.
 
 Adds and removes are queued in the outbox (source ``cli``) and then sent by this process
 through the same Batcher the service runs. When a service shares the database, both
@@ -31,11 +31,13 @@ from bot.storage.owners import make_owner
 from bot.storage.sqlite.admin import (
     QueueStatus,
     action_rows,
+    dismiss,
     queue_admin_actions,
     queue_status,
     queued,
     reading,
     requeue,
+    resume,
 )
 
 SEND_TIMEOUT = 120.0
@@ -83,6 +85,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                                      "In dry-run nothing can be sent: exits 1.")
     add_config_option(p)
     p.set_defaults(handler=run_send)
+    p = group.add_parser("resume", help="lift a sending pause (45009 quota reset by hand)",
+                         description="Sending pauses on a quota (45009: until the next "
+                                     "Beijing midnight or an hour) or bad credentials. Once "
+                                     "you have reset the quota on the platform, or fixed the "
+                                     "secret, resume: a running service sends within a few "
+                                     "seconds. If the cause remains, the next call pauses "
+                                     "again.")
+    add_config_option(p)
+    p.set_defaults(handler=run_resume)
+    p = group.add_parser("dismiss", help="drop failed actions so `retry` stops resending them",
+                         description="Mark failed actions dismissed (e.g. 40003: an OpenID "
+                                     "that is not a follower of this account). They stay "
+                                     "listed, with their error, and `retry` skips them.")
+    p.add_argument("targets", nargs="+", metavar="ID|OPENID",
+                   help="an action id (#12 or 12, from `blacklist status`) or an OpenID "
+                        "(all of that follower's failed actions)")
+    add_config_option(p)
+    p.set_defaults(handler=run_dismiss)
 
 
 # ---------------------------------------------------------------- pure helpers
@@ -170,6 +190,51 @@ def run_send(args: argparse.Namespace, config: Config) -> int:
     if not ids:
         return 0
     return _send_and_report(config, ids)
+
+
+def parse_targets(items: Sequence[str]) -> list[int | str]:
+    """``dismiss`` arguments: action ids (``12`` or ``#12``) and OpenIDs; BotError otherwise."""
+    targets: list[int | str] = []
+    for item in items:
+        text = item.strip()
+        number = text.removeprefix("#")
+        if number.isdigit():
+            targets.append(int(number))
+        elif is_valid_openid(text):
+            targets.append(text)
+        else:
+            raise BotError(f"{item!r} is neither an action id (as `blacklist status` shows"
+                           " it, e.g. #12) nor an OpenID; nothing dismissed")
+    return targets
+
+
+def run_dismiss(args: argparse.Namespace, config: Config) -> int:
+    """Failed actions -> dismissed; exit 1 when a target had no failed action."""
+    targets = parse_targets(args.targets)
+    ids, unknown = dismiss(config.storage.path, targets, int(time.time()))
+    print(f"{len(ids)} failed actions dismissed" + (
+        f" ({', '.join(f'#{i}' for i in ids)}): `retry` no longer resends them" if ids else ""))
+    for target, what in unknown.items():
+        shown = f"#{target}" if isinstance(target, int) else target
+        print(f"  {shown}: no failed action ({what})")
+    return 1 if unknown else 0
+
+
+def run_resume(args: argparse.Namespace, config: Config) -> int:
+    """Lift the sending pause; say what it was and what happens next."""
+    until, reason = resume(config.storage.path)
+    now = time.time()
+    if until <= now:
+        print("sending was not paused" + (" (a past pause was cleared)" if until else ""))
+        return 0
+    print(f"sending resumed (it was paused until {when(until, config.export.timezone)}: "
+          f"{reason})")
+    with reading(config.storage.path, "") as db:
+        pending = dict(queue_status(db, 0).counts).get("pending", 0)
+    print(f"{pending} actions pending: a running service sends them within a few seconds; "
+          "without one, run `blacklist send`. If the cause is still there (quota not reset),"
+          " the next call pauses again.")
+    return 0
 
 
 def _refuse_in_dry_run(config: Config) -> None:

@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 
 from bot.classifier.model import Model, ModelError
@@ -16,9 +17,16 @@ from bot.core.errors import BotError, RuleError
 from bot.core.models import MESSAGE_TYPES, TEXT_FIELDS, ActionKind, Decision, Event, text_field
 from bot.core.normalize import Folded
 from bot.core.timefmt import when
-from bot.rules import RuleEngine, load_ruleset, parse_duration
+from bot.rules import RuleEngine, RuleSet, load_ruleset, parse_duration
+from bot.rules.explain import describe_explanation, explain_event, history_horizon
 from bot.rules.schema import MAX_DURATION_DAYS
-from bot.storage.sqlite.admin import actioned, reading, stored_events
+from bot.storage.sqlite.admin import (
+    actioned,
+    follower_pushes,
+    follower_warnings,
+    reading,
+    stored_events,
+)
 from bot.storage.sqlite.samples import newest_model_blob
 
 TEST_OPENID = "oRulesTestFollower0000000000"
@@ -119,8 +127,30 @@ def run_test(args: argparse.Namespace, config: Config) -> int:
             print("  weighing most: " + ", ".join(f"{g!r} {w:+.2f}" for g, w in weighed))
     elif engine.ruleset.uses_classifier:
         print(classifier_note(config))
-    print("\n".join(describe(engine.evaluate(event), config.export.timezone)))
+    warnings, history = ({}, []) if args.openid == TEST_OPENID else \
+        follower_story(config, engine.ruleset, args.openid, event.create_time)
+    explanation = explain_event(engine.ruleset, event, model, warnings=warnings,
+                                history=history)
+    print("\n".join(describe(explanation.decision, config.export.timezone)))
+    print("\n".join(describe_explanation(explanation)))
     return 0
+
+
+def follower_story(config: Config, ruleset: RuleSet, openid: str, now: int
+                   ) -> tuple[dict[str, list[int]], list[tuple[int, str]]]:
+    """The follower's warnings and recent pushes from the database, as the engine would
+    count them (nothing when there is no database), and says what was found."""
+    horizon = history_horizon(ruleset)
+    if not Path(config.storage.path).is_file():
+        print(f"note: no database at {config.storage.path}: {openid}'s history is unknown")
+        return {}, []
+    with reading(config.storage.path, "") as db:
+        warnings = follower_warnings(db, openid, now - horizon) if horizon else {}
+        history = follower_pushes(db, openid, now - max(horizon, 1))
+    counted = ", ".join(f"{len(t)} by {rule_id}" for rule_id, t in warnings.items())
+    print(f"history of {openid}: {len(history)} pushes and warnings "
+          f"{counted or 'none'} within the rules' windows")
+    return warnings, history
 
 
 def sample_event(msg_type: str, text: str, openid: str, now: int) -> Event:

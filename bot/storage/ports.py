@@ -7,11 +7,11 @@ chosen in :func:`bot.services.build_services`; nothing that uses a port changes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bot.core.models import Decision, Event, Recorded, Sample
+from bot.core.models import Action, Decision, Event, Recorded, Sample
 from bot.core.outbox import Claimed, QueueState
 
 
@@ -172,4 +172,113 @@ class ClassifierStore(Protocol):
 
     async def newest_sample_at(self) -> int:
         """When the newest sample was stored (0 when none is)."""
+        ...
+
+
+# ---------------------------------------------------------------- the admins' views
+
+
+@dataclass
+class QueueStatus:
+    """``blacklist status`` and the console's Queue: counts by status, the pause, and
+    the listed sections ``(title, rows)``; a row is ``(id, openid, kind, status, source,
+    updated_at, attempts, errcode, errmsg)``."""
+
+    counts: list[tuple[str, int]]
+    paused_until: float
+    paused_reason: str
+    sections: list[tuple[str, list[tuple[Any, ...]]]] = field(default_factory=list)
+
+
+@dataclass
+class FollowerHistory:
+    """``why``: the follower's blacklist state, decisions and actions, newest first."""
+
+    state: tuple[Any, ...] | None
+    decisions: list[tuple[Any, ...]]
+    actions: list[tuple[Any, ...]]
+    known: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionQuery:
+    """A page of the mod log: filters (empty/0: any) and keyset paging by id."""
+
+    rule_id: str = ""
+    action: str = ""
+    openid: str = ""
+    since: int = 0
+    until: int = 0
+    before_id: int = 0
+    limit: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRow:
+    """One mod-log entry with the push that caused it (texts empty once purged)."""
+
+    id: int
+    created_at: int
+    openid: str
+    rule_id: str
+    action: str
+    evidence: str
+    msg_type: str | None
+    event: str | None
+    texts: Mapping[str, str]
+    purged: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """Pushes received and decisions taken (by action) since a time."""
+
+    pushes: int
+    decisions: Mapping[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class BlacklistedRow:
+    """A follower blacklisted through the service (our view, table ``blacklist``)."""
+
+    openid: str
+    rule_id: str
+    reason: str
+    since: int
+    expires_at: int | None
+
+
+class ConsoleStore(Protocol):
+    """What the web console reads and changes; changes take the CLI's paths (the same
+    outbox rows, source ``cli``, and the same classifier samples)."""
+
+    async def activity(self, since: int) -> Activity: ...
+    async def decisions(self, query: DecisionQuery) -> list[DecisionRow]: ...
+    async def follower(self, openid: str, limit: int) -> FollowerHistory: ...
+
+    async def follower_story(self, openid: str, since: int
+                             ) -> tuple[dict[str, list[int]], list[tuple[int, str]]]:
+        """Warnings per rule (since its last escalation) and ``(create_time, kind)`` of
+        the pushes since ``since``: what ``rules test --openid`` seeds the engine with."""
+        ...
+
+    async def blacklisted(self, limit: int, search: str = "") -> list[BlacklistedRow]: ...
+    async def queue(self, limit: int) -> QueueStatus: ...
+
+    async def admin_actions(self, actions: Sequence[Action], now: int, *, dry_run: bool
+                            ) -> tuple[list[int | None], int]:
+        """Queue admins' actions as ``blacklist add/remove`` does: row ids, samples learnt."""
+        ...
+
+    async def requeue(self, openids: Sequence[str], now: int) -> list[int]:
+        """``blacklist retry`` (all failed when ``openids`` is empty): ids queued again."""
+        ...
+
+    async def dismiss(self, targets: Sequence[int | str], now: int
+                      ) -> tuple[list[int], dict[int | str, str]]:
+        """``blacklist dismiss``: ids dismissed, targets with no failed action."""
+        ...
+
+    async def resume(self) -> tuple[float, str]:
+        """``blacklist resume``: the pause lifted (``(0, "")`` when none)."""
         ...

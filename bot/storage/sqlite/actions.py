@@ -192,7 +192,8 @@ def queue_expired(db: Database, now: float, *, dry_run: bool = False) -> int:
     # an admin's extension say, sets the end when it completes), and an expiry already
     # recorded by its unblacklist (one that failed for good stays due, and is not
     # re-queued every tick).
-    statuses = ("dry_run", "cancelled") if dry_run else ("pending", "sending", "done", "failed")
+    statuses = (("dry_run", "cancelled") if dry_run
+                else ("pending", "sending", "done", "failed", "dismissed"))
     due = db.execute(
         "SELECT openid, rule_id, expires_at FROM blacklist b WHERE status = 'blacklisted'"
         " AND expires_at IS NOT NULL AND expires_at <= ? AND NOT EXISTS (SELECT 1 FROM"
