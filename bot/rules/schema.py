@@ -114,7 +114,8 @@ def construct_reporting_line(construct: Any, node: yaml.Node, deep: bool) -> Any
         return construct(node, deep)
     except (ValueError, TypeError, AttributeError, OverflowError, IndexError) as exc:
         raise yaml.constructor.ConstructorError(
-            None, None, f"cannot read the value {shown(node.value)[:60]} as {node.tag} "
+            None, None, f"cannot read the value {shown(node.value)[:60]} as "
+            f"{node.tag.replace('tag:yaml.org,2002:', '!!')} "
             f"({exc.__class__.__name__})", node.start_mark) from None
 
 
@@ -155,7 +156,10 @@ def read_yaml(text: str, path: str) -> tuple[Any, list[str]]:
     try:
         loader = _Loader(text)  # the reader refuses control characters here already
     except yaml.reader.ReaderError as exc:
-        return None, [f"{path}:{yaml_error_line(exc, text)}: invalid YAML: {exc.reason}"]
+        code = exc.character
+        char = f"the character U+{code:04X}" if isinstance(code, int) else "a character"
+        return None, [f"{path}:{yaml_error_line(exc, text)}: invalid YAML: {char} is not "
+                      "allowed in YAML (a control character?): remove it"]
     try:
         data = loader.get_single_data()
     except yaml.YAMLError as exc:
