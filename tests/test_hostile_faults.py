@@ -127,6 +127,56 @@ async def test_disk_full_pushes_are_refused_for_retry_then_stored_when_space_fre
           f"({sorted(set(answers.values()))}), all stored after")
 
 
+async def test_a_file_size_limit_refuses_pushes_for_retry_then_all_are_stored(
+        tmp_path: Path, fake_wechat: FakeWeChat) -> None:
+    """The same fault where no tmpfs can be mounted: RLIMIT_FSIZE set on the running
+    server (prlimit), so its writes past the limit fail (EFBIG; CPython ignores SIGXFSZ),
+    then lifted, as if space were freed."""
+    import resource
+
+    port = free_port()
+    config = _serve_config(tmp_path, port, fake_wechat)
+    server = await asyncio.to_thread(ServerProcess(config, port, tmp_path / "serve.log").start)
+    pushes = {m: text_xml(f"oSizeLimit{m:018d}", ("加微信 " if m % 3 == 0 else "") +
+                          "长文本" * 700, m).encode() for m in range(1, 61)}
+
+    async def post(body: bytes) -> tuple[int, bytes]:
+        return await asyncio.to_thread(
+            server.request, "POST", f"/wechat?{urlencode(signed_query())}", body)
+
+    try:
+        pid = server.proc.pid  # type: ignore[union-attr]
+        await asyncio.sleep(1.0)  # start-up writes (the catch-up export) done
+        biggest = max(p.stat().st_size for p in tmp_path.glob("bot.db*"))
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (biggest + 16384, resource.RLIM_INFINITY))
+        answers = {m: await post(body) for m, body in pushes.items()}
+        for status, body in answers.values():
+            assert status in (200, 500), (status, body[:200])
+            assert (status == 200) == (body == b"success")
+        refused = [m for m, (status, _) in answers.items() if status != 200]
+        assert refused, "the limit refused nothing"
+        status, health = await asyncio.to_thread(server.request, "GET", "/healthz")
+        assert status == 503 and b"push_storage_error" in health
+        resource.prlimit(pid, resource.RLIMIT_FSIZE,
+                         (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        for m in refused:  # WeChat's retries
+            assert await post(pushes[m]) == (200, b"success")
+        spam = {f"oSizeLimit{m:018d}" for m in pushes if m % 3 == 0}
+        await _until(lambda: spam <= fake_wechat.blacklist, 15)
+    finally:
+        code = await asyncio.to_thread(server.stop)
+    assert code == 0
+    conn = sqlite3.connect(tmp_path / "bot.db")
+    try:
+        assert sorted(int(r[0]) for r in conn.execute("SELECT msg_id FROM events")) == \
+            sorted(pushes)
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        conn.close()
+    assert "Traceback" not in server.log()
+    print(f"\nfile size limit: {len(refused)} of {len(pushes)} refused, all stored after")
+
+
 async def _started(client: Any) -> bool:
     """Start-up writes are done: the seed model trained and stored, the export run."""
     state = await (await client.get("/healthz")).json()
@@ -273,3 +323,21 @@ async def test_sigterm_under_load_loses_no_acknowledged_push(
     assert "Traceback" not in server.log() + (tmp_path / "serve.log").read_text()
     print(f"\nSIGTERM under load: {_tally(statuses)} (0 = no answer), "
           f"{len(stored)} stored, 0 acknowledged and lost")
+
+
+async def test_sigterm_during_an_export_stops_cleanly_without_a_traceback(
+        tmp_path: Path, fake_wechat: FakeWeChat) -> None:
+    from tests.fake_wechat import delay
+
+    fake_wechat.script("getblacklist", delay(20.0))  # the start-up catch-up export hangs
+    port = free_port()
+    config = _serve_config(tmp_path, port, fake_wechat)
+    server = await asyncio.to_thread(ServerProcess(config, port, tmp_path / "serve.log").start)
+    try:
+        await _until(lambda: bool(fake_wechat.calls_to("getblacklist")), 15)
+    finally:
+        code = await asyncio.to_thread(server.stop)
+    log = server.log()
+    assert code == 0, log[-2000:]
+    assert "Traceback" not in log, log[-3000:]
+    assert "export interrupted by shutdown" in log
