@@ -26,7 +26,7 @@ from bot.rules import RuleEngine, RuleSet, load_ruleset
 from bot.rules.loader import empty_rules_warning
 from bot.services import Services, build_services
 from bot.web.health import healthz, metrics_response, worsen
-from bot.web.retries import InMemoryRecentPushes
+from bot.web.retries import KEEP_SECONDS, InMemoryRecentPushes
 from bot.web.webhook import Webhook
 from bot.wechat.push import PushCodec
 
@@ -49,6 +49,7 @@ class Service:
     models: ModelWatcher | None = None
     batcher: Batcher | None = None
     scheduler: ExportScheduler | None = None
+    webhook: Webhook | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     health_db_timeout: float = 2.0  # /healthz answers while another process holds a lock
 
@@ -95,6 +96,10 @@ class Service:
         except Exception as exc:  # reported, not raised: health must answer
             worsen(state, "down")
             state["error"] = f"database: {exc.__class__.__name__}"
+        if self.webhook is not None and self.webhook.storage_error:  # disk full, locked
+            worsen(state, "down")
+            state["push_storage_error"] = self.webhook.storage_error
+            state["push_storage_error_since"] = int(self.webhook.storage_error_since)
         if self.models is not None:
             model = self.models.model
             state["model"] = model.summary() if model is not None else None
@@ -237,9 +242,30 @@ def _webhook(config: Config, engine: RuleEngine, services: Services,
         [config.wechat.encoding_aes_key, config.wechat.previous_encoding_aes_key],
         tolerance=config.server.timestamp_tolerance_seconds,
     )
-    return Webhook(codec, engine, services.storage.recorder, InMemoryRecentPushes(),
+    # A push captured and replayed verbatim passes the signature check for as long as its
+    # timestamp is within the tolerance, either side of now: the answers are remembered
+    # that long, so a replay is answered without the rules counting it again (the stored
+    # dedup key catches one the memory no longer holds, after a restart or an eviction).
+    keep = max(KEEP_SECONDS, 2.0 * config.server.timestamp_tolerance_seconds + 10.0)
+    return Webhook(codec, engine, services.storage.recorder, InMemoryRecentPushes(keep),
                    services.metrics, max_body=config.server.max_body_bytes,
                    on_actions=on_actions)
+
+
+# A push is a request line of the path and a ~200-character signed query plus a few short
+# headers; the console's browser adds a cookie. Larger or more is refused with 400 before
+# any handler runs.
+MAX_LINE_BYTES = 8190
+MAX_FIELD_BYTES = 8190
+MAX_HEADERS = 64
+
+
+def http_limits(config: Config) -> dict[str, Any]:
+    """aiohttp's per-connection limits: header sizes and counts, and the idle timeout that
+    also closes a connection that never completes a request (slowloris)."""
+    return {"max_line_size": MAX_LINE_BYTES, "max_field_size": MAX_FIELD_BYTES,
+            "max_headers": MAX_HEADERS,
+            "keepalive_timeout": config.server.idle_timeout_seconds}
 
 
 def _add_console(app: web.Application, service: Service) -> None:
@@ -261,8 +287,9 @@ def build_app(config: Config, *, extra_contexts: tuple[Callable[..., Any], ...] 
     services = build_services(config)
     engine = RuleEngine(RuleSet.empty())  # the rules are loaded before pushes are accepted
     service = Service(config, services, engine)
-    webhook = _webhook(config, engine, services, service.wake)
-    app = web.Application(client_max_size=config.server.max_body_bytes)
+    webhook = service.webhook = _webhook(config, engine, services, service.wake)
+    app = web.Application(client_max_size=config.server.max_body_bytes,
+                          handler_args=http_limits(config))
     app[SERVICE] = service
     path = config.server.path
     app.router.add_get(path, webhook.verify_url)

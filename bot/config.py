@@ -5,14 +5,17 @@ from __future__ import annotations
 import math
 import os
 import re
+import socket
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from bot.core.errors import ConfigError
+from bot.core.errors import ConfigError, shown
+from bot.core.netpolicy import is_public, url_problem
 
 DEFAULT_PATH = "config.yaml"
 ENV_OVERRIDES = {
@@ -50,6 +53,7 @@ class ServerConfig:
     path: str = "/wechat"
     max_body_bytes: int = 65536
     timestamp_tolerance_seconds: int = 300
+    idle_timeout_seconds: float = 15.0  # a connection with no request in flight is closed
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,7 @@ class ExportConfig:
     dir: str = "data/exports"
     retention_days: int = 90
     notify_url: str = ""
+    notify_allow_private: bool = False  # true: notify_url may reach private addresses
 
 
 @dataclass(frozen=True)
@@ -186,16 +191,30 @@ def _read_yaml(source: str) -> dict[str, Any]:
         raise ConfigError(f"{source}: cannot read the config file: "
                           f"{exc.strerror or exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
-        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or exc
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections")
     return data
+
+
+class _SafeLoader(yaml.SafeLoader):
+    """SafeLoader whose slips on odd scalars (``!!int x`` ValueError, ``!!timestamp x``
+    AttributeError, ``!!int`` on nothing IndexError) become YAML errors with a line."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, AttributeError, OverflowError, IndexError) as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read a value as {node.tag} ({exc.__class__.__name__})",
+                node.start_mark) from None
 
 
 def build_config(raw: dict[str, Any], source: str = "<config>") -> Config:
@@ -232,14 +251,14 @@ def _coerce(key: str, expected: type, value: Any, source: str) -> Any:
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if expected is float and isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{source}: '{key}' must be a finite number, got {value!r}")
+        raise ConfigError(f"{source}: '{key}' must be a finite number, got {shown(value)}")
     if expected is str and value is None:
         return ""
     if isinstance(value, expected) and not (expected is int and isinstance(value, bool)):
         return value
     message = f"{source}: '{key}' must be {_TYPE_NAMES[expected]}"
     if key.rsplit(".", maxsplit=1)[-1] not in _SECRET_KEYS:  # never echo a secret
-        message += f", got {type(value).__name__} {value!r}"
+        message += f", got {type(value).__name__} {shown(value)}"
     raise ConfigError(message)
 
 
@@ -262,6 +281,8 @@ def _check_values(config: Config, source: str) -> None:
          "must be between 1024 and 10485760"),
         (config.server.timestamp_tolerance_seconds >= 1, "server.timestamp_tolerance_seconds",
          "must be at least 1"),
+        (0 < config.server.idle_timeout_seconds <= 3600, "server.idle_timeout_seconds",
+         "must be greater than 0 and at most 3600"),
         (config.storage.retention_days >= 1, "storage.retention_days", "must be at least 1 (days)"),
         (config.storage.synchronous in {"full", "normal"}, "storage.synchronous",
          "must be full (a commit survives a power cut) or normal (a process crash only)"),
@@ -278,6 +299,7 @@ def _check_values(config: Config, source: str) -> None:
         if not ok:
             _fail(source, key, message)
     _check_schedule(config.export, source)
+    _check_notify(config.export, source)
     _check_admin(config.admin, config.server.path, source)
 
 
@@ -313,6 +335,29 @@ def _check_wechat(wechat: WeChatConfig, source: str) -> None:
     if not re.fullmatch(r"https?://[^/\s?#]+", wechat.api_base):
         _fail(source, "wechat.api_base",
               "must be scheme://host[:port] with no path, e.g. https://api.weixin.qq.com")
+
+
+def _check_notify(export: ExportConfig, source: str) -> None:
+    """https only; no private, loopback or link-local address unless allowed, judged on
+    what the host resolves to (a name is resolved; one that does not resolve now is
+    checked again when the summary is sent)."""
+    if not export.notify_url:
+        return
+    problem = url_problem(export.notify_url)
+    if problem:
+        _fail(source, "export.notify_url", problem)
+    if export.notify_allow_private:
+        return
+    host = urlsplit(export.notify_url).hostname or ""
+    try:
+        infos = socket.getaddrinfo(host, 443, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return
+    private = sorted({str(info[4][0]) for info in infos if not is_public(str(info[4][0]))})
+    if private:
+        _fail(source, "export.notify_url",
+              f"reaches a non-public address ({', '.join(private)}): a private, loopback "
+              "or link-local target needs export.notify_allow_private: true")
 
 
 def _check_schedule(export: ExportConfig, source: str) -> None:

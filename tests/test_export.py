@@ -436,8 +436,11 @@ async def test_lock_held_elsewhere_skips(store: Store,
     assert result.total == 0
 
 
-async def test_summary_posted_to_robot(fake_wechat: FakeWeChat,
+async def test_summary_posted_to_robot(fake_wechat: FakeWeChat, tmp_path: Path,
                                        make_exporter: Callable[..., Exporter]) -> None:
+    from tests.tls import make_tls
+
+    server_ssl, client_ssl = make_tls(tmp_path)
     received: list[dict[str, object]] = []
 
     async def robot(request: web.Request) -> web.Response:
@@ -448,19 +451,22 @@ async def test_summary_posted_to_robot(fake_wechat: FakeWeChat,
     app.router.add_post("/cgi-bin/webhook/send", robot)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ssl)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    url = f"http://127.0.0.1:{port}/cgi-bin/webhook/send?key=SECRETKEY"
+    url = f"https://127.0.0.1:{port}/cgi-bin/webhook/send?key=SECRETKEY"
+    local = {"allow_private": True, "ssl_context": client_ssl}
     try:
         fake_wechat.blacklist.update(make_openids(7))
-        await make_exporter(notify_url=url).run()
+        exporter = make_exporter(notify_url=url, notify_allow_private=True)
+        exporter.notify_ssl = client_ssl
+        await exporter.run()
         assert received[0]["msgtype"] == "text"
         assert "7 OpenIDs" in received[0]["text"]["content"]  # type: ignore[index]
-        assert await notify(url.replace("/send", "/missing"), "x") is False
+        assert await notify(url.replace("/send", "/missing"), "x", **local) is False
     finally:
         await runner.cleanup()
-    assert await notify(url, "x", timeout=1) is False  # robot gone: logged, not raised
+    assert await notify(url, "x", timeout=1, **local) is False  # robot gone: logged, not raised
 
 
 # ---------------------------------------------------------------- CLI

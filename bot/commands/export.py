@@ -17,6 +17,7 @@ from bot.core.wording import plural
 from bot.jobs.export import Progress, build_report, write_report
 from bot.jobs.export_files import export_paths
 from bot.services import build_services
+from bot.storage.ports import Snapshots
 
 API_TIMEOUT_SECONDS = 30.0
 
@@ -86,6 +87,28 @@ def run_report(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+SHOWN_DAYS = 10
+
+
+async def _stored_days(snapshots: Snapshots, latest: str, wanted: str) -> str:
+    """The days a report can be rebuilt for: the newest ten, and the nearest before
+    ``wanted`` when it is older than those."""
+    days = [latest]
+    while len(days) < SHOWN_DAYS + 1:
+        before = await snapshots.previous(days[-1])
+        if before is None:
+            break
+        days.append(before.day)
+    more = len(days) > SHOWN_DAYS
+    text = "Stored exports, newest first: " + ", ".join(days[:SHOWN_DAYS])
+    if more:
+        text += ", ... (older ones too)"
+        nearest = await snapshots.previous(wanted)
+        if nearest is not None and nearest.day not in days[:SHOWN_DAYS]:
+            text += f"; the nearest before {wanted}: {nearest.day}"
+    return text + ". Run `python -m bot report --date YYYY-MM-DD` with one of them."
+
+
 async def _report(config: Config, day: str | None) -> list[Path]:
     async with build_services(config) as services:
         snapshots = services.storage.snapshots
@@ -93,6 +116,9 @@ async def _report(config: Config, day: str | None) -> list[Path]:
         if latest is None:
             raise BotError("no export stored yet: run `python -m bot export` first")
         day = day or latest
+        if day != latest and await snapshots.get(day) is None:
+            stored = await _stored_days(snapshots, latest, day)
+            raise BotError(f"no complete snapshot for {day} (no export that day). {stored}")
         data = await build_report(snapshots, day, config.export.timezone,
                                   reconcile=day == latest, queue=services.storage.actions,
                                   now=time.time())

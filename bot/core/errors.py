@@ -2,6 +2,35 @@
 
 from __future__ import annotations
 
+import reprlib
+
+
+# How a wrong value is quoted in an error message: a few levels, a few items, short
+# strings. A YAML alias bomb builds a value of millions of items from a few lines;
+# its full repr would take seconds and megabytes to build and drown the message.
+class _Bounded(reprlib.Repr):
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel, self.maxstring, self.maxother = 2, 80, 80
+        self.maxlist = self.maxtuple = self.maxdict = self.maxset = 5
+
+    def repr1(self, x: object, level: int) -> str:
+        # reprlib picks a method by the exact type's name: a list or dict subclass (the
+        # rule loader's line-tracking ones) would get the builtin, unbounded repr.
+        if isinstance(x, dict):
+            return self.repr_dict(x, level)
+        if isinstance(x, list):
+            return self.repr_list(x, level)
+        return super().repr1(x, level)
+
+
+_SHOWN = _Bounded()
+
+
+def shown(value: object) -> str:
+    """A bounded repr of ``value`` for an error message (cost independent of its size)."""
+    return _SHOWN.repr(value)
+
 
 class BotError(Exception):
     """Base of every error this service raises on purpose."""

@@ -9,7 +9,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from bot.config import ActionsConfig
 from bot.core.errors import InvalidOpenIDError, WeChatAPIError, describe_error, explain
@@ -29,6 +29,7 @@ from bot.storage.owners import make_owner
 from bot.storage.ports import ActionQueue
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 KINDS = (ActionKind.BLACKLIST, ActionKind.UNBLACKLIST)
 DEFAULT_BACKOFF = Backoff()
 # Retrying an outcome the database refused (locked, disk full): often, never for long.
@@ -49,6 +50,19 @@ class BlacklistAPI(Protocol):
 
     async def batch_blacklist(self, openids: list[str]) -> None: ...
     async def batch_unblacklist(self, openids: list[str]) -> None: ...
+
+
+class QueueRefused(Exception):
+    """The action queue (the database) refused a read or a write: locked, disk full."""
+
+
+async def _refused_as(call: Awaitable[T]) -> T:
+    """Await a queue call; its failure becomes QueueRefused, logged as one line (the store
+    logs the database's own error), not a traceback per retry."""
+    try:
+        return await call
+    except Exception as exc:
+        raise QueueRefused(f"{exc.__class__.__name__}: {exc}") from exc
 
 
 # ---------------------------------------------------------------- the batcher
@@ -204,14 +218,17 @@ class Batcher:
         while not self._stopping:
             try:
                 await self._step(kind)
-            except Exception:  # e.g. the database is locked: log, back off, keep going
+            except QueueRefused as exc:  # locked or full database: one line, not a trace
+                log.warning("batcher %s: the action queue refused (%s); retrying", kind, exc)
+                await self._sleep(kind, self._idle)
+            except Exception:  # anything else: log with its traceback, back off, go on
                 log.exception("batcher %s loop failed; retrying", kind)
                 await self._sleep(kind, self._idle)
 
     async def _step(self, kind: ActionKind) -> None:
         """One look at the queue: wait, or claim a batch and send it."""
         now = self._clock()
-        state = await self._queue.state(kind, now, self._config.batch_size)
+        state = await _refused_as(self._queue.state(kind, now, self._config.batch_size))
         self._note_pause(state.paused_until, state.paused_reason)
         wait = wait_before_send(state, now, batch_size=self._config.batch_size,
                                 max_delay=self._config.max_delay_seconds,
@@ -219,7 +236,8 @@ class Batcher:
         if wait > 0:
             await self._sleep(kind, wait)
             return
-        rows = await self._queue.claim(kind, self.owner, now, self._config.batch_size)
+        rows = await _refused_as(self._queue.claim(kind, self.owner, now,
+                                                   self._config.batch_size))
         if not rows:
             return
         self._claimed.update(r.id for r in rows)
@@ -253,9 +271,9 @@ class Batcher:
             if self._stopping:
                 return
             try:
-                await self.housekeep(self._clock())
-            except Exception:  # a failed round is retried next round; the loop must live
-                log.exception("batcher housekeeping failed")
+                await _refused_as(self.housekeep(self._clock()))
+            except QueueRefused as exc:  # retried next round; the loop must live
+                log.warning("batcher housekeeping: the action queue refused (%s)", exc)
 
     async def housekeep(self, now: float) -> None:
         """Heartbeat, recover dead claims and this process's lost ones, queue expired timed

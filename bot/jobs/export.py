@@ -8,6 +8,7 @@ import logging
 import os
 import secrets
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -222,6 +223,7 @@ class Exporter:
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
     policy: RetryPolicy = RetryPolicy()
     on_page: Callable[[Progress], None] = lambda _p: None
+    notify_ssl: ssl.SSLContext | None = None  # None: the system's trusted CAs
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:"
                        f"{secrets.token_hex(3)}")
 
@@ -269,7 +271,9 @@ class Exporter:
         await snapshots.write_last_run(finished, day)
         await prune(snapshots, self.config, finished)
         if self.config.notify_url:
-            await notify(self.config.notify_url, summary_text(data))
+            await notify(self.config.notify_url, summary_text(data),
+                         allow_private=self.config.notify_allow_private,
+                         ssl_context=self.notify_ssl)
         return ExportResult(day, progress.kept, paths, progress, data, notes)
 
     async def _lock(self, now: float) -> str | None:
