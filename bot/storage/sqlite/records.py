@@ -77,23 +77,20 @@ class Push:
 def record_pushes(db: Database, pushes: list[Push], now: int) -> list[Recorded]:
     """Record many pushes, their decisions and actions, in a few statements.
 
-    One SELECT finds retries already stored, one multi-row INSERT stores the events
-    and one the decisions; only actions (rare) cost statements of their own. The
-    writer thread needs the GIL back after every statement, so under load this is
-    what keeps it from queueing behind the event loop once per push.
+    One multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` stores the events
+    and tells which were new (a retry already stored returns nothing), one more stores
+    the decisions; only actions (rare) cost statements of their own. The writer thread
+    needs the GIL back after every statement, so under load this is what keeps it from
+    queueing behind the event loop once per push.
     """
-    seen = _stored_keys(db, [push.row[0] for push in pushes])
+    new_ids = _insert_events(db, [push.row for push in pushes])
     results: list[Recorded] = []
-    fresh: list[Push] = []
+    decided: list[tuple[int, Push]] = []
     for push in pushes:
-        duplicate = push.row[0] in seen
-        seen.add(push.row[0])
-        results.append(Recorded(None, duplicate))
-        if not duplicate:
-            fresh.append(push)
-    ids = _insert_many(db, "events", _EVENT_COLUMNS, [push.row for push in fresh])
-    decided = [(event_id, push) for event_id, push in zip(ids, fresh, strict=True)
-               if push.decision.hits]
+        event_id = new_ids.pop(push.row[0], None)  # a repeat within the batch: duplicate
+        results.append(Recorded(event_id, event_id is None))
+        if event_id is not None and push.decision.hits:
+            decided.append((event_id, push))
     _insert_many(db, "decisions", _DECISION_COLUMNS, [
         (event_id, push.openid, h.rule_id, str(h.action), h.evidence, h.field,
          h.span[0] if h.span else None, h.span[1] if h.span else None, now)
@@ -102,8 +99,7 @@ def record_pushes(db: Database, pushes: list[Push], now: int) -> list[Recorded]:
     for event_id, push in decided:
         for action in push.decision.actions:
             enqueue_action(db, action, now, event_id=event_id, dry_run=push.dry_run)
-    by_id = iter(ids)
-    return [result if result.duplicate else Recorded(next(by_id), False) for result in results]
+    return results
 
 
 def insert_decision(db: Database, openid: str, decision: Decision, now: int,
@@ -118,17 +114,20 @@ def insert_decision(db: Database, openid: str, decision: Decision, now: int,
         enqueue_action(db, action, now, source=source, dry_run=dry_run)
 
 
-def _stored_keys(db: Database, keys: list[str]) -> set[str]:
-    found: set[str] = set()
-    for start in range(0, len(keys), _ROWS_PER_INSERT):
-        chunk = keys[start:start + _ROWS_PER_INSERT]
-        joined = db.conn.execute(
-            "SELECT group_concat(dedup_key, char(31)) FROM events WHERE dedup_key IN"
-            f" ({','.join('?' * len(chunk))})", chunk,
-        ).fetchone()[0]
-        if joined:
-            found.update(joined.split("\x1f"))
-    return found
+def _insert_events(db: Database, rows: list[tuple[Any, ...]]) -> dict[str, int]:
+    """Insert the events not stored yet; their new ids by dedup key (the row's first
+    value). A key already stored, or repeated within ``rows``, is inserted once."""
+    ids: dict[str, int] = {}
+    width = _EVENT_COLUMNS.count(",") + 1
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[start:start + _ROWS_PER_INSERT]
+        placeholders = ",".join([f"({','.join('?' * width)})"] * len(chunk))
+        cur = db.conn.execute(
+            f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES {placeholders}"
+            " ON CONFLICT (dedup_key) DO NOTHING RETURNING dedup_key, id",
+            [value for row in chunk for value in row])
+        ids.update(cur.fetchall())
+    return ids
 
 
 def _insert_many(db: Database, table: str, columns: str, rows: list[tuple[Any, ...]]
