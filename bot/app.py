@@ -216,7 +216,7 @@ def _webhook(config: Config, engine: RuleEngine, services: Services,
     )
     return Webhook(codec, engine, services.storage.recorder, InMemoryRecentPushes(),
                    services.metrics, max_body=config.server.max_body_bytes,
-                   on_actions=on_actions)
+                   on_actions=on_actions, dry_run=config.dry_run)
 
 
 def build_app(config: Config, *, extra_contexts: tuple[Callable[..., Any], ...] = ()
