@@ -249,7 +249,7 @@ def _webhook(config: Config, engine: RuleEngine, services: Services,
     keep = max(KEEP_SECONDS, 2.0 * config.server.timestamp_tolerance_seconds + 10.0)
     return Webhook(codec, engine, services.storage.recorder, InMemoryRecentPushes(keep),
                    services.metrics, max_body=config.server.max_body_bytes,
-                   on_actions=on_actions)
+                   on_actions=on_actions, dry_run=config.dry_run)
 
 
 # A push is a request line of the path and a ~200-character signed query plus a few short
