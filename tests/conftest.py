@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import itertools
+import os
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,9 @@ import pytest
 from bot.config import build_config
 from bot.services import build_services
 from bot.storage.sqlite.store import Store
+from tests import pgserver
 from tests.fake_wechat import FakeWeChat, start_fake
+from tests.pgserver import PostgresServer
 
 
 @pytest.fixture
@@ -40,3 +44,40 @@ async def fake_wechat() -> AsyncIterator[FakeWeChat]:
         yield fake
     finally:
         await runner.cleanup()
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL for the session (tests/pgserver.py: initdb + pg_ctl in a
+    temp dir, a free port, its unix socket there; run as the ``postgres`` OS user when
+    we are root). Skipped where the binaries are missing, except under CI=true, where a
+    missing server is a failure (.ci/run installs Debian's ``postgresql``)."""
+    if not pgserver.available():
+        if os.environ.get("CI"):
+            pytest.fail(pgserver.INSTALL_HINT)
+        pytest.skip(pgserver.INSTALL_HINT)
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture
+async def pg_dsn(postgres_server: PostgresServer) -> str:
+    """The DSN of a fresh, empty database on the session's server (one per test)."""
+    import asyncpg
+
+    name = f"t{os.getpid()}_{next(_databases)}"
+    conn = await asyncpg.connect(postgres_server.dsn())
+    try:
+        await conn.execute(f"CREATE DATABASE {name} TEMPLATE template0")
+    finally:
+        await conn.close()
+    return postgres_server.dsn(name)
