@@ -8,13 +8,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
 from bot.classifier.model import DEFAULT_THRESHOLD
 from bot.config import Config
 from bot.core.errors import RuleError
+from bot.core.models import ActionKind
 from bot.jobs.batcher import Batcher
 from bot.jobs.models import ModelWatcher
 from bot.jobs.reload import RuleWatcher
@@ -23,6 +24,7 @@ from bot.jobs.scheduler import ExportScheduler
 from bot.metrics import Metrics
 from bot.rules import RuleEngine, RuleSet, load_ruleset
 from bot.services import Services, build_services
+from bot.storage.ports import SharedWindows
 from bot.web.health import healthz, metrics_response, worsen
 from bot.web.retries import InMemoryRecentPushes
 from bot.web.webhook import Webhook
@@ -134,7 +136,10 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     service = app[SERVICE]
     storage = service.config.storage
     await service.services.start()
-    log.info("database: %s (WAL, synchronous=%s)", storage.path, storage.synchronous)
+    if storage.backend == "postgres":
+        log.info("database: PostgreSQL (shared with every replica on it)")
+    else:
+        log.info("database: %s (WAL, synchronous=%s)", storage.path, storage.synchronous)
     yield
     await service.services.close()
     log.info("database closed")
@@ -216,7 +221,25 @@ def _webhook(config: Config, engine: RuleEngine, services: Services,
     )
     return Webhook(codec, engine, services.storage.recorder, InMemoryRecentPushes(),
                    services.metrics, max_body=config.server.max_body_bytes,
-                   on_actions=on_actions)
+                   on_actions=on_actions, shared=shared_windows(services, engine))
+
+
+def shared_windows(services: Services, engine: RuleEngine) -> SharedWindows | None:
+    """With PostgreSQL, the engine counts floods and warnings in the shared windows
+    (a flood split across replicas counts); SQLite keeps them in memory."""
+    windows = getattr(services.storage, "windows", None)
+    if windows is None:
+        return None
+    engine.flood, engine.warns = windows.flood, windows.warns
+    windows.wanted = lambda event: _counts_windows(engine, event.kind)
+    return cast(SharedWindows, windows)
+
+
+def _counts_windows(engine: RuleEngine, kind: str) -> bool:
+    """Whether a push of ``kind`` reads a flood window or a warn ladder."""
+    plan = engine.ruleset.plan_for(kind)
+    return bool(plan.flood_rules) or any(
+        r.spec.warn_limit for r in plan.rules if r.spec.action is ActionKind.WARN)
 
 
 def build_app(config: Config, *, extra_contexts: tuple[Callable[..., Any], ...] = ()

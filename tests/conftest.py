@@ -67,17 +67,37 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 
 _databases = itertools.count(1)
+_TEMPLATE = "bot_template"
 
 
 @pytest.fixture
 async def pg_dsn(postgres_server: PostgresServer) -> str:
-    """The DSN of a fresh, empty database on the session's server (one per test)."""
+    """The DSN of a fresh database on the session's server, one per test, migrated:
+    copied from a template migrated once (CREATE DATABASE ... TEMPLATE is a file copy)."""
     import asyncpg
+
+    from bot.storage.postgres.schema import migrate
 
     name = f"t{os.getpid()}_{next(_databases)}"
     conn = await asyncpg.connect(postgres_server.dsn())
     try:
-        await conn.execute(f"CREATE DATABASE {name} TEMPLATE template0")
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", _TEMPLATE):
+            await conn.execute(f"CREATE DATABASE {_TEMPLATE} TEMPLATE template0")
+            template = await asyncpg.connect(postgres_server.dsn(_TEMPLATE))
+            try:
+                await migrate(template)
+            finally:
+                await template.close()
+        await conn.execute(f"CREATE DATABASE {name} TEMPLATE {_TEMPLATE}")
     finally:
         await conn.close()
     return postgres_server.dsn(name)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    """The ``storage`` config section of each backend: tests that take it run twice,
+    once on a fresh SQLite file and once on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return {"path": str(tmp_path / "bot.db")}
+    return {"backend": "postgres", "dsn": request.getfixturevalue("pg_dsn")}

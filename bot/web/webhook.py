@@ -14,7 +14,7 @@ from aiohttp import web
 from bot.core.errors import PushError
 from bot.core.models import MESSAGE_TYPES, Decision, Event
 from bot.metrics import Metrics
-from bot.storage.ports import Recorder
+from bot.storage.ports import Recorder, SharedWindows
 from bot.wechat.push import PushCodec, parse_event
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,10 @@ class Webhook:
 
     def __init__(self, codec: PushCodec, engine: Engine, recorder: Recorder,
                  recent: RecentPushes, metrics: Metrics, *, max_body: int,
-                 on_actions: Callable[[], None] = lambda: None):
+                 on_actions: Callable[[], None] = lambda: None,
+                 shared: SharedWindows | None = None):
         self.codec = codec
+        self.shared = shared  # several replicas: flood and warn counts in the database
         self.engine = engine
         self.recorder = recorder
         self.recent = recent
@@ -117,7 +119,11 @@ class Webhook:
         decision = self._uncommitted.pop(key, None)
         try:
             if decision is None:
-                decision = self.engine.evaluate(event)
+                if self.shared is None:
+                    decision = self.engine.evaluate(event)
+                else:
+                    async with self.shared.around(event):
+                        decision = self.engine.evaluate(event)
             recorded = await self.recorder.record(event, decision)
         except BaseException:
             self.recent.forget(key)
