@@ -12,7 +12,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY bot ./bot
-RUN pip install --no-cache-dir '.[fast]'
+RUN pip install --no-cache-dir '.[fast,postgres]'
 COPY rules ./rules
 COPY config.yaml /config/config.yaml
 

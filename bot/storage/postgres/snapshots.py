@@ -219,6 +219,11 @@ class PostgresLeases:
         self._held[owner] = conn
         return None
 
+    async def release_all(self) -> None:
+        """Drop every lease held (before the pool closes: it waits for its connections)."""
+        for owner in list(self._held):
+            await self.release(owner)
+
     async def release(self, owner: str) -> None:
         conn = self._held.pop(owner, None)
         if conn is None:

@@ -163,6 +163,7 @@ class PostgresStorage:
 
     async def close(self) -> None:
         if self._pool_obj is not None:
+            await self.leases.release_all()
             await self._pool_obj.close()
             self._pool_obj = None
 
