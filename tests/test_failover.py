@@ -13,14 +13,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
 from bot.config import build_config
 from tests.backends import fetch, fetchval
-from tests.fake_wechat import FakeWeChat
+from tests.fake_wechat import Call, FakeWeChat
 from tests.pgserver import free_port
 from tests.pushes import TOKEN, signed_query, text_xml
 
@@ -100,6 +99,46 @@ class LoadGenerator:
         self.lost.append((openid, text))
 
 
+def traffic(now: int) -> tuple[list[str], list[str], list[str], list[tuple[str, str, int, int]]]:
+    """Spammers (one keyword push each), ordinary followers and flooders (5 messages
+    within 5 s each), interleaved as traffic is: a flooder's messages go round robin."""
+    spammers = [f"oFailSpam{i:019d}" for i in range(90)]
+    ordinary = [f"oFailCalm{i:019d}" for i in range(30)]
+    flooders = [f"oFailFlood{i:018d}" for i in range(8)]
+    pushes: list[tuple[str, str, int, int]] = []
+    for i, spammer in enumerate(spammers):
+        pushes.append((spammer, "加 微 信 领红包", 10_000 + i, now))
+        if i < len(ordinary):
+            pushes.append((ordinary[i], "请问几点开门", 20_000 + i, now))
+        if i < len(flooders) * 5:
+            pushes.append((flooders[i % len(flooders)], f"hello {i}", 30_000 + i,
+                           now + i // len(flooders)))
+    return spammers, ordinary, flooders, pushes
+
+
+def sent_twice(calls: list[Call], exempt: set[str]) -> list[tuple[str, float]]:
+    """OpenIDs in more than one successful batch, with when the first was sent."""
+    first_sent: dict[str, float] = {}
+    twice = []
+    for call in calls:
+        for openid in call.openids:
+            if openid in first_sent and openid not in exempt:
+                twice.append((openid, first_sent[openid]))
+            first_sent.setdefault(openid, call.at)
+    return twice
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 @pytest.mark.timeout(180)
 async def test_three_replicas_one_killed_mid_load_lose_nothing(
         tmp_path: Path, fake_wechat: FakeWeChat, pg_dsn: str) -> None:
@@ -109,19 +148,7 @@ async def test_three_replicas_one_killed_mid_load_lose_nothing(
     ports = [free_port() for _ in range(3)]
     procs = [start_replica(tmp_path, i, port, fake_wechat, pg_dsn)
              for i, port in enumerate(ports)]
-    now = int(time.time())
-    spammers = [f"oFailSpam{i:019d}" for i in range(90)]
-    ordinary = [f"oFailCalm{i:019d}" for i in range(30)]
-    flooders = [f"oFailFlood{i:018d}" for i in range(8)]
-    pushes: list[tuple[str, str, int, int]] = []
-    for i in range(max(len(spammers), len(ordinary))):  # interleaved, as traffic is
-        if i < len(spammers):
-            pushes.append((spammers[i], "加 微 信 领红包", 10_000 + i, now))
-        if i < len(ordinary):
-            pushes.append((ordinary[i], "请问几点开门", 20_000 + i, now))
-        if i < len(flooders) * 5:  # each flooder: 5 messages within 5 s, round robin
-            f = flooders[i % len(flooders)]
-            pushes.append((f, f"hello {i}", 30_000 + i, now + i // len(flooders)))
+    spammers, ordinary, flooders, pushes = traffic(int(time.time()))
     killed = procs[1]
     try:
         async with aiohttp.ClientSession() as session:
@@ -155,27 +182,14 @@ async def test_three_replicas_one_killed_mid_load_lose_nothing(
                 assert time.monotonic() < deadline, "the queue never drained"
                 await asyncio.sleep(0.2)  # the dead replica's claims wait for housekeeping
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(procs)
     assert not set(ordinary) & fake_wechat.blacklist
     calls = [c for c in fake_wechat.calls_to("batchblacklist")
              if isinstance(c.answer, dict) and c.answer.get("errcode") == 0]
     assert all(len(c.openids) <= 20 for c in calls)
-    first_sent: dict[str, float] = {}
-    twice = []
-    for call in calls:
-        for openid in call.openids:
-            # A flooder's 5th message fires the rule again; bot.core.outbox queues that
-            # blacklist behind one already in flight (as on SQLite): not a replica matter.
-            if openid in first_sent and openid not in flooders:
-                twice.append((openid, first_sent[openid]))
-            first_sent.setdefault(openid, call.at)
+    # A flooder's 5th message fires the rule again, and bot.core.outbox queues that
+    # blacklist behind the one in flight (on SQLite too): not a matter of replicas.
+    twice = sent_twice(calls, exempt=set(flooders))
     # At-least-once has one window: a batch WeChat applied just before its sender died,
     # whose completion it never recorded, is resent once its claims are taken over.
     assert all(killed_at - 2.0 <= at <= killed_at for _, at in twice), twice
