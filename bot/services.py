@@ -19,10 +19,12 @@ from bot.jobs.batcher import Batcher
 from bot.jobs.export import Exporter, Progress
 from bot.metrics import Metrics
 from bot.storage.sqlite.adapters import SqliteStorage
+from bot.storage.sqlite.admin import SqliteAdmin
 from bot.storage.sqlite.store import Store
 from bot.wechat.api import WeChatClient
 
 if TYPE_CHECKING:
+    from bot.storage.postgres.admin import PostgresAdmin
     from bot.storage.postgres.storage import PostgresStorage
 
 API_TIMEOUT_SECONDS = 10.0
@@ -89,3 +91,12 @@ def build_services(config: Config, *, metrics: Metrics | None = None,
     store = Store(config.storage.path, synchronous=config.storage.synchronous, clock=clock)
     storage = SqliteStorage(store, dry_run=config.dry_run, clock=clock)
     return Services(config, metrics or Metrics(), storage, api_timeout)
+
+
+def admin_store(config: Config) -> SqliteAdmin | PostgresAdmin:
+    """What the CLI reads and changes by hand, on ``config``'s backend (synchronous)."""
+    if config.storage.backend == "postgres":
+        from bot.storage.postgres.admin import PostgresAdmin
+
+        return PostgresAdmin(config.storage.dsn)
+    return SqliteAdmin(config.storage.path)

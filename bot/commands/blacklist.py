@@ -26,17 +26,9 @@ from bot.core.errors import BotError, explain
 from bot.core.models import Action, ActionKind, is_valid_openid
 from bot.core.timefmt import when
 from bot.rules.schema import MAX_DURATION_DAYS, parse_duration
-from bot.services import build_services
+from bot.services import admin_store, build_services
 from bot.storage.owners import make_owner
-from bot.storage.sqlite.admin import (
-    QueueStatus,
-    action_rows,
-    queue_admin_actions,
-    queue_status,
-    queued,
-    reading,
-    requeue,
-)
+from bot.storage.sqlite.admin import QueueStatus
 
 SEND_TIMEOUT = 120.0
 
@@ -133,7 +125,7 @@ def run_change(args: argparse.Namespace, config: Config) -> int:
     expires = now + duration_seconds(duration) if duration else None
     actions = [Action(args.kind, o, "cli", args.reason, expires) for o in openids]
     dry = config.dry_run
-    queued, learnt = queue_admin_actions(config.storage.path, actions, now, dry_run=dry)
+    queued, learnt = admin_store(config).queue_admin_actions(actions, now, dry_run=dry)
     ids = [i for i in queued if i is not None]
     if learnt:
         label = "spam" if args.kind is ActionKind.BLACKLIST else "ham"
@@ -154,7 +146,7 @@ def run_change(args: argparse.Namespace, config: Config) -> int:
 def run_retry(args: argparse.Namespace, config: Config) -> int:
     """Failed actions back to pending (unless superseded), then send them."""
     _refuse_in_dry_run(config)
-    ids = requeue(config.storage.path, args.openids, int(time.time()))
+    ids = admin_store(config).requeue(args.openids, int(time.time()))
     print(f"{len(ids)} failed actions queued again")
     if args.queue_only or not ids:
         return 0
@@ -165,7 +157,7 @@ def run_send(args: argparse.Namespace, config: Config) -> int:
     """Send everything queued now; print how each ended, exit 1 if any failed or is
     still queued (sending paused, or the send timed out)."""
     _refuse_in_dry_run(config)
-    ids = queued(config.storage.path)
+    ids = admin_store(config).queued()
     print(f"{len(ids)} queued actions to send")
     if not ids:
         return 0
@@ -181,8 +173,7 @@ def _refuse_in_dry_run(config: Config) -> None:
 
 def run_status(args: argparse.Namespace, config: Config) -> int:
     """Print pending, failed (with explanations) and recent actions."""
-    with reading(config.storage.path, "no action was ever queued") as db:
-        status = queue_status(db, args.limit)
+    status = admin_store(config).queue_status(args.limit)
     for line in status_lines(status, dry_run=config.dry_run, now=time.time(),
                              timezone=config.export.timezone):
         print(line)
@@ -225,7 +216,7 @@ def _send_and_report(config: Config, ids: list[int]) -> int:
 
 def _print_rows(config: Config, ids: list[int]) -> list[tuple[Any, ...]]:
     """Print the rows ``ids`` with their status; return them."""
-    rows = action_rows(config.storage.path, ids)
+    rows = admin_store(config).action_rows(ids)
     for openid, kind, status, code, msg in rows:
         extra = f" errcode {code}: {msg or ''}. {explain(code)}" if code is not None else ""
         print(f"  {kind} {openid}: {status}{extra}".rstrip())

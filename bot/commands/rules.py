@@ -18,8 +18,7 @@ from bot.core.normalize import Folded
 from bot.core.timefmt import when
 from bot.rules import RuleEngine, load_ruleset, parse_duration
 from bot.rules.schema import MAX_DURATION_DAYS
-from bot.storage.sqlite.admin import actioned, reading, stored_events
-from bot.storage.sqlite.samples import newest_model_blob
+from bot.services import admin_store
 
 TEST_OPENID = "oRulesTestFollower0000000000"
 LIST_LIMIT = 50
@@ -69,17 +68,17 @@ def run_check(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def stored_model(path: str) -> Model | None:
-    """The model in force in the database at ``path`` (None: no database or no model);
+def stored_model(config: Config) -> Model | None:
+    """The model in force in ``config``'s database (None: no database or no model);
     ModelError when it cannot be read."""
-    blob = newest_model_blob(path)
+    blob = admin_store(config).newest_model_blob()
     return Model.loads(blob) if blob is not None else None
 
 
 def classifier_note(config: Config) -> str:
     """Whether the classifier rules can fire: the model in force, or a warning."""
     try:
-        model = stored_model(config.storage.path)
+        model = stored_model(config)
     except ModelError as exc:
         return f"warning: classifier rules never fire: {exc}"
     if model is None:
@@ -94,16 +93,16 @@ def run_test(args: argparse.Namespace, config: Config) -> int:
     """``rules test --text`` or ``rules test --replay``."""
     directory = args.dir or config.rules.dir
     engine = RuleEngine(load_ruleset(directory))
-    model = stored_model(config.storage.path) if engine.ruleset.uses_classifier else None
+    model = stored_model(config) if engine.ruleset.uses_classifier else None
     engine.use_model(model)
     if args.replay:
         since = parse_duration(args.since)
         if since is None:
             raise BotError(f"--since must be a duration like 12h or 7d, at most "
                            f"{MAX_DURATION_DAYS}d, got {args.since!r}")
-        with reading(config.storage.path, "nothing to replay") as db:
-            start = int(time.time()) - since
-            report = replay(stored_events(db, start), engine, actioned(db, start))
+        start = int(time.time()) - since
+        with admin_store(config).replay_source(start) as (events, actioned):
+            report = replay(events, engine, actioned)
         print("\n".join(report.lines(directory, args.since)))
         return 0
     event = sample_event(args.type, args.text, args.openid, int(time.time()))

@@ -7,7 +7,8 @@ import argparse
 from bot.commands import add_config_option
 from bot.config import Config
 from bot.core.timefmt import when
-from bot.storage.sqlite.admin import FollowerHistory, follower_history, reading
+from bot.services import admin_store
+from bot.storage.sqlite.admin import FollowerHistory
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -46,8 +47,7 @@ def explain(history: FollowerHistory, timezone: str) -> list[str]:
 
 def run(args: argparse.Namespace, config: Config) -> int:
     """Print the explanation; exit 0 (1 when nothing at all is known about the follower)."""
-    with reading(config.storage.path, "nothing is recorded about anyone") as db:
-        history = follower_history(db, args.openid, args.limit)
+    history = admin_store(config).follower_history(args.openid, args.limit)
     print(f"{args.openid}:")
     print("\n".join(explain(history, config.export.timezone)))
     return 0 if history.known else 1
