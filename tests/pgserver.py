@@ -6,7 +6,8 @@ PostgreSQL refuses to run as root: when we are root, the server runs as the
 ``postgres`` OS user (the Debian package creates it; ``nobody`` otherwise) through
 ``runuser``, and the directory is handed to that user.
 
-Durability is switched off (``fsync=off``): a test server lives for one session.
+Durability is switched off (``fsync=off``) unless ``durable``: a test server lives
+for one session.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class PostgresServer:
     port: int = field(default_factory=free_port)
     user: str | None = field(default_factory=_server_user)
     superuser: str = "postgres"
+    durable: bool = False  # True: fsync and synchronous commits, as in production (bench)
 
     @property
     def data(self) -> Path:
@@ -105,8 +107,9 @@ class PostgresServer:
         self._run(initdb, "-D", str(self.data), "-U", self.superuser, "--auth=trust",
                   "-E", "UTF8", "--locale=C", "--no-sync")
         options = (f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1"
-                   " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
                    " -c max_connections=200 -c shared_buffers=32MB")
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(pg_ctl, "-D", str(self.data), "-l", str(self.root / "server.log"),
                   "-o", options, "-w", "-t", "30", "start")
         return self

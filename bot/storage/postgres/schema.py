@@ -119,6 +119,31 @@ MIGRATIONS: list[tuple[str, str]] = [
     );
     CREATE INDEX window_events_openid ON window_events (openid, at);
     """),
+    # One round trip each way for the shared windows: lock and load, then write.
+    ("0002_window_functions", """
+    CREATE FUNCTION bot_window_load(p_openid TEXT)
+    RETURNS TABLE (key TEXT, at BIGINT, dedup_key TEXT) LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_advisory_xact_lock(hashtextextended(p_openid, 7));
+        RETURN QUERY SELECT w.key, w.at, w.dedup_key FROM window_events w
+            WHERE w.openid = p_openid ORDER BY w.at;
+    END $$;
+    CREATE FUNCTION bot_window_write(p_openid TEXT, p_dedup TEXT, p_reset TEXT[],
+                                     p_keys TEXT[], p_ats BIGINT[], p_horizons BIGINT[],
+                                     p_keeps INTEGER[])
+    RETURNS VOID LANGUAGE plpgsql AS $$
+    BEGIN
+        DELETE FROM window_events WHERE key = ANY(p_reset);
+        FOR i IN 1 .. coalesce(array_length(p_keys, 1), 0) LOOP
+            INSERT INTO window_events (openid, key, at, dedup_key)
+                VALUES (p_openid, p_keys[i], p_ats[i], p_dedup) ON CONFLICT DO NOTHING;
+            -- forget what is out of every window of the key, and past the newest keep
+            DELETE FROM window_events WHERE key = p_keys[i] AND (at <= p_ats[i] - p_horizons[i]
+                OR dedup_key NOT IN (SELECT w.dedup_key FROM window_events w
+                    WHERE w.key = p_keys[i] ORDER BY w.at DESC LIMIT p_keeps[i]));
+        END LOOP;
+    END $$;
+    """),
 ]
 
 

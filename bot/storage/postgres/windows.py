@@ -20,7 +20,6 @@ import asyncpg
 
 from bot.core.models import Event
 from bot.core.windows import SlidingWindows
-from bot.storage.postgres.records import follower_lock_sql
 
 
 @dataclass
@@ -101,11 +100,9 @@ class PostgresWindows:
             return
         openid = event.openid
         async with self._pool().acquire() as conn, conn.transaction():
-            await conn.execute(follower_lock_sql(), openid)
             follower = _Follower(event.dedup_key)
-            for key, at, dedup_key in await conn.fetch(
-                    "SELECT key, at, dedup_key FROM window_events WHERE openid = $1"
-                    " ORDER BY at", openid):
+            for key, at, dedup_key in await conn.fetch("SELECT * FROM bot_window_load($1)",
+                                                       openid):
                 follower.times.setdefault(key, []).append(at)
                 if dedup_key == event.dedup_key:
                     follower.counted.add(key)
@@ -116,19 +113,9 @@ class PostgresWindows:
                 yield
             finally:
                 self._loaded.pop(openid, None)
-            await self._write(conn, openid, follower)
-
-    @staticmethod
-    async def _write(conn: asyncpg.Connection, openid: str, follower: _Follower) -> None:
-        if follower.reset:
-            await conn.execute("DELETE FROM window_events WHERE key = ANY($1::text[])",
-                               sorted(follower.reset))
-        for key, at, horizon, keep in follower.added:
-            await conn.execute(
-                "INSERT INTO window_events (openid, key, at, dedup_key) VALUES ($1, $2, $3, $4)"
-                " ON CONFLICT DO NOTHING", openid, key, at, follower.dedup_key)
-            # Forget what is out of every window of the key, and past the newest ``keep``.
-            await conn.execute(
-                "DELETE FROM window_events WHERE key = $1 AND (at <= $2 OR dedup_key NOT IN"
-                " (SELECT dedup_key FROM window_events WHERE key = $1 ORDER BY at DESC"
-                " LIMIT $3))", key, at - horizon, keep)
+            if follower.reset or follower.added:
+                added = follower.added
+                await conn.execute(
+                    "SELECT bot_window_write($1, $2, $3, $4, $5, $6, $7)", openid,
+                    follower.dedup_key, sorted(follower.reset), [a[0] for a in added],
+                    [a[1] for a in added], [a[2] for a in added], [a[3] for a in added])
