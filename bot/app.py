@@ -213,7 +213,7 @@ async def _background(service: Service, coro: Awaitable[Any], name: str) -> Asyn
 
 
 def _webhook(config: Config, engine: RuleEngine, services: Services,
-             on_actions: Callable[[], None]) -> Webhook:
+             on_actions: Callable[[], None], shared: SharedWindows | None) -> Webhook:
     codec = PushCodec(
         config.wechat.token, config.wechat.appid,
         [config.wechat.encoding_aes_key, config.wechat.previous_encoding_aes_key],
@@ -221,18 +221,19 @@ def _webhook(config: Config, engine: RuleEngine, services: Services,
     )
     return Webhook(codec, engine, services.storage.recorder, InMemoryRecentPushes(),
                    services.metrics, max_body=config.server.max_body_bytes,
-                   on_actions=on_actions, shared=shared_windows(services, engine))
+                   on_actions=on_actions, shared=shared)
 
 
-def shared_windows(services: Services, engine: RuleEngine) -> SharedWindows | None:
-    """With PostgreSQL, the engine counts floods and warnings in the shared windows
-    (a flood split across replicas counts); SQLite keeps them in memory."""
+def _engine(services: Services) -> tuple[RuleEngine, SharedWindows | None]:
+    """The engine, empty until the rules load. With PostgreSQL it counts floods and
+    warnings in the windows every replica shares (a flood split across replicas
+    counts); SQLite keeps them in memory."""
     windows = getattr(services.storage, "windows", None)
     if windows is None:
-        return None
-    engine.flood, engine.warns = windows.flood, windows.warns
+        return RuleEngine(RuleSet.empty()), None
+    engine = RuleEngine(RuleSet.empty(), flood=windows.flood, warns=windows.warns)
     windows.wanted = lambda event: _counts_windows(engine, event.kind)
-    return cast(SharedWindows, windows)
+    return engine, cast(SharedWindows, windows)
 
 
 def _counts_windows(engine: RuleEngine, kind: str) -> bool:
@@ -246,9 +247,9 @@ def build_app(config: Config, *, extra_contexts: tuple[Callable[..., Any], ...] 
               ) -> web.Application:
     """The aiohttp application for ``config``: routes plus every component's lifecycle."""
     services = build_services(config)
-    engine = RuleEngine(RuleSet.empty())  # the rules are loaded before pushes are accepted
+    engine, shared = _engine(services)  # the rules are loaded before pushes are accepted
     service = Service(config, services, engine)
-    webhook = _webhook(config, engine, services, service.wake)
+    webhook = _webhook(config, engine, services, service.wake, shared)
     app = web.Application(client_max_size=config.server.max_body_bytes)
     app[SERVICE] = service
     path = config.server.path

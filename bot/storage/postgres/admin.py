@@ -103,6 +103,8 @@ class PostgresAdmin:
                                    " `serve` once (it applies the migrations)")
                 async with conn.transaction():
                     return await work(conn)
+            except asyncpg.PostgresError as exc:  # a lock timeout, the server shutting down
+                raise BotError(f"database error: {type(exc).__name__}: {exc}") from None
             finally:
                 await conn.close()
 
