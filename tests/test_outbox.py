@@ -85,11 +85,11 @@ class Env:
     batchers; cleans up after."""
 
     def __init__(self, tmp_path: Path, fake: FakeWeChat, session: aiohttp.ClientSession,
-                 backend: dict[str, str]):
+                 backend: dict[str, str] | None = None):
         self.path = tmp_path / "bot.db"
         self.fake = fake
         self.session = session
-        self.config = build_config({"storage": backend})
+        self.config = build_config({"storage": backend or {"path": str(self.path)}})
         self.storage = self.new_storage()
         self.clock = Clock()
         self.metrics = Metrics()

@@ -220,3 +220,18 @@ async def test_an_unreachable_database_names_the_key_not_the_password(dsn: str) 
     with pytest.raises(BotError, match="storage.dsn") as info:
         await storage.start()
     assert "hunter2" not in str(info.value)
+
+
+async def test_retention_forgets_the_windows_of_followers_long_silent(pg_dsn: str) -> None:
+    storage = PostgresStorage(pg_dsn)
+    await storage.start()
+    try:
+        now = int(time.time())
+        await storage.pool().executemany(
+            "INSERT INTO window_events (openid, key, at, dedup_key) VALUES ($1, $2, $3, $4)",
+            [("oOld", "f:g|oOld", now - 40 * 86400, "a"), ("oNew", "f:g|oNew", now, "b")])
+        await storage.retention.purge_content(now - 30 * 86400, 100, now)
+        rows = await storage.pool().fetch("SELECT openid FROM window_events")
+    finally:
+        await storage.close()
+    assert [r[0] for r in rows] == ["oNew"]

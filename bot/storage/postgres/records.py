@@ -155,6 +155,10 @@ async def purge_content(pool: asyncpg.Pool, before: int, limit: int, now: float)
         redacted = [(new, openid) for openid, reason in rows
                     if (new := redact_quotes(reason)) != reason]
         await conn.executemany("UPDATE blacklist SET reason = $1 WHERE openid = $2", redacted)
+        # Flood and warn counts of followers silent since then (a window row is only
+        # trimmed when its follower writes again); not counted: the caller loops on rows.
+        await conn.execute("DELETE FROM window_events WHERE ctid = ANY(ARRAY(SELECT ctid"
+                           " FROM window_events WHERE at < $1 LIMIT $2))", before, limit)
     return changed + len(redacted)
 
 
