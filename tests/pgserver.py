@@ -63,7 +63,9 @@ def _server_user() -> str | None:
 class PostgresServer:
     """One running server; ``dsn(db)`` connects over its unix socket."""
 
-    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bot-pg-")))
+    # Under root the server's user must reach the directory: /tmp, not a private TMPDIR.
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(
+        prefix="bot-pg-", dir="/tmp" if os.geteuid() == 0 else None)))
     port: int = field(default_factory=free_port)
     user: str | None = field(default_factory=_server_user)
     superuser: str = "postgres"
