@@ -1,5 +1,6 @@
-"""The operator CLI on both backends: blacklist add/remove/status/retry, why, and a
-rules replay, as real subprocesses against the fake WeChat API."""
+"""The operator CLI on PostgreSQL: blacklist add/remove/status/retry, why, and a rules
+replay, as real subprocesses against the fake WeChat API (tests/test_blacklist_cli.py
+and tests/test_cli.py cover the same commands on SQLite)."""
 
 from __future__ import annotations
 
@@ -27,8 +28,9 @@ async def cli(config: Path, *args: str) -> tuple[int, str]:
     return proc.returncode, out.decode() + err.decode()
 
 
-async def test_the_cli_reads_and_changes_either_backend(
-        tmp_path: Path, fake_wechat: FakeWeChat, backend: dict[str, str]) -> None:
+async def test_the_cli_reads_and_changes_postgres(
+        tmp_path: Path, fake_wechat: FakeWeChat, pg_dsn: str) -> None:
+    backend = {"backend": "postgres", "dsn": pg_dsn}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump({
         "wechat": {"appid": fake_wechat.appid, "secret": fake_wechat.secret,
