@@ -9,6 +9,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     BOT_CONFIG=/config/config.yaml
 
+# CJK fonts: anything rendered inside the image (a report screenshot, a headless browser
+# test) draws Chinese text, the operators' language, as glyphs rather than empty boxes.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends fonts-noto-cjk \
+    && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY bot ./bot

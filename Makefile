@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CONFIG ?= config.yaml
 
-.PHONY: run test lint bench eval clean
+.PHONY: run test lint bench eval fuzz clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q
+
+# The suite's property tests (tests/test_fuzz_*.py) with 30 times as many examples.
+fuzz: $(VENV)/.installed-test
+	BOT_FUZZ_PROFILE=fuzz $(PY) -m pytest -q -s -o timeout=3600 tests/test_fuzz_*.py
 
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check bot tests bench

@@ -16,6 +16,7 @@ from bot.classifier.model import DEFAULT_THRESHOLD
 from bot.config import Config
 from bot.core.errors import RuleError
 from bot.core.models import ActionKind
+from bot.core.timefmt import when, when_long
 from bot.jobs.batcher import Batcher
 from bot.jobs.models import ModelWatcher
 from bot.jobs.reload import RuleWatcher
@@ -23,10 +24,11 @@ from bot.jobs.retention import purge_loop
 from bot.jobs.scheduler import ExportScheduler
 from bot.metrics import Metrics
 from bot.rules import RuleEngine, RuleSet, load_ruleset
+from bot.rules.loader import empty_rules_warning
 from bot.services import Services, build_services
 from bot.storage.ports import SharedWindows
 from bot.web.health import healthz, metrics_response, worsen
-from bot.web.retries import InMemoryRecentPushes
+from bot.web.retries import KEEP_SECONDS, InMemoryRecentPushes
 from bot.web.webhook import Webhook
 from bot.wechat.push import PushCodec
 
@@ -49,6 +51,7 @@ class Service:
     models: ModelWatcher | None = None
     batcher: Batcher | None = None
     scheduler: ExportScheduler | None = None
+    webhook: Webhook | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     health_db_timeout: float = 2.0  # /healthz answers while another process holds a lock
 
@@ -78,6 +81,7 @@ class Service:
     async def health(self) -> dict[str, Any]:
         """The /healthz body: overall status, rules in force, pending actions."""
         state: dict[str, Any] = {"status": "ok", "dry_run": self.config.dry_run}
+        self._wechat_health(state)
         state["rules"] = len(self.engine.ruleset)
         if self.watcher is not None and self.watcher.loaded_at:
             state["rules_loaded_at"] = int(self.watcher.loaded_at)
@@ -94,6 +98,10 @@ class Service:
         except Exception as exc:  # reported, not raised: health must answer
             worsen(state, "down")
             state["error"] = f"database: {exc.__class__.__name__}"
+        if self.webhook is not None and self.webhook.storage_error:  # disk full, locked
+            worsen(state, "down")
+            state["push_storage_error"] = self.webhook.storage_error
+            state["push_storage_error_since"] = int(self.webhook.storage_error_since)
         if self.models is not None:
             model = self.models.model
             state["model"] = model.summary() if model is not None else None
@@ -109,11 +117,29 @@ class Service:
                 worsen(state, "degraded")
                 state["actions_paused"] = actions["paused_reason"]
                 state["actions_paused_until"] = actions["paused_until"]
+                state["actions_resume_at"] = when_long(actions["paused_until"],
+                                                       self.config.export.timezone)
             if actions["unsettled"]:  # WeChat answered; the database refuses the outcome
                 worsen(state, "degraded")
                 state["unsettled_actions"] = actions["unsettled"]
                 state["storage_error"] = actions["storage_error"]
         return state
+
+
+    def _wechat_health(self, state: dict[str, Any]) -> None:
+        """Degraded while every push is refused (no wechat.token) or every API call fails."""
+        if not self.config.wechat.token:
+            worsen(state, "degraded")
+            state["push_error"] = ("wechat.token is not set: every push is refused (403); "
+                                   "set it, or WECHAT_TOKEN, to the platform's Token")
+        client = self.services.client
+        if client is not None and client.health.failing:
+            api = client.health
+            worsen(state, "degraded")
+            state["api_error"] = f"the last {api.failures} WeChat API calls failed; " \
+                                 f"last: {api.last_error}"
+            state["api_failing_since"] = when(api.failing_since, self.config.export.timezone)
+            state["api_last_ok"] = when(api.last_ok, self.config.export.timezone)
 
 
 SERVICE = web.AppKey("service", Service)
@@ -157,7 +183,9 @@ async def _rules_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     service.watcher.last_error = error
     service.metrics.rules_loaded.set(len(ruleset))
-    log.info("rules: %s", ruleset.summary())
+    log.info("rules: %s", ruleset.describe())
+    if not ruleset.files and error is None:
+        log.warning("%s", empty_rules_warning(config.rules.dir))
     service.models = ModelWatcher(
         service.services.storage.classifier, service.engine, config.rules.reload_seconds,
         clock=time.time, threshold=lambda: _classifier_threshold(service))
@@ -219,7 +247,12 @@ def _webhook(config: Config, engine: RuleEngine, services: Services,
         [config.wechat.encoding_aes_key, config.wechat.previous_encoding_aes_key],
         tolerance=config.server.timestamp_tolerance_seconds,
     )
-    return Webhook(codec, engine, services.storage.recorder, InMemoryRecentPushes(),
+    # A push captured and replayed verbatim passes the signature check for as long as its
+    # timestamp is within the tolerance, either side of now: the answers are remembered
+    # that long, so a replay is answered without the rules counting it again (the stored
+    # dedup key catches one the memory no longer holds, after a restart or an eviction).
+    keep = max(KEEP_SECONDS, 2.0 * config.server.timestamp_tolerance_seconds + 10.0)
+    return Webhook(codec, engine, services.storage.recorder, InMemoryRecentPushes(keep),
                    services.metrics, max_body=config.server.max_body_bytes,
                    on_actions=on_actions, shared=shared)
 
@@ -243,14 +276,44 @@ def _counts_windows(engine: RuleEngine, kind: str) -> bool:
         r.spec.warn_limit for r in plan.rules if r.spec.action is ActionKind.WARN)
 
 
+# A push is a request line of the path and a ~200-character signed query plus a few short
+# headers; the console's browser adds a cookie. Larger or more is refused with 400 before
+# any handler runs.
+MAX_LINE_BYTES = 8190
+MAX_FIELD_BYTES = 8190
+MAX_HEADERS = 64
+
+
+def http_limits(config: Config) -> dict[str, Any]:
+    """aiohttp's per-connection limits: header sizes and counts, and the idle timeout that
+    also closes a connection that never completes a request (slowloris)."""
+    return {"max_line_size": MAX_LINE_BYTES, "max_field_size": MAX_FIELD_BYTES,
+            "max_headers": MAX_HEADERS,
+            "keepalive_timeout": config.server.idle_timeout_seconds}
+
+
+def _add_console(app: web.Application, service: Service) -> None:
+    """The web console under /admin, on the service's own storage, rules and batcher."""
+    from bot.web.admin import ConsoleDeps, setup_console
+
+    def rules_state() -> tuple[str | None, float | None]:
+        watcher = service.watcher
+        return (watcher.last_error, watcher.loaded_at) if watcher else (None, None)
+
+    storage = service.services.storage
+    setup_console(app, ConsoleDeps(service.config, storage.console, storage.snapshots,
+                                   service.engine, service.health, rules_state, service.wake))
+
+
 def build_app(config: Config, *, extra_contexts: tuple[Callable[..., Any], ...] = ()
               ) -> web.Application:
     """The aiohttp application for ``config``: routes plus every component's lifecycle."""
     services = build_services(config)
     engine, shared = _engine(services)  # the rules are loaded before pushes are accepted
     service = Service(config, services, engine)
-    webhook = _webhook(config, engine, services, service.wake, shared)
-    app = web.Application(client_max_size=config.server.max_body_bytes)
+    webhook = service.webhook = _webhook(config, engine, services, service.wake, shared)
+    app = web.Application(client_max_size=config.server.max_body_bytes,
+                          handler_args=http_limits(config))
     app[SERVICE] = service
     path = config.server.path
     app.router.add_get(path, webhook.verify_url)
@@ -264,6 +327,8 @@ def build_app(config: Config, *, extra_contexts: tuple[Callable[..., Any], ...] 
 
     app.router.add_get("/healthz", health_handler)
     app.router.add_get("/metrics", metrics_handler)
+    if config.admin.password:
+        _add_console(app, service)
     app.cleanup_ctx.extend([_services_ctx, _rules_ctx, _actions_ctx, _scheduler_ctx,
                             _purge_ctx, *extra_contexts])
     return app

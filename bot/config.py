@@ -5,14 +5,17 @@ from __future__ import annotations
 import math
 import os
 import re
+import socket
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from bot.core.errors import ConfigError
+from bot.core.errors import ConfigError, shown
+from bot.core.netpolicy import is_public, url_problem
 
 DEFAULT_PATH = "config.yaml"
 ENV_OVERRIDES = {
@@ -23,6 +26,7 @@ ENV_OVERRIDES = {
     "WECHAT_PREVIOUS_ENCODING_AES_KEY": ("wechat", "previous_encoding_aes_key"),
     "WECHAT_API_BASE": ("wechat", "api_base"),
     "BOT_STORAGE_DSN": ("storage", "dsn"),
+    "BOT_ADMIN_PASSWORD": ("admin", "password"),
 }
 
 
@@ -50,6 +54,7 @@ class ServerConfig:
     path: str = "/wechat"
     max_body_bytes: int = 65536
     timestamp_tolerance_seconds: int = 300
+    idle_timeout_seconds: float = 15.0  # a connection with no request in flight is closed
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,7 @@ class ExportConfig:
     dir: str = "data/exports"
     retention_days: int = 90
     notify_url: str = ""
+    notify_allow_private: bool = False  # true: notify_url may reach private addresses
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,20 @@ class LoggingConfig:
     """Log verbosity."""
 
     level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    """The web console under /admin: off while ``password`` (a hash) is empty."""
+
+    password: str = ""  # made by `python -m bot admin hash-password`
+    cookie_secure: str = "auto"  # auto: Secure when served over https (or X-Forwarded-Proto)
+    session_hours: float = 12.0
+    login_attempts: int = 5  # failed logins allowed per client address per 15 minutes
+
+    def __repr__(self) -> str:  # the hash never reaches a log line through repr()
+        return (f"AdminConfig(enabled={bool(self.password)}, "
+                f"cookie_secure={self.cookie_secure!r}, session_hours={self.session_hours})")
 
 
 @dataclass(frozen=True)
@@ -114,6 +134,7 @@ class Config:
     actions: ActionsConfig = ActionsConfig()
     export: ExportConfig = ExportConfig()
     logging: LoggingConfig = LoggingConfig()
+    admin: AdminConfig = AdminConfig()
     source: str = ""
 
     @property
@@ -139,9 +160,10 @@ SECTIONS: dict[str, type] = {
     "actions": ActionsConfig,
     "export": ExportConfig,
     "logging": LoggingConfig,
+    "admin": AdminConfig,
 }
 _SECRET_KEYS = frozenset({"secret", "token", "encoding_aes_key", "previous_encoding_aes_key",
-                          "dsn"})
+                          "dsn", "password"})
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 
 
@@ -177,16 +199,30 @@ def _read_yaml(source: str) -> dict[str, Any]:
         raise ConfigError(f"{source}: cannot read the config file: "
                           f"{exc.strerror or exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
-        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or exc
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections")
     return data
+
+
+class _SafeLoader(yaml.SafeLoader):
+    """SafeLoader whose slips on odd scalars (``!!int x`` ValueError, ``!!timestamp x``
+    AttributeError, ``!!int`` on nothing IndexError) become YAML errors with a line."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, AttributeError, OverflowError, IndexError) as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read a value as {node.tag} ({exc.__class__.__name__})",
+                node.start_mark) from None
 
 
 def build_config(raw: dict[str, Any], source: str = "<config>") -> Config:
@@ -223,14 +259,14 @@ def _coerce(key: str, expected: type, value: Any, source: str) -> Any:
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if expected is float and isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{source}: '{key}' must be a finite number, got {value!r}")
+        raise ConfigError(f"{source}: '{key}' must be a finite number, got {shown(value)}")
     if expected is str and value is None:
         return ""
     if isinstance(value, expected) and not (expected is int and isinstance(value, bool)):
         return value
     message = f"{source}: '{key}' must be {_TYPE_NAMES[expected]}"
     if key.rsplit(".", maxsplit=1)[-1] not in _SECRET_KEYS:  # never echo a secret
-        message += f", got {type(value).__name__} {value!r}"
+        message += f", got {type(value).__name__} {shown(value)}"
     raise ConfigError(message)
 
 
@@ -254,6 +290,8 @@ def _check_values(config: Config, source: str) -> None:
          "must be between 1024 and 10485760"),
         (config.server.timestamp_tolerance_seconds >= 1, "server.timestamp_tolerance_seconds",
          "must be at least 1"),
+        (0 < config.server.idle_timeout_seconds <= 3600, "server.idle_timeout_seconds",
+         "must be greater than 0 and at most 3600"),
         (config.storage.retention_days >= 1, "storage.retention_days", "must be at least 1 (days)"),
         (config.storage.synchronous in {"full", "normal"}, "storage.synchronous",
          "must be full (a commit survives a power cut) or normal (a process crash only)"),
@@ -270,6 +308,25 @@ def _check_values(config: Config, source: str) -> None:
         if not ok:
             _fail(source, key, message)
     _check_schedule(config.export, source)
+    _check_notify(config.export, source)
+    _check_admin(config.admin, config.server.path, source)
+
+
+def _check_admin(admin: AdminConfig, push_path: str, source: str) -> None:
+    from bot.core.passwords import hash_problem
+
+    problem = hash_problem(admin.password) if admin.password else None
+    if problem:  # the value itself is never echoed
+        _fail(source, "admin.password", f"must be a password hash ({problem}): make one with"
+              " `python -m bot admin hash-password` (or set BOT_ADMIN_PASSWORD to it)")
+    if admin.cookie_secure not in {"auto", "always", "never"}:
+        _fail(source, "admin.cookie_secure", "must be auto, always or never")
+    if not 0 < admin.session_hours <= 24 * 30:
+        _fail(source, "admin.session_hours", "must be between 0 and 720 (hours)")
+    if admin.login_attempts < 1:
+        _fail(source, "admin.login_attempts", "must be at least 1")
+    if push_path == "/admin" or push_path.startswith("/admin/"):
+        _fail(source, "server.path", "must not be under /admin: the web console lives there")
 
 
 def _check_wechat(wechat: WeChatConfig, source: str) -> None:
@@ -301,6 +358,29 @@ def _check_storage(storage: StorageConfig, source: str) -> None:
         # the value itself is not echoed: it may hold a password
         _fail(source, "storage.dsn", "must be a postgresql://user:password@host:port/dbname"
               " URL")
+
+
+def _check_notify(export: ExportConfig, source: str) -> None:
+    """https only; no private, loopback or link-local address unless allowed, judged on
+    what the host resolves to (a name is resolved; one that does not resolve now is
+    checked again when the summary is sent)."""
+    if not export.notify_url:
+        return
+    problem = url_problem(export.notify_url)
+    if problem:
+        _fail(source, "export.notify_url", problem)
+    if export.notify_allow_private:
+        return
+    host = urlsplit(export.notify_url).hostname or ""
+    try:
+        infos = socket.getaddrinfo(host, 443, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return
+    private = sorted({str(info[4][0]) for info in infos if not is_public(str(info[4][0]))})
+    if private:
+        _fail(source, "export.notify_url",
+              f"reaches a non-public address ({', '.join(private)}): a private, loopback "
+              "or link-local target needs export.notify_allow_private: true")
 
 
 def _check_schedule(export: ExportConfig, source: str) -> None:

@@ -68,7 +68,8 @@ class Services:
     def batcher(self, *, owner: str = "") -> Batcher:
         """A Batcher on the action queue (dry-run when no client exists)."""
         return Batcher(self.storage.actions, self.client, self.config.actions, self.metrics,
-                       dry_run=self.client is None, owner=owner)
+                       dry_run=self.client is None, owner=owner,
+                       timezone=self.config.export.timezone)
 
     def exporter(self, *, on_page: Callable[[Progress], None] = lambda _p: None,
                  **kwargs: Any) -> Exporter:

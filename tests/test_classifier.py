@@ -107,3 +107,18 @@ def test_bad_classifier_conditions_name_file_and_line(tmp_path: Path, body: str,
     with pytest.raises(RuleError) as caught:
         load_ruleset(tmp_path)
     assert message in str(caught.value) and "r.yaml:" in str(caught.value)
+
+
+def test_grams_that_separate_the_classes_are_scaled_up() -> None:
+    import numpy as np
+
+    from bot.classifier.train import _Design, _nb_scale
+    texts = [("甲乙", True), ("甲丙", True), ("丁乙", False), ("丁丙", False)]
+    design = _Design([grams(classifier_form(t)) for t, _ in texts])
+    y = np.array([spam for _, spam in texts], dtype=np.float64)
+    scale = dict(zip(design.vocab, _nb_scale(design, y, np.ones(len(y))), strict=True))
+    assert scale["乙"] == scale["丙"] == 0  # as often in spam as in ham: says nothing
+    assert scale["甲"] == pytest.approx(scale["丁"])  # one class only, either one
+    assert scale["甲"] > 0
+    assert scale["甲乙"] > 0
+    assert np.mean(list(scale.values())) == pytest.approx(1)

@@ -101,11 +101,16 @@ def test_rules_test_text_shows_expiry_in_the_export_timezone(
     config.write_text(f"rules:\n  dir: {rules}\nexport:\n  timezone: America/New_York\n",
                       encoding="utf-8")
     assert main(["rules", "test", "--text", "spamword", "--config", str(config)]) == 0
-    found = re.search(r"expires at (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\)", capsys.readouterr().out)
-    assert found, "the expiry is a local time, not a raw unix time"
+    found = re.search(r"expires at (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) ([+-]\d\d:\d\d)\)",
+                      capsys.readouterr().out)
+    assert found, "the expiry is a local time labelled with its offset, not a raw unix time"
     shown = datetime.strptime(found[1], "%Y-%m-%d %H:%M:%S").replace(
         tzinfo=ZoneInfo("America/New_York"))
     assert abs(shown.timestamp() - (time.time() + 7 * 86400)) < 60
+    offset = shown.utcoffset()
+    assert offset is not None
+    hours = int(offset.total_seconds()) // 3600
+    assert found[2] == f"-{-hours:02d}:00", "the label is New York's offset at that date"
 
 
 @pytest.mark.parametrize("command", [

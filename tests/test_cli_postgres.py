@@ -54,7 +54,7 @@ async def test_the_cli_reads_and_changes_postgres(
     assert code == 1 and "failed" in out, out
     fake_wechat.invalid.clear()
     code, out = await cli(path, "blacklist", "retry")
-    assert code == 0 and "1 failed actions queued again" in out, out
+    assert code == 0 and "1 failed action queued again" in out, out
     assert bad in fake_wechat.blacklist
     code, out = await cli(path, "rules", "test", "--replay", "--since", "1d")
     assert code == 0, out

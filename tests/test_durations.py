@@ -72,7 +72,7 @@ def test_replay_since_over_the_cap(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 def test_when_prints_times_beyond_any_date() -> None:
-    assert when(1_700_000_000, "Asia/Shanghai") == "2023-11-15 06:13:20"
+    assert when(1_700_000_000, "Asia/Shanghai") == "2023-11-15 06:13:20 +08:00"
     assert when(10 ** 13, "Asia/Shanghai") == "unix time 10000000000000 (out of range)"
     assert when(10 ** 30, "Asia/Shanghai").endswith("(out of range)")
 

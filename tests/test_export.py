@@ -20,6 +20,7 @@ import yaml
 from aiohttp import web
 
 from bot.config import ExportConfig, WeChatConfig
+from bot.core.paging import end_text
 from bot.jobs.export import (
     Exporter,
     ExportError,
@@ -298,18 +299,40 @@ async def test_diff_against_previous_day_and_same_day_replacement(
     assert second.report.added == (60, ids[2000:2050])
     assert second.report.removed == (100, ids[:50])
     assert second.report.change == -40
-    # Again the same day: replaces the day's snapshot and still compares with 2024-05-01.
+    # Again the same day: replaces the day's snapshot and compares with the run it
+    # replaces (DESIGN: "compares with the snapshot before it"), not with 2024-05-01.
     clock.now += 3600
     fake_wechat.blacklist.update(ids[2060:2070])
     third = await make_exporter().run()
-    assert third.report.previous_day == "2024-05-01"
-    assert third.report.added is not None and third.report.added[0] == 70
+    assert third.report.previous_day == "2024-05-02" and third.report.same_day
+    assert third.report.previous_taken_at == second.report.taken_at
+    assert third.report.added == (10, ids[2060:2070]) and third.report.removed == (0, [])
+    assert third.report.change == 10
+    assert third.report.window[0] == second.report.taken_at, "activity since that run"
     assert db_rows(tmp_path, "SELECT day, total FROM snapshots ORDER BY day") == [
-        ("2024-05-01", 2000), ("2024-05-02", 1970)]
-    assert db_rows(tmp_path, "SELECT COUNT(*) FROM snapshot_entries") == [(2000 + 1970,)]
+        ("2024-05-01", 2000), ("2024-05-02", 1970), ("earlier:2024-05-02", 1960)]
+    assert db_rows(tmp_path, "SELECT COUNT(*) FROM snapshot_entries") == [(2000 + 1970 + 1960,)]
     summary = json.loads(third.paths["json"].read_text())
-    assert summary["total"] == 1970 and summary["change"] == -30
-    assert summary["added"]["count"] == 70 and summary["removed"]["count"] == 100
+    assert summary["total"] == 1970 and summary["change"] == 10
+    assert summary["previous"] == {"day": "2024-05-02", "total": 1960,
+                                   "taken_at": second.report.taken_at, "same_day": True}
+    assert summary["added"]["count"] == 10 and summary["removed"]["count"] == 0
+    html = third.paths["html"].read_text()
+    assert "since the earlier export today, 2024-05-02 " in html
+    # A fourth run compares with the third; the second is no longer kept.
+    clock.now += 60
+    fake_wechat.blacklist.difference_update(ids[2060:2065])
+    fourth = await make_exporter().run()
+    assert fourth.report.previous_taken_at == third.report.taken_at
+    assert fourth.report.removed == (5, ids[2060:2065]) and fourth.report.change == -5
+    assert db_rows(tmp_path, "SELECT day, total FROM snapshots ORDER BY day") == [
+        ("2024-05-01", 2000), ("2024-05-02", 1965), ("earlier:2024-05-02", 1970)]
+    assert db_rows(tmp_path, "SELECT COUNT(*) FROM snapshot_entries") == [(2000 + 1965 + 1970,)]
+    # The next day compares with the day's final snapshot, not its earlier run.
+    clock.now += 86400
+    fifth = await make_exporter().run()
+    assert fifth.report.previous_day == "2024-05-02" and not fifth.report.same_day
+    assert fifth.report.previous_total == 1965
 
 
 async def seed_our_records(store: Store, taken_at: float) -> None:
@@ -413,8 +436,11 @@ async def test_lock_held_elsewhere_skips(store: Store,
     assert result.total == 0
 
 
-async def test_summary_posted_to_robot(fake_wechat: FakeWeChat,
+async def test_summary_posted_to_robot(fake_wechat: FakeWeChat, tmp_path: Path,
                                        make_exporter: Callable[..., Exporter]) -> None:
+    from tests.tls import make_tls
+
+    server_ssl, client_ssl = make_tls(tmp_path)
     received: list[dict[str, object]] = []
 
     async def robot(request: web.Request) -> web.Response:
@@ -425,19 +451,22 @@ async def test_summary_posted_to_robot(fake_wechat: FakeWeChat,
     app.router.add_post("/cgi-bin/webhook/send", robot)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ssl)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    url = f"http://127.0.0.1:{port}/cgi-bin/webhook/send?key=SECRETKEY"
+    url = f"https://127.0.0.1:{port}/cgi-bin/webhook/send?key=SECRETKEY"
+    local = {"allow_private": True, "ssl_context": client_ssl}
     try:
         fake_wechat.blacklist.update(make_openids(7))
-        await make_exporter(notify_url=url).run()
+        exporter = make_exporter(notify_url=url, notify_allow_private=True)
+        exporter.notify_ssl = client_ssl
+        await exporter.run()
         assert received[0]["msgtype"] == "text"
         assert "7 OpenIDs" in received[0]["text"]["content"]  # type: ignore[index]
-        assert await notify(url.replace("/send", "/missing"), "x") is False
+        assert await notify(url.replace("/send", "/missing"), "x", **local) is False
     finally:
         await runner.cleanup()
-    assert await notify(url, "x", timeout=1) is False  # robot gone: logged, not raised
+    assert await notify(url, "x", timeout=1, **local) is False  # robot gone: logged, not raised
 
 
 # ---------------------------------------------------------------- CLI
@@ -494,3 +523,25 @@ async def test_cli_export_in_dry_run_says_so(tmp_path: Path) -> None:
     assert "dry-run" in err and "wechat.appid" in err
     assert out == ""
     assert not (tmp_path / "exports").exists()
+
+
+async def test_a_days_earlier_run_goes_with_the_days_files(
+        fake_wechat: FakeWeChat, make_exporter: Callable[..., Exporter], clock: Clock,
+        tmp_path: Path) -> None:
+    fake_wechat.blacklist.update(make_openids(5))
+    await make_exporter(retention_days=2).run()
+    clock.now += 60
+    await make_exporter(retention_days=2).run()  # 2024-05-01 twice: an earlier run kept
+    for _ in range(4):
+        clock.now += 86400
+        await make_exporter(retention_days=2).run()
+    assert db_rows(tmp_path, "SELECT s.day, COUNT(e.openid) FROM snapshots s LEFT JOIN"
+                   " snapshot_entries e ON e.snapshot_id = s.id WHERE s.day LIKE '%05-01'"
+                   " GROUP BY s.id ORDER BY s.day") == [("2024-05-01", 0),
+                                                        ("earlier:2024-05-01", 0)]
+
+
+def test_why_paging_ended_reads_in_words() -> None:
+    assert end_text("count 0") == "WeChat listed no more OpenIDs (the end of the list)"
+    assert end_text("empty next_openid").endswith("(the end of the list)")
+    assert end_text("no new OpenIDs on a page (the API is looping)").startswith("no new")

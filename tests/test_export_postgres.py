@@ -74,13 +74,32 @@ async def test_diff_and_same_day_replacement(
     clock.now += 3600
     fake_wechat.blacklist.update(ids[2060:2070])
     third = await make_exporter(clock).run()
-    assert third.report.previous_day == "2024-05-01"
-    assert third.report.added is not None and third.report.added[0] == 70
+    # The same day again compares with the run it replaces, kept as the day's earlier run
+    assert third.report.previous_day == "2024-05-02" and third.report.same_day
+    assert third.report.previous_taken_at == second.report.taken_at
+    assert third.report.added == (10, ids[2060:2070]) and third.report.removed == (0, [])
     rows = await storage.pool().fetch("SELECT day, total FROM snapshots ORDER BY day")
-    assert [tuple(r) for r in rows] == [("2024-05-01", 2000), ("2024-05-02", 1970)]
-    assert await storage.pool().fetchval("SELECT COUNT(*) FROM snapshot_entries") == 3970
+    assert [tuple(r) for r in rows] == [("2024-05-01", 2000), ("2024-05-02", 1970),
+                                        ("earlier:2024-05-02", 1960)]
+    assert await storage.pool().fetchval("SELECT COUNT(*) FROM snapshot_entries") == 5930
     summary = json.loads(third.paths["json"].read_text())
-    assert summary["total"] == 1970 and summary["change"] == -30
+    assert summary["total"] == 1970 and summary["change"] == 10
+    assert summary["previous"]["same_day"] is True
+    # A fourth run compares with the third; the second is no longer kept.
+    clock.now += 60
+    fake_wechat.blacklist.difference_update(ids[2060:2065])
+    fourth = await make_exporter(clock).run()
+    assert fourth.report.previous_taken_at == third.report.taken_at
+    assert fourth.report.removed == (5, ids[2060:2065]) and fourth.report.change == -5
+    rows = await storage.pool().fetch("SELECT day, total FROM snapshots ORDER BY day")
+    assert [tuple(r) for r in rows] == [("2024-05-01", 2000), ("2024-05-02", 1965),
+                                        ("earlier:2024-05-02", 1970)]
+    assert await storage.pool().fetchval("SELECT COUNT(*) FROM snapshot_entries") == 5935
+    # The next day compares with the day's final snapshot, not its earlier run.
+    clock.now += 86400
+    fifth = await make_exporter(clock).run()
+    assert fifth.report.previous_day == "2024-05-02" and not fifth.report.same_day
+    assert fifth.report.previous_total == 1965
     assert await storage.snapshots.read_last_run() == clock.now
 
 

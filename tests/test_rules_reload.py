@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import MappingProxyType
 
@@ -14,6 +15,7 @@ from bot.cli import main
 from bot.core.models import Action, ActionKind, Decision, Event, RuleHit
 from bot.jobs.reload import RuleWatcher
 from bot.rules import RuleEngine, RuleSet, load_ruleset
+from bot.storage.sqlite.admin import queue_admin_actions
 from bot.storage.sqlite.store import insert_decision, insert_event, open_db
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,7 +116,7 @@ def test_rules_check_exit_codes(tmp_path: Path, rules_dir: Path,
                                 capsys: pytest.CaptureFixture[str]) -> None:
     config = str(write_config(tmp_path, rules_dir))
     assert main(["rules", "check", "--config", config]) == 0
-    assert "1 files, 1 rules, 1 keywords" in capsys.readouterr().out
+    assert "1 file, 1 rule in force, 1 keyword" in capsys.readouterr().out
     (rules_dir / "bad.yaml").write_text("rules:\n  - id: x\n    action: log\n", encoding="utf-8")
     assert main(["rules", "check", "--config", config]) == 1
     out = capsys.readouterr().out
@@ -164,10 +166,32 @@ def test_replay_compares_with_what_was_actioned(tmp_path: Path, rules_dir: Path,
                  "--rules", str(rules_dir)]) == 0
     out = capsys.readouterr().out
     assert "replayed 4 events" in out
-    assert "would blacklist 2 follower(s); were blacklisted 3; both 1" in out
+    assert "these rules would blacklist 2 followers; the rules in force blacklisted 2; " \
+        "both 1" in out, "compared with what the rules did, not with the admin's blacklist"
     assert "  + oNewSpammer0000000000000001  (spam)" in out
-    assert "  - oOldSpammer0000000000000001" in out and "  - oAdminListed" in out
+    assert "  - oOldSpammer0000000000000001" in out and "  - oAdminListed" not in out
+    assert "blacklisted by hand meanwhile (CLI or console; not compared): 1\n" \
+        "  * oAdminListed00000000000001\n" in out
     assert "spam: 2" in out
+
+
+def test_replay_lists_hand_blacklists_apart(tmp_path: Path, rules_dir: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path, rules_dir)
+    now = int(time.time())
+    spammer, staff_pick = "oSpamAlsoByHand0000000000001", "oOnlyByHand00000000000000001"
+    db = open_db(tmp_path / "bot.db")
+    with db.atomic():
+        insert_event(db, text_event("加微信", spammer, now), Decision(), now)
+    db.close()
+    queue_admin_actions(tmp_path / "bot.db", [Action(ActionKind.BLACKLIST, o, "cli", "x")
+                                              for o in (spammer, staff_pick)],
+                        now, dry_run=False)
+    assert main(["rules", "test", "--replay", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "the rules in force blacklisted 0; both 0" in out
+    assert "newly blacklisted by these rules: 0" in out
+    assert f"  * {staff_pick}\n  * {spammer}  (these rules too: spam)\n" in out
 
 
 def test_replay_flood_state_follows_event_order(tmp_path: Path, rules_dir: Path,

@@ -12,7 +12,7 @@ from bot.classifier.model import MIN_GRAMS, Model, Quality
 from bot.core.models import Sample
 
 # Inverse regularisation strength. Chosen by 5-fold cross-validation on the dev set
-# (recall at 0.5% FPR: C=10 0.849, 30 0.852, 100 0.833).
+# (with the rules, recall at <= 0.5% FPR: C=10 0.897, 30 0.902, 100 0.900).
 C = 30.0
 # Feature scale: idf / sqrt(n) runs about 5x the unit-norm tf-idf the C above was
 # measured with; dividing keeps the same regularisation.
@@ -23,6 +23,12 @@ FOLDS = 5
 # write (5-fold on the dev file, recall at 0.5% FPR: seeds at 1.0 0.840, 0.3 0.852).
 SEED_WEIGHT = 0.3
 _MAX_ITERATIONS = 300
+# Each gram's column is scaled by |its naive-Bayes log-count ratio| ** NB_POWER (the
+# "NBSVM" of Wang & Manning 2012, here with logistic loss): the prior then favours
+# grams that already separate the classes. 5-fold on the dev file, recall at 0.5% FPR
+# (classifier alone / with the rules): plain tf-idf 0.859 / 0.883; power 0.25
+# 0.872 / 0.891; 0.5 0.884 / 0.902; 0.75 0.885 / 0.897; 1.0 0.882 / 0.902.
+NB_POWER = 0.5
 
 
 class _Design:
@@ -132,11 +138,24 @@ def fit(samples: Sequence[Sample], *, now: int, c: float = C,
     weight = np.where(y == 1, len(y) / (2 * spam), len(y) / (2 * ham))
     weight[len(samples):] *= extra_weight
     design = _Design(sets)
+    scale = _nb_scale(design, y, weight)
+    design.vals = design.vals * scale[design.cols]
     theta = _lbfgs(_objective(design, y, weight, c), np.zeros(design.d + 1))
-    coef = theta[:-1] * design.idf * _SCALE
+    coef = theta[:-1] * scale * design.idf * _SCALE
     weights = {g: float(v) for g, v in zip(design.vocab, coef, strict=True) if v}
     return Model(weights=weights, bias=float(theta[-1]), spam=spam, ham=ham,
                  trained_at=now, quality=quality)
+
+
+def _nb_scale(design: _Design, y: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Per column, |log((p_j / |p|) / (q_j / |q|))| ** NB_POWER with p, q the weighted
+    spam and ham document counts of gram j (add-one smoothed), mean scaled to 1 so that
+    ``C`` keeps its meaning."""
+    spam = np.bincount(design.cols, weights=(weight * y)[design.rows], minlength=design.d) + 1
+    ham = np.bincount(design.cols, weights=(weight * (1 - y))[design.rows],
+                      minlength=design.d) + 1
+    ratio = np.abs(np.log((spam / spam.sum()) / (ham / ham.sum()))) ** NB_POWER
+    return ratio / ratio.mean()
 
 
 def cross_validate(samples: Sequence[Sample], *, threshold: float, folds: int = 5,

@@ -1,4 +1,4 @@
-"""``blacklist add/remove/status/retry/send``: admins' actions through the same outbox.
+"""``blacklist add/remove/status/retry/send/resume/dismiss``: admins' actions, one outbox.
 
 Adds and removes are queued in the outbox (source ``cli``) and then sent by this process
 through the same Batcher the service runs. When a service shares the database, both
@@ -24,11 +24,12 @@ from bot.commands import add_config_option
 from bot.config import Config
 from bot.core.errors import BotError, explain
 from bot.core.models import Action, ActionKind, is_valid_openid
-from bot.core.timefmt import when
+from bot.core.timefmt import when, when_long
+from bot.core.wording import plural
 from bot.rules.schema import MAX_DURATION_DAYS, parse_duration
 from bot.services import admin_store, build_services
 from bot.storage.owners import make_owner
-from bot.storage.sqlite.admin import QueueStatus
+from bot.storage.ports import QueueStatus
 
 SEND_TIMEOUT = 120.0
 
@@ -75,6 +76,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                                      "In dry-run nothing can be sent: exits 1.")
     add_config_option(p)
     p.set_defaults(handler=run_send)
+    p = group.add_parser("resume", help="lift a sending pause (45009 quota reset by hand)",
+                         description="Sending pauses on a quota (45009: until the next "
+                                     "Beijing midnight or an hour) or bad credentials. Once "
+                                     "you have reset the quota on the platform, or fixed the "
+                                     "secret, resume: a running service sends within a few "
+                                     "seconds. If the cause remains, the next call pauses "
+                                     "again.")
+    add_config_option(p)
+    p.set_defaults(handler=run_resume)
+    p = group.add_parser("dismiss", help="drop failed actions so `retry` stops resending them",
+                         description="Mark failed actions dismissed (e.g. 40003: an OpenID "
+                                     "that is not a follower of this account). They stay "
+                                     "listed, with their error, and `retry` skips them.")
+    p.add_argument("targets", nargs="+", metavar="ID|OPENID",
+                   help="an action id (#12 or 12, from `blacklist status`) or an OpenID "
+                        "(all of that follower's failed actions)")
+    add_config_option(p)
+    p.set_defaults(handler=run_dismiss)
 
 
 # ---------------------------------------------------------------- pure helpers
@@ -147,7 +166,7 @@ def run_retry(args: argparse.Namespace, config: Config) -> int:
     """Failed actions back to pending (unless superseded), then send them."""
     _refuse_in_dry_run(config)
     ids = admin_store(config).requeue(args.openids, int(time.time()))
-    print(f"{len(ids)} failed actions queued again")
+    print(f"{plural(len(ids), 'failed action')} queued again")
     if args.queue_only or not ids:
         return 0
     return _send_and_report(config, ids)
@@ -158,10 +177,55 @@ def run_send(args: argparse.Namespace, config: Config) -> int:
     still queued (sending paused, or the send timed out)."""
     _refuse_in_dry_run(config)
     ids = admin_store(config).queued()
-    print(f"{len(ids)} queued actions to send")
+    print(f"{plural(len(ids), 'queued action')} to send")
     if not ids:
         return 0
     return _send_and_report(config, ids)
+
+
+def parse_targets(items: Sequence[str]) -> list[int | str]:
+    """``dismiss`` arguments: action ids (``12`` or ``#12``) and OpenIDs; BotError otherwise."""
+    targets: list[int | str] = []
+    for item in items:
+        text = item.strip()
+        number = text.removeprefix("#")
+        if number.isdigit():
+            targets.append(int(number))
+        elif is_valid_openid(text):
+            targets.append(text)
+        else:
+            raise BotError(f"{item!r} is neither an action id (as `blacklist status` shows"
+                           " it, e.g. #12) nor an OpenID; nothing dismissed")
+    return targets
+
+
+def run_dismiss(args: argparse.Namespace, config: Config) -> int:
+    """Failed actions -> dismissed; exit 1 when a target had no failed action."""
+    targets = parse_targets(args.targets)
+    ids, unknown = admin_store(config).dismiss(targets, int(time.time()))
+    print(f"{len(ids)} failed actions dismissed" + (
+        f" ({', '.join(f'#{i}' for i in ids)}): `retry` no longer resends them" if ids else ""))
+    for target, what in unknown.items():
+        shown = f"#{target}" if isinstance(target, int) else target
+        print(f"  {shown}: no failed action ({what})")
+    return 1 if unknown else 0
+
+
+def run_resume(args: argparse.Namespace, config: Config) -> int:
+    """Lift the sending pause; say what it was and what happens next."""
+    store = admin_store(config)
+    until, reason = store.resume()
+    now = time.time()
+    if until <= now:
+        print("sending was not paused" + (" (a past pause was cleared)" if until else ""))
+        return 0
+    print(f"sending resumed (it was paused until {when(until, config.export.timezone)}: "
+          f"{reason})")
+    pending = dict(store.queue_status(0).counts).get("pending", 0)
+    print(f"{pending} actions pending: a running service sends them within a few seconds; "
+          "without one, run `blacklist send`. If the cause is still there (quota not reset),"
+          " the next call pauses again.")
+    return 0
 
 
 def _refuse_in_dry_run(config: Config) -> None:
@@ -187,7 +251,7 @@ def status_lines(status: QueueStatus, *, dry_run: bool, now: float,
     if dry_run:
         lines.append("DRY-RUN: actions are recorded, no API call is made")
     if status.paused_until > now:
-        lines.append(f"SENDING PAUSED until {when(status.paused_until, timezone)}: "
+        lines.append(f"SENDING PAUSED until {when_long(status.paused_until, timezone)}: "
                      f"{status.paused_reason}")
     for title, rows in status.sections:
         lines.append(f"{title} ({len(rows)} shown):")
@@ -196,6 +260,8 @@ def status_lines(status: QueueStatus, *, dry_run: bool, now: float,
                     f" attempts {attempts}")
             if code is not None:
                 line += f"\n      errcode {code}: {msg or ''}. {explain(code)}".rstrip()
+            elif msg:  # no errcode: an HTTP status or a timeout, retried
+                line += f"\n      last try: {msg}"
             lines.append(line)
     return lines
 

@@ -5,15 +5,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 from datetime import date
 from pathlib import Path
 
 from bot.commands import add_config_option
 from bot.config import Config
 from bot.core.errors import BotError
+from bot.core.paging import end_text
+from bot.core.wording import plural
 from bot.jobs.export import Progress, build_report, write_report
 from bot.jobs.export_files import export_paths
 from bot.services import build_services
+from bot.storage.ports import Snapshots
 
 API_TIMEOUT_SECONDS = 30.0
 
@@ -59,10 +63,11 @@ def run_export(args: argparse.Namespace, config: Config) -> int:
 async def _export(config: Config) -> list[Path]:
     async with build_services(config, api_timeout=API_TIMEOUT_SECONDS) as services:
         result = await services.exporter(on_page=_show_progress).run()
-    print(f"\nexported {result.total} OpenIDs in {result.progress.pages} pages "
-          f"({result.progress.end}); change "
-          f"{'n/a' if result.report.change is None else f'{result.report.change:+d}'}",
-          file=sys.stderr)
+    report = result.report
+    print(f"\nexported {plural(result.total, 'OpenID')} in "
+          f"{plural(result.progress.pages, 'page')}; paging ended: "
+          f"{end_text(result.progress.end)}", file=sys.stderr)
+    print(f"change: {report.change_text()}", file=sys.stderr)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     return [result.paths["csv"], result.paths["html"], result.paths["json"]]
@@ -82,6 +87,28 @@ def run_report(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+SHOWN_DAYS = 10
+
+
+async def _stored_days(snapshots: Snapshots, latest: str, wanted: str) -> str:
+    """The days a report can be rebuilt for: the newest ten, and the nearest before
+    ``wanted`` when it is older than those."""
+    days = [latest]
+    while len(days) < SHOWN_DAYS + 1:
+        before = await snapshots.previous(days[-1])
+        if before is None:
+            break
+        days.append(before.day)
+    more = len(days) > SHOWN_DAYS
+    text = "Stored exports, newest first: " + ", ".join(days[:SHOWN_DAYS])
+    if more:
+        text += ", ... (older ones too)"
+        nearest = await snapshots.previous(wanted)
+        if nearest is not None and nearest.day not in days[:SHOWN_DAYS]:
+            text += f"; the nearest before {wanted}: {nearest.day}"
+    return text + ". Run `python -m bot report --date YYYY-MM-DD` with one of them."
+
+
 async def _report(config: Config, day: str | None) -> list[Path]:
     async with build_services(config) as services:
         snapshots = services.storage.snapshots
@@ -89,8 +116,12 @@ async def _report(config: Config, day: str | None) -> list[Path]:
         if latest is None:
             raise BotError("no export stored yet: run `python -m bot export` first")
         day = day or latest
+        if day != latest and await snapshots.get(day) is None:
+            stored = await _stored_days(snapshots, latest, day)
+            raise BotError(f"no complete snapshot for {day} (no export that day). {stored}")
         data = await build_report(snapshots, day, config.export.timezone,
-                                  reconcile=day == latest)
+                                  reconcile=day == latest, queue=services.storage.actions,
+                                  now=time.time())
         await write_report(config.export.dir, data)
     paths = export_paths(config.export.dir, day)
     return [paths["html"], paths["json"]]

@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 
 from bot.classifier.model import Model, ModelError
@@ -16,7 +17,10 @@ from bot.core.errors import BotError, RuleError
 from bot.core.models import MESSAGE_TYPES, TEXT_FIELDS, ActionKind, Decision, Event, text_field
 from bot.core.normalize import Folded
 from bot.core.timefmt import when
-from bot.rules import RuleEngine, load_ruleset, parse_duration
+from bot.core.wording import plural
+from bot.rules import RuleEngine, RuleSet, load_ruleset, parse_duration
+from bot.rules.explain import describe_explanation, explain_event, history_horizon
+from bot.rules.loader import empty_rules_warning
 from bot.rules.schema import MAX_DURATION_DAYS
 from bot.services import admin_store
 
@@ -59,10 +63,13 @@ def run_check(args: argparse.Namespace, config: Config) -> int:
     except RuleError as exc:
         for line in exc.errors:
             print(line)
-        print(f"{len(exc.errors)} error(s): rules in {directory} rejected")
+        files = len({line.split(":", 1)[0] for line in exc.errors})
+        print(f"{plural(len(exc.errors), 'error')} in {plural(files, 'file')}: the rules in "
+              f"{directory} are rejected (a running service keeps its last good rules)")
         return 1
-    summary = ruleset.summary()
-    print(f"ok: {directory}: " + ", ".join(f"{v} {k}" for k, v in summary.items()))
+    print(f"ok: {directory}: {ruleset.describe()}")
+    if not ruleset.files:
+        print(f"warning: {empty_rules_warning(directory)}")
     if ruleset.uses_classifier:
         print(classifier_note(config))
     return 0
@@ -101,8 +108,8 @@ def run_test(args: argparse.Namespace, config: Config) -> int:
             raise BotError(f"--since must be a duration like 12h or 7d, at most "
                            f"{MAX_DURATION_DAYS}d, got {args.since!r}")
         start = int(time.time()) - since
-        with admin_store(config).replay_source(start) as (events, actioned):
-            report = replay(events, engine, actioned)
+        with admin_store(config).replay_source(start) as (events, by_rules, by_hand):
+            report = replay(events, engine, by_rules, by_hand)
         print("\n".join(report.lines(directory, args.since)))
         return 0
     event = sample_event(args.type, args.text, args.openid, int(time.time()))
@@ -118,8 +125,30 @@ def run_test(args: argparse.Namespace, config: Config) -> int:
             print("  weighing most: " + ", ".join(f"{g!r} {w:+.2f}" for g, w in weighed))
     elif engine.ruleset.uses_classifier:
         print(classifier_note(config))
-    print("\n".join(describe(engine.evaluate(event), config.export.timezone)))
+    warnings, history = ({}, []) if args.openid == TEST_OPENID else \
+        follower_story(config, engine.ruleset, args.openid, event.create_time)
+    explanation = explain_event(engine.ruleset, event, model, warnings=warnings,
+                                history=history)
+    print("\n".join(describe(explanation.decision, config.export.timezone)))
+    print("\n".join(describe_explanation(explanation)))
     return 0
+
+
+def follower_story(config: Config, ruleset: RuleSet, openid: str, now: int
+                   ) -> tuple[dict[str, list[int]], list[tuple[int, str]]]:
+    """The follower's warnings and recent pushes from the database, as the engine would
+    count them (nothing when there is no database), and says what was found."""
+    horizon = history_horizon(ruleset)
+    if config.storage.backend == "sqlite" and not Path(config.storage.path).is_file():
+        print(f"note: no database at {config.storage.path}: {openid}'s history is unknown")
+        return {}, []
+    store = admin_store(config)
+    warnings = store.follower_warnings(openid, now - horizon) if horizon else {}
+    history = store.follower_pushes(openid, now - max(horizon, 1))
+    counted = ", ".join(f"{len(t)} by {rule_id}" for rule_id, t in warnings.items())
+    print(f"history of {openid}: {len(history)} pushes and warnings "
+          f"{counted or 'none'} within the rules' windows")
+    return warnings, history
 
 
 def sample_event(msg_type: str, text: str, openid: str, now: int) -> Event:
@@ -145,33 +174,44 @@ def describe(decision: Decision, timezone: str) -> list[str]:
 
 @dataclass
 class ReplayReport:
-    """What a rules directory would have done to the stored history, beside what was done."""
+    """What a rules directory would have done to the stored history, beside what the
+    rules in force did; blacklists made by hand are listed apart, not compared."""
 
     events: int = 0
     purged: int = 0
     hits: Counter[str] = field(default_factory=Counter)
     would: dict[str, str] = field(default_factory=dict)
     was: set[str] = field(default_factory=set)
+    by_hand: set[str] = field(default_factory=set)
 
     def lines(self, directory: str, since: str) -> list[str]:
-        new = sorted(set(self.would) - self.was)
-        gone = sorted(self.was - set(self.would))
-        out = [f"replayed {self.events} events from the last {since} with {directory}"
-               + (f" ({self.purged} with content purged)" if self.purged else ""),
-               f"would blacklist {len(self.would)} follower(s); "
-               f"were blacklisted {len(self.was)}; both {len(set(self.would) & self.was)}",
+        """The report as printed."""
+        would = set(self.would)
+        new = sorted(would - self.was - self.by_hand)
+        gone = sorted(self.was - would)
+        out = [f"replayed {plural(self.events, 'event')} from the last {since} with "
+               f"{directory}" + (f" ({self.purged} with content purged)" if self.purged else ""),
+               f"these rules would blacklist {plural(len(would), 'follower')}; the rules in "
+               f"force blacklisted {len(self.was)}; both {len(would & self.was)}",
                f"newly blacklisted by these rules: {len(new)}"]
         out += [f"  + {openid}  ({self.would[openid]})" for openid in new[:LIST_LIMIT]]
-        out.append(f"blacklisted before, not by these rules: {len(gone)}")
+        out.append(f"blacklisted by the rules in force, not by these: {len(gone)}")
         out += [f"  - {openid}" for openid in gone[:LIST_LIMIT]]
+        out.append(f"blacklisted by hand meanwhile (CLI or console; not compared): "
+                   f"{len(self.by_hand)}")
+        out += [f"  * {openid}" + (f"  (these rules too: {self.would[openid]})"
+                                   if openid in self.would else "")
+                for openid in sorted(self.by_hand)[:LIST_LIMIT]]
         out.append("hits per rule:" if self.hits else "no rule fired")
         out += [f"  {rule_id}: {count}" for rule_id, count in self.hits.most_common()]
         return out
 
 
-def replay(events: Iterable[Event], engine: RuleEngine, was: set[str]) -> ReplayReport:
-    """Run ``engine`` over stored ``events``; ``was``: who was blacklisted meanwhile."""
-    report = ReplayReport(was=was)
+def replay(events: Iterable[Event], engine: RuleEngine, was: set[str],
+           by_hand: set[str] | None = None) -> ReplayReport:
+    """Run ``engine`` over stored ``events``; ``was``: who the rules blacklisted meanwhile,
+    ``by_hand``: who admins blacklisted."""
+    report = ReplayReport(was=was, by_hand=by_hand or set())
     for event in events:
         report.events += 1
         if not event.texts and event.msg_type in TEXT_FIELDS:  # a type that carries text

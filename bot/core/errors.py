@@ -2,6 +2,35 @@
 
 from __future__ import annotations
 
+import reprlib
+
+
+# How a wrong value is quoted in an error message: a few levels, a few items, short
+# strings. A YAML alias bomb builds a value of millions of items from a few lines;
+# its full repr would take seconds and megabytes to build and drown the message.
+class _Bounded(reprlib.Repr):
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel, self.maxstring, self.maxother = 2, 80, 80
+        self.maxlist = self.maxtuple = self.maxdict = self.maxset = 5
+
+    def repr1(self, x: object, level: int) -> str:
+        # reprlib picks a method by the exact type's name: a list or dict subclass (the
+        # rule loader's line-tracking ones) would get the builtin, unbounded repr.
+        if isinstance(x, dict):
+            return self.repr_dict(x, level)
+        if isinstance(x, list):
+            return self.repr_list(x, level)
+        return super().repr1(x, level)
+
+
+_SHOWN = _Bounded()
+
+
+def shown(value: object) -> str:
+    """A bounded repr of ``value`` for an error message (cost independent of its size)."""
+    return _SHOWN.repr(value)
+
 
 class BotError(Exception):
     """Base of every error this service raises on purpose."""
@@ -35,7 +64,15 @@ class WeChatAPIError(BotError):
         self.errcode = errcode
         self.errmsg = errmsg
         self.http_status = http_status
-        super().__init__(f"WeChat API error {errcode}: {errmsg}")
+        super().__init__(f"WeChat API {describe_error(errcode, errmsg)}")
+
+
+def describe_error(errcode: int | None, errmsg: str) -> str:
+    """An API failure for a log line: ``errcode 45009 (api freq out of limit)``, or for
+    an answer with no errcode (HTTP 503, a timeout) what happened: ``HTTP 503``."""
+    if errcode is None:
+        return errmsg or "failed with no errcode"
+    return f"errcode {errcode} ({errmsg})" if errmsg else f"errcode {errcode}"
 
 
 # ---------------------------------------------------------------- WeChat API errors
@@ -49,8 +86,9 @@ EXPLANATIONS = {
            "the platform (Settings > Basic configuration > IP allowlist).",
     40032: "More than 20 OpenIDs in one call; the batch is split.",
     45009: "The account has used up today's quota for this API. Sending is paused and "
-           "everything stays queued; it resumes when the quota resets (midnight, Beijing "
-           "time) or an admin clears the quota on the platform.",
+           "everything stays queued; it is tried again at the time shown (within the hour, "
+           "in case an admin clears the quota on the platform; WeChat resets it at "
+           "midnight Beijing time, 00:00 +08:00).",
     45011: "The per-minute quota for this API is used up; sending waits for the next minute.",
     48001: "The account is not authorised for this API: only verified (认证) Official "
            "Accounts may blacklist followers. Verify the account, then run "

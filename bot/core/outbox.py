@@ -29,6 +29,13 @@ class Claimed:
     attempts: int
 
 
+# The wall clock can step backwards (NTP correcting a fast clock, a VM restored). A row
+# or pause stamped more than this many seconds after "now" was stamped before such a
+# jump: how long its wait has already run is unknowable, so it counts as over (a retry
+# or a quota check sent early is harmless; one delayed by the jump could be by hours).
+CLOCK_SLACK = 2.0
+
+
 @dataclass(frozen=True, slots=True)
 class QueueState:
     """What a worker needs to decide whether to send: ready rows and the next deadlines."""

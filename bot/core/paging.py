@@ -63,6 +63,19 @@ def next_begin(page: BlacklistPage, begin: str, seen: set[str], new: int
     return page.next_openid, ""
 
 
+# Why paging ended (``next_begin``'s reasons, kept short for tests and metrics), in words.
+_ENDS = {
+    "count 0": "WeChat listed no more OpenIDs (the end of the list)",
+    "empty next_openid": "the last page had no next_openid (the end of the list)",
+    "repeated next_openid": "WeChat repeated a next_openid; stopped there rather than loop",
+}
+
+
+def end_text(end: str) -> str:
+    """Why paging ended, for an operator: 'count 0' is WeChat's wording, not theirs."""
+    return _ENDS.get(end, end)
+
+
 @dataclass
 class Progress:
     """How far the paging got, for the CLI's progress line and the log."""

@@ -15,7 +15,7 @@ from bot.core.errors import (
     TokenError,
     WeChatAPIError,
 )
-from bot.core.outbox import QueueState
+from bot.core.outbox import CLOCK_SLACK, QueueState
 
 BEIJING_OFFSET = 8 * 3600  # WeChat's daily quotas reset at midnight, Beijing time (UTC+8)
 
@@ -97,7 +97,9 @@ def wait_before_send(state: QueueState, now: float, *, batch_size: int, max_dela
         return 0.0
     waits = [idle]
     if state.ready and state.oldest_created is not None:
-        waits.append(state.oldest_created + max_delay - now)
+        created = state.oldest_created
+        # created "after" now: before the clock went back, so its delay is over
+        waits.append(0.0 if created > now + CLOCK_SLACK else created + max_delay - now)
     if state.next_not_before is not None:
         waits.append(state.next_not_before - now)
     return max(0.0, min(waits))

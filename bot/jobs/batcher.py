@@ -9,10 +9,10 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from bot.config import ActionsConfig
-from bot.core.errors import InvalidOpenIDError, WeChatAPIError, explain
+from bot.core.errors import InvalidOpenIDError, WeChatAPIError, describe_error, explain
 from bot.core.models import ActionKind
 from bot.core.outbox import Claimed
 from bot.core.settle import (
@@ -22,12 +22,14 @@ from bot.core.settle import (
     settle,
     wait_before_send,
 )
-from bot.core.timefmt import local_time
+from bot.core.timefmt import when_long
+from bot.core.wording import plural
 from bot.metrics import Metrics
 from bot.storage.owners import make_owner
 from bot.storage.ports import ActionQueue
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 KINDS = (ActionKind.BLACKLIST, ActionKind.UNBLACKLIST)
 DEFAULT_BACKOFF = Backoff()
 # Retrying an outcome the database refused (locked, disk full): often, never for long.
@@ -48,6 +50,19 @@ class BlacklistAPI(Protocol):
 
     async def batch_blacklist(self, openids: list[str]) -> None: ...
     async def batch_unblacklist(self, openids: list[str]) -> None: ...
+
+
+class QueueRefused(Exception):
+    """The action queue (the database) refused a read or a write: locked, disk full."""
+
+
+async def _refused_as(call: Awaitable[T]) -> T:
+    """Await a queue call; its failure becomes QueueRefused, logged as one line (the store
+    logs the database's own error), not a traceback per retry."""
+    try:
+        return await call
+    except Exception as exc:
+        raise QueueRefused(f"{exc.__class__.__name__}: {exc}") from exc
 
 
 # ---------------------------------------------------------------- the batcher
@@ -93,7 +108,7 @@ class Batcher:
                  stale_after: float = 60.0, idle_seconds: float = 1.0,
                  rng: random.Random | None = None,
                  monotonic: Callable[[], float] = time.monotonic,
-                 write_backoff: Backoff = DEFAULT_WRITE_BACKOFF):
+                 write_backoff: Backoff = DEFAULT_WRITE_BACKOFF, timezone: str = "UTC"):
         if client is None and not dry_run:
             raise ValueError("a Batcher without an API client must run in dry-run mode")
         self.owner = owner or make_owner()
@@ -113,6 +128,7 @@ class Batcher:
         self._pending = 0
         self._paused_until, self._paused_reason = 0.0, ""
         self._write_backoff = write_backoff
+        self._timezone = timezone  # export.timezone: the log says when sending resumes
         self._unsettled: set[int] = set()  # ids whose outcome waits to be written
         self._claimed: set[int] = set()  # ids this process is sending or settling
         self._storage_error = ""
@@ -126,8 +142,8 @@ class Batcher:
         if not self._dry_run:
             recovered = await self._queue.reclaim_stale(now, self._stale_after)
             if recovered:
-                log.warning("recovered %d actions left in flight by a stopped process",
-                            recovered)
+                log.warning("recovered %s left in flight by a stopped process",
+                            plural(recovered, "action"))
         await self._queue.queue_expired(now, dry_run=self._dry_run)
         self._pending = await self._queue.count_active()
         self._stopping = False
@@ -137,7 +153,7 @@ class Batcher:
                 self._spawn(self._worker(kind), f"batcher-{kind}")
         self._spawn(self._housekeeping_loop(), "batcher-housekeeping")
         mode = "dry-run: no API calls" if self._dry_run else "live"
-        log.info("batcher started (%s), %d actions queued", mode, self._pending)
+        log.info("batcher started (%s), %s queued", mode, plural(self._pending, "action"))
 
     async def stop(self, timeout: float = 15.0) -> None:
         """Let the calls in flight finish (up to ``timeout``), then give back any claim."""
@@ -152,7 +168,8 @@ class Batcher:
             await asyncio.gather(*still, return_exceptions=True)
         released = await self._queue.release_owner(self.owner, self._clock())
         if released:
-            log.warning("batcher stopped mid-send: %d actions returned to the queue", released)
+            log.warning("batcher stopped mid-send: %s returned to the queue",
+                        plural(released, "action"))
 
     def wake(self) -> None:
         """New actions were queued: look now (a full batch goes at once)."""
@@ -201,14 +218,17 @@ class Batcher:
         while not self._stopping:
             try:
                 await self._step(kind)
-            except Exception:  # e.g. the database is locked: log, back off, keep going
+            except QueueRefused as exc:  # locked or full database: one line, not a trace
+                log.warning("batcher %s: the action queue refused (%s); retrying", kind, exc)
+                await self._sleep(kind, self._idle)
+            except Exception:  # anything else: log with its traceback, back off, go on
                 log.exception("batcher %s loop failed; retrying", kind)
                 await self._sleep(kind, self._idle)
 
     async def _step(self, kind: ActionKind) -> None:
         """One look at the queue: wait, or claim a batch and send it."""
         now = self._clock()
-        state = await self._queue.state(kind, now, self._config.batch_size)
+        state = await _refused_as(self._queue.state(kind, now, self._config.batch_size))
         self._note_pause(state.paused_until, state.paused_reason)
         wait = wait_before_send(state, now, batch_size=self._config.batch_size,
                                 max_delay=self._config.max_delay_seconds,
@@ -216,7 +236,8 @@ class Batcher:
         if wait > 0:
             await self._sleep(kind, wait)
             return
-        rows = await self._queue.claim(kind, self.owner, now, self._config.batch_size)
+        rows = await _refused_as(self._queue.claim(kind, self.owner, now,
+                                                   self._config.batch_size))
         if not rows:
             return
         self._claimed.update(r.id for r in rows)
@@ -250,9 +271,9 @@ class Batcher:
             if self._stopping:
                 return
             try:
-                await self.housekeep(self._clock())
-            except Exception:  # a failed round is retried next round; the loop must live
-                log.exception("batcher housekeeping failed")
+                await _refused_as(self.housekeep(self._clock()))
+            except QueueRefused as exc:  # retried next round; the loop must live
+                log.warning("batcher housekeeping: the action queue refused (%s)", exc)
 
     async def housekeep(self, now: float) -> None:
         """Heartbeat, recover dead claims and this process's lost ones, queue expired timed
@@ -264,12 +285,12 @@ class Batcher:
             lost = await self._queue.reclaim_own(self.owner, sorted(self._claimed), now,
                                                  self._stale_after)
             if lost:  # claimed, then neither sent nor given back: safe to send again
-                log.warning("%d actions claimed by this process but not in flight returned"
-                            " to the queue", lost)
+                log.warning("%s claimed by this process but not in flight returned"
+                            " to the queue", plural(lost, "action"))
                 self.wake()
         expired = await self._queue.queue_expired(now, dry_run=self._dry_run)
         if expired:
-            log.info("%d timed blacklists expired: unblacklist %s", expired,
+            log.info("%s expired: unblacklist %s", plural(expired, "timed blacklist"),
                      "recorded (dry-run, not sent)" if self._dry_run else "queued")
             self.wake()
         self._pending = await self._queue.count_active()
@@ -339,25 +360,28 @@ class Batcher:
             await self._write(ids, lambda: self._queue.complete(rows, now))
             self._metrics.actions.labels(str(kind), "done").inc(len(rows))
         elif s.verdict is Verdict.RETRY:
-            log.warning("%s of %d followers: WeChat error %s (%s); retry in %.1f s", kind,
-                        len(rows), s.errcode, s.errmsg, s.not_before - now)
+            log.warning("%s of %s: WeChat API %s; retry in %.1f s", kind,
+                        plural(len(rows), "follower"), describe_error(s.errcode, s.errmsg),
+                        s.not_before - now)
             await self._write(ids, lambda: self._queue.release(
                 ids, now, not_before=s.not_before, errcode=s.errcode, errmsg=s.errmsg))
         elif s.verdict is Verdict.PAUSE:
-            reason = f"WeChat error {s.errcode} ({s.errmsg}): {explain(s.errcode)}"
+            meaning = explain(s.errcode)
+            reason = f"WeChat API {describe_error(s.errcode, s.errmsg)}" + (
+                f": {meaning}" if meaning else "")
             brief = s.not_before - now <= 60  # the per-minute limit: routine under load
             log.log(logging.WARNING if brief else logging.ERROR,
                     "SENDING PAUSED until %s, %d+ actions kept queued. %s",
-                      local_time(s.not_before),
-                      len(rows), reason)
+                    when_long(s.not_before, self._timezone), len(rows), reason)
             await self._write(ids, lambda: self._queue.release(
                 ids, now, not_before=0, errcode=s.errcode, errmsg=s.errmsg,
                 count_attempt=False))
             await self._write(ids, lambda: self._queue.set_pause(s.not_before, reason, now))
             self._note_pause(s.not_before, reason)
         else:
-            log.error("%s failed for good for %s: WeChat error %s (%s). %s", kind,
-                      ", ".join(r.openid for r in rows), s.errcode, s.errmsg, explain(s.errcode))
+            log.error("%s failed for good for %s: WeChat API %s. %s", kind,
+                      ", ".join(r.openid for r in rows), describe_error(s.errcode, s.errmsg),
+                      explain(s.errcode))
             await self._write(ids, lambda: self._queue.finish(
                 ids, now, "failed", errcode=s.errcode, errmsg=s.errmsg))
             self._metrics.actions.labels(str(kind), "failed").inc(len(rows))

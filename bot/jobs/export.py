@@ -8,6 +8,7 @@ import logging
 import os
 import secrets
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,8 +17,16 @@ from typing import Any, Protocol, TypeVar
 
 from bot.config import ExportConfig
 from bot.core.errors import BotError
-from bot.core.paging import BlacklistPage, Progress, RetryPolicy, is_retryable, next_begin
-from bot.core.timefmt import day_of
+from bot.core.paging import (
+    BlacklistPage,
+    Progress,
+    RetryPolicy,
+    end_text,
+    is_retryable,
+    next_begin,
+)
+from bot.core.timefmt import day_of, hour_start
+from bot.core.wording import plural
 from bot.jobs.export_files import (
     CHUNK,
     csv_chunks,
@@ -28,7 +37,7 @@ from bot.jobs.export_files import (
     write_atomic,
 )
 from bot.jobs.report import Finding, ReportData, render_html, summary_json, summary_text
-from bot.storage.ports import ExportStorage, Snapshots
+from bot.storage.ports import ActionQueue, ExportStorage, Snapshots
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -117,16 +126,18 @@ async def scan(snapshots: Snapshots, name: str, params: list[Any], sample: int =
         after = last
 
 
-async def build_report(snapshots: Snapshots, day: str, tz: str, *, reconcile: bool = True
-                       ) -> ReportData:
-    """Everything the report shows for the day's snapshot, read from the database."""
+async def build_report(snapshots: Snapshots, day: str, tz: str, *, reconcile: bool = True,
+                       queue: ActionQueue | None = None, now: float = 0.0) -> ReportData:
+    """Everything the report shows for the day's snapshot, read from the database;
+    ``queue`` tells whether sending is paused at ``now`` (the report's attention box)."""
     current = await snapshots.get(day)
     if current is None:
         raise ExportError(f"no complete snapshot for {day}: run `python -m bot export` first")
     prev = await snapshots.previous(day)
     data = ReportData(day=day, timezone=tz, taken_at=current.taken_at, total=current.total,
                       previous_day=prev.day if prev else None,
-                      previous_total=prev.total if prev else None)
+                      previous_total=prev.total if prev else None,
+                      previous_taken_at=prev.taken_at if prev else None)
     if prev is not None:
         if prev.total and not await snapshots.has_entries(prev.id):
             data.notes.append(f"the {prev.day} snapshot's entries were pruned by retention: "
@@ -136,6 +147,10 @@ async def build_report(snapshots: Snapshots, day: str, tz: str, *, reconcile: bo
             data.removed = await scan(snapshots, "missing_from", [current.id, prev.id])
     since = prev.taken_at if prev else current.taken_at - 86400
     await _activity(snapshots, data, since, current.taken_at)
+    if queue is not None:
+        state = await queue.state("blacklist", now, 1)
+        if state.paused_until > now:
+            data.paused_until, data.paused_reason = state.paused_until, state.paused_reason
     if reconcile:
         data.findings = await reconcile_findings(snapshots, current.id, current.taken_at)
     else:
@@ -148,8 +163,11 @@ async def _activity(snapshots: Snapshots, data: ReportData, since: int, until: i
     data.window = (since, until)
     data.actions = await snapshots.action_counts(since, until)
     data.failures = await snapshots.action_failures(since, until)
+    data.failed = await snapshots.failed_actions(since, until)
     data.rule_hits = await snapshots.rule_hits(since, until)
-    data.hourly = await snapshots.decisions_per_hour(until)
+    end = hour_start(until, data.timezone)  # whole clock hours, labelled as they start
+    data.hourly = await snapshots.decisions_per_hour(end)
+    data.hourly_start = end - len(data.hourly) * 3600
 
 
 async def reconcile_findings(snapshots: Snapshots, snapshot_id: int, taken_at: int
@@ -205,6 +223,7 @@ class Exporter:
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
     policy: RetryPolicy = RetryPolicy()
     on_page: Callable[[Progress], None] = lambda _p: None
+    notify_ssl: ssl.SSLContext | None = None  # None: the system's trusted CAs
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:"
                        f"{secrets.token_hex(3)}")
     # The scheduled time this run serves: skipped if a run (another replica's) finished
@@ -241,13 +260,16 @@ class Exporter:
             # On cancellation (shutdown) the next run's purge_leftovers cleans up instead.
             await _drop_snapshot(snapshots, sid)
             raise
-        log.info("export %s: %d OpenIDs in %d pages (%s)", day, progress.kept, progress.pages,
-                 progress.end)
+        log.info("export %s: %d OpenIDs in %s; paging ended: %s", day, progress.kept,
+                 plural(progress.pages, "page"), end_text(progress.end))
         notes = _consistency_notes(progress)
-        replaced = await snapshots.promote(sid, day, progress.kept, token)
-        if replaced is not None:
-            await _drop_snapshot(snapshots, replaced)
-        data = await build_report(snapshots, day, self.config.timezone)
+        # A snapshot the day already had stays as its earlier run, which the report
+        # compares with; promote hands back the one that superseded run may drop.
+        superseded = await snapshots.promote(sid, day, progress.kept, token)
+        if superseded is not None:
+            await _drop_snapshot(snapshots, superseded)
+        data = await build_report(snapshots, day, self.config.timezone,
+                                  queue=self.storage.actions, now=self.clock())
         data.notes.extend(notes)
         await write_report(self.config.dir, data)
         finished = self.clock()
@@ -255,7 +277,9 @@ class Exporter:
         await snapshots.write_last_run(finished, day)
         await prune(snapshots, self.config, finished)
         if self.config.notify_url:
-            await notify(self.config.notify_url, summary_text(data))
+            await notify(self.config.notify_url, summary_text(data),
+                         allow_private=self.config.notify_allow_private,
+                         ssl_context=self.notify_ssl)
         return ExportResult(day, progress.kept, paths, progress, data, notes)
 
     async def _lock(self, now: float) -> str | None:

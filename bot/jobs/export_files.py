@@ -6,14 +6,20 @@ import asyncio
 import logging
 import os
 import re
+import socket
+import ssl
 import tempfile
 from collections.abc import AsyncIterator
+from datetime import date
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp.abc import ResolveResult
+from aiohttp.resolver import ThreadedResolver
 
+from bot.core.netpolicy import is_ip_literal, is_public, url_problem
 from bot.storage.ports import Snapshots
 
 log = logging.getLogger(__name__)
@@ -21,6 +27,7 @@ T = TypeVar("T")
 
 CHUNK = 10_000  # rows per database call: the writer thread is never held for long
 DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 async def write_atomic(path: Path, chunks: AsyncIterator[str]) -> None:
@@ -76,7 +83,17 @@ async def csv_chunks(snapshots: Snapshots, snapshot_id: int) -> AsyncIterator[st
 
 
 def export_paths(directory: str | Path, day: str) -> dict[str, Path]:
-    """Where the day's CSV, HTML report and JSON summary go."""
+    """Where the day's CSV, HTML report and JSON summary go (inside ``directory``).
+
+    ``day`` must be a calendar date written YYYY-MM-DD: it becomes part of file names,
+    so anything else (``../x``, a path, 2026-02-30) is refused with ValueError.
+    """
+    try:
+        valid = bool(_ISO_DAY.fullmatch(day)) and date.fromisoformat(day).isoformat() == day
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ValueError(f"not a date (YYYY-MM-DD): {day!r}")
     base = Path(directory)
     return {"csv": base / f"blacklist-{day}.csv", "html": base / f"report-{day}.html",
             "json": base / f"report-{day}.json"}
@@ -96,20 +113,61 @@ def remove_old_files(directory: Path, cutoff: str) -> list[Path]:
     return removed
 
 
-async def notify(url: str, text: str, *, timeout: float = 10.0) -> bool:
+class PublicOnlyResolver(ThreadedResolver):
+    """Resolves as usual, then refuses a host with any non-public address.
+
+    The check is on the addresses the connection will use, at connect time: a name
+    that resolved to a public address when the config was loaded and to 127.0.0.1 or
+    169.254.169.254 now (DNS rebinding) is refused all the same.
+    """
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        results = await super().resolve(host, port, family)
+        private = sorted({r["host"] for r in results if not is_public(r["host"])})
+        if private:
+            raise OSError(f"{host} resolves to a non-public address ({', '.join(private)}); "
+                          "set export.notify_allow_private to allow it")
+        return results
+
+
+async def notify(url: str, text: str, *, timeout: float = 10.0, allow_private: bool = False,
+                 ssl_context: ssl.SSLContext | None = None) -> bool:
     """POST ``text`` to a WeCom group robot; a failure is logged, never raised.
 
-    The robot URL carries its key, so only its host is ever logged.
+    https only; redirects are not followed (a 3xx is a failure); unless
+    ``allow_private``, every address the host resolves to must be public. The robot
+    URL carries its key, so only its host is ever logged.
     """
     host = urlsplit(url).hostname or "?"
+    problem = url_problem(url)
+    if problem:
+        log.warning("export summary not posted: export.notify_url %s", problem)
+        return False
+    if not allow_private and is_ip_literal(host) and not is_public(host):
+        # aiohttp does not consult the resolver for an address written out
+        log.warning("export summary not posted to %s: a non-public address; set "
+                    "export.notify_allow_private to allow it", host)
+        return False
     body = {"msgtype": "text", "text": {"content": text}}
+    connector = aiohttp.TCPConnector(
+        resolver=None if allow_private else PublicOnlyResolver(),
+        ssl=ssl_context if ssl_context is not None else True)
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as s, \
-                s.post(url, json=body) as resp:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout),
+                                         connector=connector) as s, \
+                s.post(url, json=body, allow_redirects=False) as resp:
             answer = await resp.json(content_type=None) if resp.status == 200 else None
             status = resp.status
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        log.warning("export summary not posted to %s: %s", host, type(exc).__name__)
+        reason = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
+        log.warning("export summary not posted to %s: %s%s", host, type(exc).__name__,
+                    f" ({reason})" if isinstance(reason, OSError) and not allow_private
+                    and "non-public" in str(reason) else "")
+        return False
+    if 300 <= status < 400:
+        log.warning("export summary refused by %s: HTTP %s redirect, not followed", host,
+                    status)
         return False
     if status != 200 or not isinstance(answer, dict) or answer.get("errcode", 0) != 0:
         log.warning("export summary refused by %s: HTTP %s %s", host, status,

@@ -67,7 +67,9 @@ class ModelWatcher:
             model = await self._load(candidate)
             if model is not None:
                 self.engine.use_model(model)
-                log.info("classifier model %d in force: %s", candidate, model.summary())
+                log.info("classifier model %d in force: trained on %d samples (%d spam, "
+                         "%d ham), %d character grams", candidate, model.samples, model.spam,
+                         model.ham, len(model.weights))
                 return True
         return False
 

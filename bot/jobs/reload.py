@@ -84,7 +84,7 @@ class RuleWatcher:
         self.engine.replace(ruleset)
         self.last_error = None
         self.loaded_at = self._clock()
-        log.info("rules reloaded: %s", ruleset.summary())
+        log.info("rules reloaded: %s", ruleset.describe())
         if self.on_change is not None:
             self.on_change(ruleset)
         return True

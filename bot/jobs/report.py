@@ -6,10 +6,13 @@ from dataclasses import dataclass, field
 from html import escape
 from typing import Any
 
-from bot.core.timefmt import MINUTES, local_time
+from bot.core.errors import describe_error, explain
+from bot.core.timefmt import MINUTES, labelled, local_time, when_long, zone_label
+from bot.core.wording import plural
 
 CSS = """
-body{font:14px/1.45 -apple-system,"Segoe UI","PingFang SC","Microsoft YaHei",sans-serif;
+body{font:14px/1.45 -apple-system,"Segoe UI","PingFang SC","Microsoft YaHei",
+"Noto Sans CJK SC","Noto Sans SC","Source Han Sans SC",sans-serif;
 margin:2em auto;max-width:60em;color:#1d1d1f;padding:0 1em}
 h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.15em;margin-top:1.8em;
 border-bottom:1px solid #ddd;padding-bottom:.2em}
@@ -20,7 +23,10 @@ table{border-collapse:collapse;margin:.4em 0}td,th{border-bottom:1px solid #eee;
 padding:.2em .8em;text-align:left}th{background:#f6f6f6}td.n{text-align:right}
 code{font:12px ui-monospace,Menlo,Consolas,monospace}ul.ids{columns:2;font-size:12px}
 .warn{background:#fff4e5;border-left:4px solid #f0a020;padding:.4em .8em}
-svg text{font-size:10px;fill:#666}
+svg text{font-size:10px;fill:#444}svg line{stroke:#999;stroke-width:1}
+.attention{border:2px solid #b00020;border-radius:6px;padding:.2em 1em;margin:1em 0;
+background:#fff5f5}.attention h2{border:0;margin-top:.5em;color:#b00020}
+.calm{border:1px solid #0a7d32;border-radius:6px;padding:.4em 1em;color:#0a7d32}
 """
 
 
@@ -44,6 +50,7 @@ class ReportData:
     total: int
     previous_day: str | None = None
     previous_total: int | None = None
+    previous_taken_at: int | None = None
     added: tuple[int, list[str]] | None = None
     removed: tuple[int, list[str]] | None = None
     window: tuple[int, int] = (0, 0)
@@ -51,6 +58,10 @@ class ReportData:
     failures: list[tuple[str, int | None, str, int]] = field(default_factory=list)
     rule_hits: list[tuple[str, str, int]] = field(default_factory=list)
     hourly: list[int] = field(default_factory=lambda: [0] * 24)
+    hourly_start: int = 0  # unix time the first hour of ``hourly`` starts (oldest first)
+    paused_until: float = 0.0  # sending paused (45009, credentials...) when the report ran
+    paused_reason: str = ""
+    failed: list[tuple[str, str, int | None, str]] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -59,9 +70,33 @@ class ReportData:
         """Net change of the total since the previous snapshot."""
         return None if self.previous_total is None else self.total - self.previous_total
 
+    @property
+    def paused(self) -> bool:
+        """Sending was paused when the report was built."""
+        return self.paused_until > 0
+
+    @property
+    def same_day(self) -> bool:
+        """Compared with an earlier export of the same day (the run this one replaced)."""
+        return self.previous_day == self.day
+
+    def since_text(self) -> str:
+        """What the change is measured against, in words."""
+        if self.previous_day is None:
+            return "first export, nothing to compare with"
+        if self.same_day and self.previous_taken_at:
+            return f"the earlier export today, {self.when(self.previous_taken_at)}"
+        return f"the {self.previous_day} export"
+
+    def change_text(self) -> str:
+        """``+3 since the earlier export today, ...`` (or why there is no change)."""
+        if self.change is None:
+            return self.since_text()
+        return f"{self.change:+d} since {self.since_text()}"
+
     def when(self, ts: float) -> str:
         """``ts`` as local time in the export's time zone."""
-        return local_time(ts, self.timezone, MINUTES)
+        return labelled(ts, self.timezone, MINUTES)
 
 
 def summary_json(data: ReportData) -> dict[str, Any]:
@@ -73,7 +108,8 @@ def summary_json(data: ReportData) -> dict[str, Any]:
         "day": data.day, "timezone": data.timezone, "taken_at": data.taken_at,
         "total": data.total,
         "previous": None if data.previous_day is None else
-        {"day": data.previous_day, "total": data.previous_total},
+        {"day": data.previous_day, "total": data.previous_total,
+         "taken_at": data.previous_taken_at, "same_day": data.same_day},
         "change": data.change, "added": listed(data.added), "removed": listed(data.removed),
         "window": {"since": data.window[0], "until": data.window[1]},
         "actions": [{"kind": k, "status": s, "count": n} for k, s, n in data.actions],
@@ -81,6 +117,16 @@ def summary_json(data: ReportData) -> dict[str, Any]:
                      for k, c, m, n in data.failures],
         "rule_hits": [{"rule_id": r, "action": a, "count": n} for r, a, n in data.rule_hits],
         "decisions_per_hour": list(data.hourly),
+        "decisions_per_hour_order": "oldest first: one count per hour, the first hour "
+                                    "starting at decisions_per_hour_start",
+        "decisions_per_hour_start": data.hourly_start or None,
+        "decisions_per_hour_first": (labelled(data.hourly_start, data.timezone, MINUTES)
+                                     if data.hourly_start else None),
+        "sending": {"paused": data.paused, "paused_until": data.paused_until or None,
+                    "resume_at": when_long(data.paused_until, data.timezone)
+                    if data.paused else None, "reason": data.paused_reason or None},
+        "failed_openids": [{"kind": k, "openid": o, "errcode": c, "errmsg": m}
+                           for k, o, c, m in data.failed],
         "findings": [{"name": f.name, "title": f.title, "count": f.count, "sample": f.sample}
                      for f in data.findings],
         "notes": list(data.notes),
@@ -91,7 +137,7 @@ def summary_text(data: ReportData) -> str:
     """A few lines for a chat robot (WeCom group): totals, change, failures, findings."""
     lines = [f"Blacklist export {data.day}: {data.total} OpenIDs"]
     if data.change is not None:
-        lines[0] += f" ({data.change:+d} since {data.previous_day})"
+        lines[0] += f" ({data.change_text()})"
     if data.added is not None and data.removed is not None:
         lines.append(f"added {data.added[0]}, removed {data.removed[0]}")
     failed = sum(n for _k, _c, _m, n in data.failures)
@@ -114,6 +160,7 @@ def render_html(data: ReportData) -> str:
         f"<h1>Blacklist report {escape(data.day)}</h1>",
         f'<p class="muted">Snapshot taken {escape(data.when(data.taken_at))} '
         f"({escape(data.timezone)}); activity since {escape(data.when(data.window[0]))}.</p>",
+        _attention(data),
         *(f'<p class="warn">{escape(n)}</p>' for n in data.notes),
         _cards(data), _changes(data), _actions(data), _rules(data), _chart(data),
         _findings(data), "</body></html>",
@@ -125,7 +172,7 @@ def _cards(data: ReportData) -> str:
     change = data.change
     cls = "" if not change else (" up" if change > 0 else " down")
     shown = "n/a" if change is None else f"{change:+d}"
-    since = f"since {escape(data.previous_day)}" if data.previous_day else "(first export)"
+    since = f"since {escape(data.since_text())}" if data.previous_day else "(first export)"
     added = "n/a" if data.added is None else str(data.added[0])
     removed = "n/a" if data.removed is None else str(data.removed[0])
     return (
@@ -185,28 +232,76 @@ def _rules(data: ReportData) -> str:
     return "<h2>Hits per rule</h2>" + _table(["rule", "action", "hits"], rows, "rule-hits")
 
 
-def _chart(data: ReportData, width: int = 720, height: int = 140) -> str:
-    """Decisions per hour over the 24 hours before the snapshot, as inline SVG bars."""
+def _chart(data: ReportData, width: int = 720, height: int = 180) -> str:
+    """Decisions per hour over the 24 hours before the snapshot: inline SVG bars with a
+    count axis, the hours labelled in the export's zone, oldest hour on the left."""
     hours = len(data.hourly)
-    peak = max(data.hourly, default=0) or 1
-    bar_w = width / hours
-    start = data.window[1] - hours * 3600
-    bars, labels = [], []
+    peak = max(data.hourly, default=0)
+    top = peak or 1
+    left, bottom, right, head = 36, 34, 8, 8
+    plot_w, plot_h = width - left - right, height - bottom - head
+    bar_w = plot_w / max(hours, 1)
+    start = data.hourly_start or data.window[1] - hours * 3600
+    parts = [f'<line x1="{left}" y1="{head}" x2="{left}" y2="{head + plot_h}"/>',
+             f'<line x1="{left}" y1="{head + plot_h}" x2="{width - right}" '
+             f'y2="{head + plot_h}"/>']
+    for value in sorted({0, top // 2, top} if peak else {0}):
+        y = head + plot_h - plot_h * value / top
+        parts.append(f'<text x="{left - 4}" y="{y + 3:.1f}" text-anchor="end">{value}</text>')
     for i, n in enumerate(data.hourly):
-        h = round((height - 20) * n / peak)
-        x = i * bar_w
-        label = data.when(start + i * 3600)[11:13]
-        bars.append(f'<rect x="{x + 1:.1f}" y="{height - 15 - h}" width="{bar_w - 2:.1f}" '
-                    f'height="{h}" fill="#4a78c2" data-count="{n}">'
-                    f"<title>{label}:00 {n}</title></rect>")
+        h = plot_h * n / top
+        x = left + i * bar_w
+        hour = local_time(start + i * 3600, data.timezone, "%H:00")
+        parts.append(f'<rect x="{x + 1:.1f}" y="{head + plot_h - h:.1f}" '
+                     f'width="{bar_w - 2:.1f}" height="{h:.1f}" fill="#4a78c2" '
+                     f'data-count="{n}"><title>{hour}: {n}</title></rect>')
         if i % 3 == 0:
-            labels.append(f'<text x="{x + 1:.1f}" y="{height - 2}">{label}h</text>')
-    total = sum(data.hourly)
-    return (f'<h2>Decisions per hour, last 24 h <span class="muted">({total}, peak '
-            f'{max(data.hourly, default=0)})</span></h2>'
+            parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{head + plot_h + 13}" '
+                         f'text-anchor="middle">{hour}</text>')
+    zone = escape(zone_label(start, data.timezone))
+    parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 3}" text-anchor="middle">'
+                 f"hour starting ({zone})</text>")
+    parts.append(f'<text x="10" y="{head + plot_h / 2:.1f}" text-anchor="middle" '
+                 f'transform="rotate(-90 10 {head + plot_h / 2:.1f})">decisions</text>')
+    first = escape(labelled(start, data.timezone, MINUTES)) if hours else ""
+    return (f'<h2>Decisions per hour, last 24 h <span class="muted">({sum(data.hourly)}, '
+            f"peak {peak}; from {first}, oldest on the left)</span></h2>"
             f'<svg id="hourly" xmlns="http://www.w3.org/2000/svg" width="100%" '
             f'viewBox="0 0 {width} {height}" role="img" aria-label="decisions per hour">'
-            + "".join(bars) + "".join(labels) + "</svg>")
+            + "".join(parts) + "</svg>")
+
+
+# What to do about a failed action, beyond what the errcode's explanation says.
+_NO_RETRY = frozenset({40003, 49003})  # the OpenID itself is refused: retrying fails alike
+
+
+def _attention(data: ReportData) -> str:
+    """The box at the top: what an operator must act on, with the fix."""
+    items = []
+    if data.paused:
+        items.append(f"<li><b>Sending to WeChat is paused</b> until "
+                     f"{escape(when_long(data.paused_until, data.timezone))}: "
+                     f"{escape(data.paused_reason)} Queued actions wait and are sent "
+                     "then.</li>")
+    for kind, code, msg, count in data.failures:
+        ids = [o for k, o, c, _m in data.failed if k == kind and c == code]
+        fix = explain(code) or "See `python -m bot blacklist status`."
+        then = "" if code in _NO_RETRY or "retry" in fix else (
+            " Once fixed: <code>python -m bot blacklist retry</code>.")
+        listed = "".join(f"<li><code>{escape(o)}</code></li>" for o in ids)
+        items.append(f"<li><b>{escape(plural(count, kind + ' action'))} failed</b>: WeChat "
+                     f"API {escape(describe_error(code, msg))}. {escape(fix)}{then}"
+                     + (f'<ul class="ids">{listed}</ul>' if listed else "") + "</li>")
+    for f in data.findings:
+        if f.count and f.name in ("hand_added", "hand_removed"):
+            shown = ", ".join(f"<code>{escape(o)}</code>" for o in f.sample[:5])
+            more = f" and {f.count - 5} more" if f.count > 5 else ""
+            items.append(f"<li><b>Changed by hand on the platform</b>: {escape(f.title)}: "
+                         f"{f.count} ({shown}{more}; see the reconciliation below).</li>")
+    if not items:
+        return '<p class="calm" id="attention">Nothing needs attention.</p>'
+    return ('<div class="attention" id="attention"><h2>Needs attention</h2><ul>'
+            + "".join(items) + "</ul></div>")
 
 
 def _findings(data: ReportData) -> str:

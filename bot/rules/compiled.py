@@ -12,8 +12,9 @@ import re2
 
 from bot.core.errors import RuleError
 from bot.core.normalize import DENSE, Folded, fold
+from bot.core.wording import plural
 from bot.rules.contact import _OPTIONS, DETECTOR, compile_re2
-from bot.rules.schema import FloodSpec, RuleSpec
+from bot.rules.schema import FloodSpec, RuleSpec, as_written
 
 # One encoder: json.dumps with a keyword argument builds a new one per call.
 _QUOTE = json.JSONEncoder(ensure_ascii=False)
@@ -154,6 +155,15 @@ class RuleSet:
         return {"files": len(self.files), "rules": len(self.rules),
                 "keywords": self.keyword_count, "regexes": len(self._regex_index),
                 "disabled": self.disabled, "allowlist": len(self.allowlist)}
+
+    def describe(self) -> str:
+        """The summary as a line for people: ``10 files, 42 rules (1 disabled), ...``."""
+        disabled = f" ({self.disabled} disabled)" if self.disabled else ""
+        return ", ".join([plural(len(self.files), "file"),
+                          plural(len(self.rules), "rule in force", "rules in force") + disabled,
+                          plural(self.keyword_count, "keyword"),
+                          plural(len(self._regex_index), "regex", "regexes"),
+                          plural(len(self.allowlist), "allowlisted OpenID")])
 
     def plan_for(self, kind: str) -> Plan:
         """The rules that see a push of this kind (``text`` ... or ``event``), prepared."""
@@ -394,6 +404,7 @@ def char_offsets(text: str) -> list[int]:
 def _example_error(spec: RuleSpec, text: str, expected: bool, match: TextMatch | None) -> str:
     where = f"{spec.file}:{spec.examples_line or spec.line}: rule '{spec.id}'"
     if expected:
-        return f"{where}: example {text!r} should match but does not"
+        return f"{where}: example {as_written(text)} should match but does not"
     found = [e.describe() for e in match.evidence()] if match else []
-    return f"{where}: example {text!r} should not match but does ({'; '.join(found)})"
+    return (f"{where}: example {as_written(text)} should not match but does "
+            f"({'; '.join(found)})")

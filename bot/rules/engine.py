@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Protocol
 
 from bot.core.models import NO_DECISION, Action, ActionKind, Decision, Event, RuleHit
+from bot.core.timefmt import span
 from bot.core.windows import SlidingWindows
+from bot.core.wording import plural
 from bot.rules.compiled import Rule, RuleSet, Scorer, TextMatch
 
 REASON_MAX = 500
@@ -135,8 +137,9 @@ class RuleEngine:
         count = self.warns.count(key, event.create_time, spec.warn_window)
         if count > limit:
             self.warns.reset(key)  # the ladder starts again once the blacklist is lifted
-            return ActionKind.BLACKLIST, (f"offence {count} after {limit} warnings within "
-                                          f"{spec.warn_window}s: escalated to blacklist")
+            return ActionKind.BLACKLIST, (f"offence {count} after {plural(limit, 'warning')}"
+                                          f" within {span(spec.warn_window)}: escalated to "
+                                          "blacklist")
         return ActionKind.WARN, f"warning {count} of {limit}"
 
 

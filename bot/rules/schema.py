@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
+from bot.core.errors import shown
 from bot.core.models import MESSAGE_TYPES, ActionKind
 from bot.core.normalize import fold
 from bot.rules.contact import compile_re2
@@ -101,6 +103,22 @@ class _Loader(yaml.SafeLoader):
         super().__init__(stream)
         self.duplicates: list[tuple[int, Any]] = []
 
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        return construct_reporting_line(super().construct_object, node, deep)
+
+
+def construct_reporting_line(construct: Any, node: yaml.Node, deep: bool) -> Any:
+    """``construct(node, deep)``, with PyYAML's own slips on odd scalars (``!!timestamp
+    x`` raises AttributeError, ``!!int`` on a huge float OverflowError) turned into a
+    YAML error at the node's line."""
+    try:
+        return construct(node, deep)
+    except (ValueError, TypeError, AttributeError, OverflowError, IndexError) as exc:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"cannot read the value {shown(node.value)[:60]} as "
+            f"{node.tag.replace('tag:yaml.org,2002:', '!!')} "
+            f"({exc.__class__.__name__})", node.start_mark) from None
+
 
 def _construct_map(loader: _Loader, node: yaml.MappingNode) -> _Map:
     loader.flatten_mapping(node)
@@ -136,17 +154,30 @@ _Loader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)  # type: ignore
 
 def read_yaml(text: str, path: str) -> tuple[Any, list[str]]:
     """Parse one file; return (data, errors) with YAML errors as ``file:line: ...``."""
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # the reader refuses control characters here already
+    except yaml.reader.ReaderError as exc:
+        code = exc.character
+        char = f"the character U+{code:04X}" if isinstance(code, int) else "a character"
+        return None, [f"{path}:{yaml_error_line(exc, text)}: invalid YAML: {char} is not "
+                      "allowed in YAML (a control character?): remove it"]
     try:
         data = loader.get_single_data()
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        line = mark.line + 1 if mark else 1
-        problem = getattr(exc, "problem", None) or str(exc)
-        return None, [f"{path}:{line}: invalid YAML: {problem}"]
+        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc)
+        return None, [f"{path}:{yaml_error_line(exc, text)}: invalid YAML: {problem}"]
     finally:
         loader.dispose()
     return data, [f"{path}:{line}: {message}" for line, message in loader.duplicates]
+
+
+def yaml_error_line(exc: yaml.YAMLError, text: str) -> int:
+    """The 1-based line a YAML error points at (1 when it points nowhere)."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if mark is not None:
+        return int(mark.line) + 1
+    position = getattr(exc, "position", None)  # a ReaderError: a character offset
+    return text.count("\n", 0, position) + 1 if isinstance(position, int) else 1
 
 
 # ------------------------------------------------------------------ validation
@@ -156,6 +187,20 @@ def _kind(value: Any) -> str:
     return {dict: "a mapping", _Map: "a mapping", list: "a list", _Seq: "a list",
             str: "a string", bool: "true/false", int: "an integer", float: "a number",
             type(None): "nothing"}.get(type(value), type(value).__name__)
+
+
+def as_written(text: str) -> str:
+    """A rule author's string quoted as they wrote it: ``'v[x信]\\d{6,}'``, not the
+    doubled backslashes of repr()."""
+    return f'"{text}"' if "'" in text and '"' not in text else f"'{text}'"
+
+
+def unknown_key(key: Any, expected: tuple[str, ...], prefix: str = "") -> str:
+    """``unknown key 'keyword': did you mean 'keywords'?`` (or the keys expected)."""
+    close = difflib.get_close_matches(str(key), expected, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key '{prefix}{key}': did you mean '{prefix}{close[0]}'?"
+    return f"unknown key '{prefix}{key}' (expected one of: {', '.join(expected)})"
 
 
 def _positive(value: Any) -> bool:
@@ -168,6 +213,7 @@ class _FileChecker:
     def __init__(self, path: str):
         self.path = path
         self.errors: list[str] = []
+        self.ids: list[tuple[str, int]] = []  # every valid id and its line, bad rules too
 
     def error(self, line: int, message: str) -> None:
         self.errors.append(f"{self.path}:{line}: {message}")
@@ -181,8 +227,7 @@ class _FileChecker:
             return FileSpec(self.path, (), frozenset())
         for key in data:
             if key not in TOP_KEYS:
-                self.error(data.key_lines[key], f"unknown top-level key '{key}' "
-                           f"(expected one of: {', '.join(TOP_KEYS)})")
+                self.error(data.key_lines[key], f"top level: {unknown_key(key, TOP_KEYS)}")
         allowlist = self.strings(data, "allowlist", "allowlist")
         rules: list[RuleSpec] = []
         raw_rules = data.get("rules")
@@ -204,14 +249,14 @@ class _FileChecker:
         line = mapping.key_lines[key]
         if not isinstance(value, _Seq):
             self.error(line, f"{label}: '{key}' must be a list of strings, got {_kind(value)}"
-                       f" (write [{value!r}] for one entry)" if isinstance(value, str) else
+                       f" (write [{shown(value)}] for one entry)" if isinstance(value, str) else
                        f"{label}: '{key}' must be a list of strings, got {_kind(value)}")
             return ()
         good = []
         for item, item_line in zip(value, value.item_lines, strict=True):
             if not isinstance(item, str) or not item.strip():
                 self.error(item_line, f"{label}: every '{key}' entry must be a non-empty "
-                           f"string, got {_kind(item)} {item!r}")
+                           f"string, got {_kind(item)} {shown(item)}")
             else:
                 good.append(item)
         return tuple(good)
@@ -222,11 +267,12 @@ class _FileChecker:
             return None
         before = len(self.errors)
         rule_id = self.rule_id(raw, line, index)
+        if len(self.errors) == before:
+            self.ids.append((rule_id, line))
         label = f"rule '{rule_id}'"
         for key in raw:
             if key not in RULE_KEYS:
-                self.error(raw.key_lines[key], f"{label}: unknown key '{key}' "
-                           f"(expected one of: {', '.join(RULE_KEYS)})")
+                self.error(raw.key_lines[key], f"{label}: {unknown_key(key, RULE_KEYS)}")
         for key in CONDITION_KEYS:  # an empty list is no condition: it would match all
             if isinstance(raw.get(key), list) and not raw[key]:
                 self.error(raw.key_lines[key], f"{label}: '{key}' is an empty list; "
@@ -245,7 +291,7 @@ class _FileChecker:
             return f"#{index + 1}"
         if not isinstance(value, str) or not _ID_RE.fullmatch(value):
             self.error(raw.key_lines["id"], f"rule #{index + 1}: 'id' must match [a-z0-9_-]+, "
-                       f"got {value!r}")
+                       f"got {shown(value)}")
             return f"#{index + 1}"
         return value
 
@@ -265,7 +311,7 @@ class _RuleFields:
         if value is None:
             return None
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            self.fail(key, f"'{key}' must be {what}, got {_kind(value)} {value!r}")
+            self.fail(key, f"'{key}' must be {what}, got {_kind(value)} {shown(value)}")
             return None
         return value
 
@@ -311,13 +357,15 @@ class _RuleFields:
             try:
                 compile_re2(pattern)
             except ValueError as exc:
-                self.checker.error(line, f"{self.label}: regex {pattern!r} is not valid RE2 "
+                self.checker.error(line, f"{self.label}: regex {as_written(pattern)} is not "
+                                   "valid RE2 "
                                    f"syntax: {exc} (RE2 runs in linear time, so it has no "
                                    "backreferences or look-around)")
                 continue
             problem = unmatchable(pattern)
             if problem:
-                self.checker.error(line, f"{self.label}: regex {pattern!r} can never match: "
+                self.checker.error(line, f"{self.label}: regex {as_written(pattern)} can never "
+                                   "match: "
                                    f"{problem}")
             else:
                 good.append(pattern)
@@ -327,7 +375,7 @@ class _RuleFields:
         words = self.checker.strings(self.raw, key, self.label)
         for word in words:
             if not fold(word):
-                self.fail(key, f"'{key}' entry {word!r} is only spaces or punctuation, "
+                self.fail(key, f"'{key}' entry {as_written(word)} is only spaces or punctuation, "
                           "which matching ignores")
         return words
 
@@ -337,8 +385,8 @@ class _RuleFields:
         if value is None:
             self.fail("action", f"missing required key 'action' (one of: {choices})")
             return None
-        if value not in {kind.value for kind in ActionKind}:
-            self.fail("action", f"'action' must be one of: {choices}, got {value!r}")
+        if not isinstance(value, str) or value not in {kind.value for kind in ActionKind}:
+            self.fail("action", f"'action' must be one of: {choices}, got {shown(value)}")
             return None
         return ActionKind(value)
 
@@ -349,7 +397,7 @@ class _RuleFields:
         seconds = parse_duration(value)
         if seconds is None:
             self.fail(key, f"'{key}' must be a duration like 30s, 15m, 12h or 7d, at most "
-                      f"{MAX_DURATION_DAYS}d, got {value!r}")
+                      f"{MAX_DURATION_DAYS}d, got {shown(value)}")
         return seconds
 
     def flood(self) -> FloodSpec | None:
@@ -362,14 +410,14 @@ class _RuleFields:
             return None
         for key in value:
             if key not in ("messages", "seconds"):
-                self.checker.error(value.key_lines[key], f"{self.label}: unknown key "
-                                   f"'flood.{key}' (expected messages, seconds)")
+                self.checker.error(value.key_lines[key], f"{self.label}: "
+                                   f"{unknown_key(key, ('messages', 'seconds'), 'flood.')}")
         numbers: dict[str, Any] = {}
         for key in ("messages", "seconds"):
             number = value.get(key)
             if not _positive(number):
                 self.checker.error(value.key_lines.get(key, value.line), f"{self.label}: "
-                                   f"'flood.{key}' must be a positive integer, got {number!r}")
+                                   f"'flood.{key}' must be a positive integer, got {shown(number)}")
             numbers[key] = number
         messages, seconds = numbers["messages"], numbers["seconds"]
         if _positive(messages) and _positive(seconds):
@@ -386,14 +434,14 @@ class _RuleFields:
             return None
         for key in value:
             if key != "min_score":
-                self.checker.error(value.key_lines[key], f"{self.label}: unknown key "
-                                   f"'classifier.{key}' (expected min_score)")
+                self.checker.error(value.key_lines[key], f"{self.label}: "
+                                   f"{unknown_key(key, ('min_score',), 'classifier.')}")
         score = value.get("min_score")
         if isinstance(score, bool) or not isinstance(score, int | float) \
                 or not 0.0 <= score <= 1.0:
             self.checker.error(value.key_lines.get("min_score", value.line),
                                f"{self.label}: 'classifier.min_score' must be a number "
-                               f"from 0.0 to 1.0, got {score!r}")
+                               f"from 0.0 to 1.0, got {shown(score)}")
             return None
         return float(score)
 
@@ -426,8 +474,8 @@ class _RuleFields:
             return (), ()
         for key in value:
             if key not in ("match", "no_match"):
-                self.checker.error(value.key_lines[key], f"{self.label}: unknown key "
-                                   f"'examples.{key}' (expected match, no_match)")
+                self.checker.error(value.key_lines[key], f"{self.label}: "
+                                   f"{unknown_key(key, ('match', 'no_match'), 'examples.')}")
         strings = self.checker.strings
         return strings(value, "match", self.label), strings(value, "no_match", self.label)
 

@@ -7,12 +7,12 @@ chosen in :func:`bot.services.build_services`; nothing that uses a port changes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bot.core.models import Decision, Event, Recorded, Sample
+from bot.core.models import Action, Decision, Event, Recorded, Sample
 from bot.core.outbox import Claimed, QueueState
 
 
@@ -113,6 +113,8 @@ class Snapshots(Protocol):
     async def action_counts(self, since: int, until: int) -> list[tuple[str, str, int]]: ...
     async def action_failures(self, since: int, until: int
                               ) -> list[tuple[str, int | None, str, int]]: ...
+    async def failed_actions(self, since: int, until: int
+                             ) -> list[tuple[str, str, int | None, str]]: ...
     async def rule_hits(self, since: int, until: int) -> list[tuple[str, str, int]]: ...
     async def decisions_per_hour(self, until: int) -> list[int]: ...
     async def read_last_run(self) -> float | None: ...
@@ -140,12 +142,15 @@ class Retention(Protocol):
 
 
 class ExportStorage(Protocol):
-    """What the export needs: the snapshots and the lease that keeps it to one process."""
+    """What the export needs: the snapshots, the lease that keeps it to one process, and
+    the action queue (whether sending is paused, for the report)."""
 
     @property
     def snapshots(self) -> Snapshots: ...
     @property
     def leases(self) -> Leases: ...
+    @property
+    def actions(self) -> ActionQueue: ...
 
 
 class ReadModel(Protocol):
@@ -178,6 +183,132 @@ class ClassifierStore(Protocol):
 
     async def newest_sample_at(self) -> int:
         """When the newest sample was stored (0 when none is)."""
+        ...
+
+
+# ---------------------------------------------------------------- the admins' views
+
+
+@dataclass
+class QueueStatus:
+    """``blacklist status`` and the console's Queue: counts by status, the pause, and
+    the listed sections ``(title, rows)``; a row is ``(id, openid, kind, status, source,
+    updated_at, attempts, errcode, errmsg)``."""
+
+    counts: list[tuple[str, int]]
+    paused_until: float
+    paused_reason: str
+    sections: list[tuple[str, list[tuple[Any, ...]]]] = field(default_factory=list)
+
+
+@dataclass
+class FollowerHistory:
+    """``why`` (and the console's Follower page): what we hold about one follower.
+
+    ``state``: the blacklist row ``(status, rule_id, reason, since, expires_at)`` or None;
+    ``decisions``: ``(created_at, rule_id, action, evidence, msg_type, event)`` and
+    ``actions``: ``(created_at, kind, status, source, rule_id, errcode, errmsg)``, newest
+    first; ``queued``: actions not yet sent ``(id, kind, status, source, rule_id,
+    created_at, attempts, errcode, errmsg)``, oldest first; ``pushes``: ``(count, first,
+    last)`` received; ``paused_until``/``paused_reason``: the queue's shared pause.
+    """
+
+    state: tuple[Any, ...] | None
+    decisions: list[tuple[Any, ...]]
+    actions: list[tuple[Any, ...]]
+    known: bool
+    queued: list[tuple[Any, ...]] = field(default_factory=list)
+    pushes: tuple[int, int | None, int | None] = (0, None, None)
+    paused_until: float = 0.0
+    paused_reason: str = ""
+
+    @property
+    def seen(self) -> bool:
+        """Any push, decision or action at all: False for an OpenID never seen here."""
+        return self.known or self.state is not None or self.pushes[0] > 0
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionQuery:
+    """A page of the mod log: filters (empty/0: any) and keyset paging by id."""
+
+    rule_id: str = ""
+    action: str = ""
+    openid: str = ""
+    since: int = 0
+    until: int = 0
+    before_id: int = 0
+    limit: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRow:
+    """One mod-log entry with the push that caused it (texts empty once purged)."""
+
+    id: int
+    created_at: int
+    openid: str
+    rule_id: str
+    action: str
+    evidence: str
+    msg_type: str | None
+    event: str | None
+    texts: Mapping[str, str]
+    purged: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """Pushes received and decisions taken (by action) since a time."""
+
+    pushes: int
+    decisions: Mapping[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class BlacklistedRow:
+    """A follower blacklisted through the service (our view, table ``blacklist``)."""
+
+    openid: str
+    rule_id: str
+    reason: str
+    since: int
+    expires_at: int | None
+
+
+class ConsoleStore(Protocol):
+    """What the web console reads and changes; changes take the CLI's paths (the same
+    outbox rows, source ``cli``, and the same classifier samples)."""
+
+    async def activity(self, since: int) -> Activity: ...
+    async def decisions(self, query: DecisionQuery) -> list[DecisionRow]: ...
+    async def follower(self, openid: str, limit: int) -> FollowerHistory: ...
+
+    async def follower_story(self, openid: str, since: int
+                             ) -> tuple[dict[str, list[int]], list[tuple[int, str]]]:
+        """Warnings per rule (since its last escalation) and ``(create_time, kind)`` of
+        the pushes since ``since``: what ``rules test --openid`` seeds the engine with."""
+        ...
+
+    async def blacklisted(self, limit: int, search: str = "") -> list[BlacklistedRow]: ...
+    async def queue(self, limit: int) -> QueueStatus: ...
+
+    async def admin_actions(self, actions: Sequence[Action], now: int, *, dry_run: bool
+                            ) -> tuple[list[int | None], int]:
+        """Queue admins' actions as ``blacklist add/remove`` does: row ids, samples learnt."""
+        ...
+
+    async def requeue(self, openids: Sequence[str], now: int) -> list[int]:
+        """``blacklist retry`` (all failed when ``openids`` is empty): ids queued again."""
+        ...
+
+    async def dismiss(self, targets: Sequence[int | str], now: int
+                      ) -> tuple[list[int], dict[int | str, str]]:
+        """``blacklist dismiss``: ids dismissed, targets with no failed action."""
+        ...
+
+    async def resume(self) -> tuple[float, str]:
+        """``blacklist resume``: the pause lifted (``(0, "")`` when none)."""
         ...
 
 

@@ -15,6 +15,7 @@ from bot.core.errors import PushError
 from bot.core.models import MESSAGE_TYPES, Decision, Event
 from bot.metrics import Metrics
 from bot.storage.ports import Recorder, SharedWindows
+from bot.web.refusals import RefusalLog
 from bot.wechat.push import PushCodec, parse_event
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,8 @@ SUCCESS = "success"
 TEXT = "text/plain"
 XML = "application/xml"
 _KNOWN_TYPES = frozenset((*MESSAGE_TYPES, "event"))
-_OUTCOMES = {400: "malformed", 403: "forbidden", 413: "too_large", 503: "retry_later"}
+_OUTCOMES = {400: "malformed", 403: "forbidden", 413: "too_large", 500: "not_stored",
+             503: "retry_later"}
 # Decisions whose commit failed, kept for WeChat's retry (it comes within seconds).
 UNCOMMITTED_KEEP = 10_000
 
@@ -58,17 +60,22 @@ class Webhook:
         self.max_body = max_body
         self.on_actions = on_actions
         self._counters: dict[tuple[str, str], Any] = {}
+        self.refusals = RefusalLog(log)  # rate-limited: forged pushes must not flood the log
         # A push decided but not committed (the database failed): its retry records
         # this decision rather than running the rules again, which would count it a
         # second time towards a flood or a warning ladder.
         self._uncommitted: OrderedDict[str, Decision] = OrderedDict()
+        # Why pushes cannot be stored right now (disk full, database locked), and since
+        # when: for /healthz; cleared by the next push stored.
+        self.storage_error = ""
+        self.storage_error_since = 0.0
 
     async def verify_url(self, request: web.Request) -> web.Response:
         """GET: the platform's URL check; echo ``echostr`` when the signature holds."""
         try:
             self.codec.check_signature(request.query)
         except PushError as exc:
-            log.warning("URL verification refused from %s: %s", request.remote, exc.reason)
+            self.refusals.refused(exc.status, exc.reason, request.remote, "URL verification")
             return web.Response(status=exc.status, text=exc.reason)
         return web.Response(text=request.query.get("echostr", ""), content_type=TEXT)
 
@@ -84,7 +91,7 @@ class Webhook:
             text, content_type, outcome = await self._handle(event, key_index, request)
         except PushError as exc:
             outcome = _OUTCOMES.get(exc.status, "error")
-            log.warning("push refused (%s) from %s: %s", exc.status, request.remote, exc.reason)
+            self.refusals.refused(exc.status, exc.reason, request.remote)
             self._pushes(msg_type, outcome).inc()
             return web.Response(status=exc.status, text=exc.reason)
         except Exception:  # answered 500 by aiohttp, so WeChat retries; counted here
@@ -125,11 +132,16 @@ class Webhook:
                     async with self.shared.around(event):
                         decision = self.engine.evaluate(event)
             recorded = await self.recorder.record(event, decision)
-        except BaseException:
+        except BaseException as exc:
             self.recent.forget(key)
             if decision is not None:
                 self._keep_uncommitted(key, decision)
+            if isinstance(exc, Exception) and decision is not None:  # the store refused it
+                self._storage_failed(exc)
+                raise PushError(500, f"push not stored ({exc.__class__.__name__}: {exc}); "
+                                "WeChat will retry it") from exc
             raise
+        self.storage_error = ""
         if recorded.duplicate:
             self.recent.finish(key, SUCCESS, TEXT)
             return SUCCESS, TEXT, "retry"
@@ -142,6 +154,11 @@ class Webhook:
             text, content_type = self.codec.reply(event, decision.reply, key_index, nonce), XML
         self.recent.finish(key, text, content_type)
         return text, content_type, "ok"
+
+    def _storage_failed(self, exc: Exception) -> None:
+        if not self.storage_error:
+            self.storage_error_since = time.time()
+        self.storage_error = f"{exc.__class__.__name__}: {exc}"
 
     def _keep_uncommitted(self, key: str, decision: Decision) -> None:
         self._uncommitted[key] = decision

@@ -22,6 +22,7 @@ from bot.core.errors import (
     RetryableError,
     TokenError,
     WeChatAPIError,
+    describe_error,
 )
 from bot.metrics import Metrics
 from bot.storage.ports import CachedToken, TokenCache
@@ -64,6 +65,38 @@ def check_response(status: int, data: Any) -> dict[str, Any]:
     raise error
 
 
+@dataclass
+class APIHealth:
+    """Whether the API has been answering: consecutive failed calls, since when, the last
+    error (errcode and errmsg, or the HTTP status; never the URL, which holds the token)."""
+
+    failures: int = 0
+    failing_since: float | None = None
+    last_error: str = ""
+    last_ok: float | None = None
+
+    FAILING_AFTER = 3  # one busy -1 or timeout is routine and retried; three in a row is not
+
+    def answered(self, now: float) -> None:
+        """A call got an answer about the request itself (success, a bad OpenID)."""
+        self.failures, self.failing_since, self.last_ok = 0, None, now
+
+    def failed(self, now: float, error: str) -> None:
+        """A call failed for reasons of the API or the account (5xx, timeout, quota...)."""
+        self.failures += 1
+        self.failing_since = self.failing_since or now
+        self.last_error = error
+
+    @property
+    def failing(self) -> bool:
+        """Every recent call failed (at least FAILING_AFTER in a row, none answered since)."""
+        return self.failures >= self.FAILING_AFTER
+
+
+# Answers about the request, not the API's health: the API works, this batch was wrong.
+_REQUEST_ERRORS = (InvalidOpenIDError, BatchTooLargeError)
+
+
 @dataclass(frozen=True, slots=True)
 class BlacklistPage:
     """One getblacklist page."""
@@ -88,6 +121,7 @@ class WeChatClient:
         self._clock = clock
         self._token: CachedToken | None = None
         self._lock = asyncio.Lock()
+        self.health = APIHealth()
 
     async def batch_blacklist(self, openids: list[str]) -> None:
         """Blacklist up to 20 followers in one call; raises a WeChatAPIError subclass."""
@@ -191,15 +225,25 @@ class WeChatClient:
             result = check_response(status, data)
         except WeChatAPIError as exc:
             self._record(endpoint, str(exc.errcode or f"http_{exc.http_status}"), started)
+            self._note(endpoint, exc)
             raise
         except (TimeoutError, aiohttp.ClientError) as exc:
             kind = "timeout" if isinstance(exc, TimeoutError) else "connection"
             self._record(endpoint, kind, started)
             failure = RetryableError(None, f"{kind}: {type(exc).__name__}")
+            self._note(endpoint, failure)
         if failure is not None:  # raised out here: aiohttp's error (its text holds the
             raise failure        # URL with the token) must not ride along as __context__
         self._record(endpoint, "ok", started)
+        self.health.answered(self._clock())
         return result
+
+    def _note(self, endpoint: str, exc: WeChatAPIError) -> None:
+        if isinstance(exc, _REQUEST_ERRORS):
+            self.health.answered(self._clock())
+        else:
+            self.health.failed(self._clock(), f"{endpoint}: "
+                               f"{describe_error(exc.errcode, exc.errmsg)}")
 
     def _record(self, endpoint: str, outcome: str, started: float) -> None:
         self._metrics.api_calls.labels(endpoint, outcome).inc()

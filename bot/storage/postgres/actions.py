@@ -15,15 +15,19 @@ from collections.abc import Callable, Sequence
 import asyncpg
 
 from bot.core.models import Action, ActionKind
-from bot.core.outbox import Claimed, QueueState, settled_state
+from bot.core.outbox import CLOCK_SLACK, Claimed, QueueState, settled_state
 from bot.storage.owners import owner_alive
 from bot.storage.postgres.records import _count, enqueue_action, follower_lock_sql, pending_count
 from bot.storage.sqlite import kv
 
 # The kv keys are one list for both backends (bot.storage.sqlite.kv).
 HEARTBEAT_PREFIX, PAUSE_KEY = kv.HEARTBEAT_PREFIX, kv.PAUSE_KEY
+# ``not_before`` is due, or the row was stamped after now: the clock went back since its
+# wait was set (core.outbox.CLOCK_SLACK). Parameters: $1 kind, $2 now (now + CLOCK_SLACK
+# is computed in SQL so the callers' parameter lists stay as they were).
 _READY = (
-    "a.status = 'pending' AND a.kind = $1 AND a.not_before <= $2 AND NOT EXISTS ("
+    "a.status = 'pending' AND a.kind = $1 AND (a.not_before <= $2"
+    f" OR a.updated_at > $2::float8 + {CLOCK_SLACK}) AND NOT EXISTS ("
     "SELECT 1 FROM actions b WHERE b.openid = a.openid AND b.id < a.id"
     " AND b.status IN ('pending', 'sending'))")
 _BACK = "status = 'pending', claimed_by = NULL, claimed_at = NULL"
@@ -41,11 +45,14 @@ async def get_kv(conn: asyncpg.Connection | asyncpg.Pool, key: str) -> str | Non
     return value
 
 
-async def read_pause(conn: asyncpg.Connection | asyncpg.Pool) -> tuple[float, str]:
-    value = await get_kv(conn, PAUSE_KEY)
-    if value is None:
+async def read_pause(conn: asyncpg.Connection | asyncpg.Pool, now: float | None = None
+                     ) -> tuple[float, str]:
+    """The shared pause: ``(until, reason)``, ``(0, "")`` when none, or (given ``now``)
+    when it was set after ``now``: the clock went back, and it counts as over."""
+    row = await conn.fetchrow("SELECT value, updated_at FROM kv WHERE key = $1", PAUSE_KEY)
+    if row is None or (now is not None and row[1] > now + CLOCK_SLACK):
         return 0.0, ""
-    data = json.loads(value)
+    data = json.loads(row[0])
     return float(data.get("until", 0)), str(data.get("reason", ""))
 
 
@@ -90,8 +97,10 @@ class PostgresActionQueue:
                           stale_after: float) -> int:
         return _count(await self._pool().execute(
             f"UPDATE actions SET {_BACK}, updated_at = $1 WHERE status = 'sending'"
-            " AND claimed_by = $2 AND claimed_at <= $3 AND NOT (id = ANY($4::bigint[]))",
-            int(now), owner, now - stale_after, list(busy)))
+            " AND claimed_by = $2 AND NOT (id = ANY($4::bigint[]))"
+            # old, or claimed before the clock went back
+            " AND (claimed_at <= $3::float8 OR claimed_at > $5::float8)",
+            int(now), owner, now - stale_after, list(busy), now + CLOCK_SLACK))
 
     async def state(self, kind: str, now: float, limit: int) -> QueueState:
         async with self._pool().acquire() as conn:
@@ -101,7 +110,7 @@ class PostgresActionQueue:
             later = await conn.fetchval(
                 "SELECT MIN(not_before) FROM actions WHERE status = 'pending' AND kind = $1"
                 " AND not_before > $2", kind, now)
-            until, reason = await read_pause(conn)
+            until, reason = await read_pause(conn, now)
         return QueueState(int(ready), oldest, later, until, reason)
 
     async def claim(self, kind: str, owner: str, now: float, limit: int) -> list[Claimed]:
@@ -170,8 +179,8 @@ class PostgresActionQueue:
     async def queue_expired(self, now: float, *, dry_run: bool = False) -> int:
         """An unblacklist for every timed blacklist that ran out, once per expiry (see
         :func:`bot.storage.sqlite.actions.queue_expired`)."""
-        statuses = ["dry_run", "cancelled"] if dry_run else ["pending", "sending", "done",
-                                                             "failed"]
+        statuses = (["dry_run", "cancelled"] if dry_run
+                    else ["pending", "sending", "done", "failed", "dismissed"])
         queued = 0
         async with self._pool().acquire() as conn, conn.transaction():
             due = await conn.fetch(

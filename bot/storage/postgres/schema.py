@@ -9,6 +9,7 @@ import asyncpg
 MIGRATE_LOCK = 0x626F_7400_0001
 EXPORT_LOCK = 0x626F_7400_0002
 TOKEN_LOCK = 0x626F_7400_0003
+MODELS_KEPT = 5  # classifier models kept (the newest first)
 
 # Each migration is one transaction. Never edit an applied one: add the next.
 MIGRATIONS: list[tuple[str, str]] = [

@@ -19,6 +19,7 @@ from bot.storage.sqlite import kv
 
 STAGING_PREFIX = "staging:"
 REPLACED_PREFIX = "replaced:"
+EARLIER_PREFIX = "earlier:"  # the run a same-day export replaced (see the SQLite twin)
 LAST_RUN_KEY, LOCK_KEY = kv.LAST_RUN_KEY, kv.LOCK_KEY
 _COLUMNS = "id, day, taken_at, total, complete, csv_path, report_path"
 _DAY = "day ~ '^[0-9]'"
@@ -46,7 +47,8 @@ SCANS: dict[str, str] = {
 def _row(row: Any) -> SnapshotRow | None:
     if row is None:
         return None
-    return SnapshotRow(row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6])
+    day = row[1].removeprefix(EARLIER_PREFIX)  # an earlier run of the day reads as that day
+    return SnapshotRow(row[0], day, row[2], row[3], bool(row[4]), row[5], row[6])
 
 
 class PostgresSnapshots:
@@ -72,15 +74,24 @@ class PostgresSnapshots:
 
     async def promote(self, snapshot_id: int, day: str, total: int, replaced_token: str
                       ) -> int | None:
+        """The staged snapshot becomes the day's; one the day had is kept as its earlier
+        run, and the earlier run that one supersedes is returned for deletion."""
+        older = None
         async with self._pool().acquire() as conn, conn.transaction():
             old = await conn.fetchval("SELECT id FROM snapshots WHERE day = $1 FOR UPDATE",
                                       day)
             if old is not None:
+                older = await conn.fetchval(
+                    "SELECT id FROM snapshots WHERE day = $1 FOR UPDATE",
+                    f"{EARLIER_PREFIX}{day}")
+                if older is not None:  # named for leftovers, should the caller crash
+                    await conn.execute("UPDATE snapshots SET day = $1 WHERE id = $2",
+                                       f"{REPLACED_PREFIX}{day}:{replaced_token}", older)
                 await conn.execute("UPDATE snapshots SET day = $1 WHERE id = $2",
-                                   f"{REPLACED_PREFIX}{day}:{replaced_token}", old)
+                                   f"{EARLIER_PREFIX}{day}", old)
             await conn.execute("UPDATE snapshots SET day = $1, total = $2, complete = TRUE"
                                " WHERE id = $3", day, total, snapshot_id)
-        return int(old) if old is not None else None
+        return int(older) if older is not None else None
 
     async def set_paths(self, snapshot_id: int, csv_path: str, report_path: str) -> None:
         await self._pool().execute("UPDATE snapshots SET csv_path = $1, report_path = $2"
@@ -105,9 +116,11 @@ class PostgresSnapshots:
             f"SELECT {_COLUMNS} FROM snapshots WHERE day = $1 AND complete", day))
 
     async def previous(self, day: str) -> SnapshotRow | None:
+        """The run ``day``'s snapshot replaced that day, else the latest earlier day's."""
         return _row(await self._pool().fetchrow(
-            f"SELECT {_COLUMNS} FROM snapshots WHERE complete AND day < $1 AND {_DAY}"
-            " ORDER BY day DESC LIMIT 1", day))
+            f"SELECT {_COLUMNS} FROM snapshots WHERE complete AND (day = $2 OR (day < $1"
+            f" AND {_DAY})) ORDER BY day = $2 DESC, day DESC LIMIT 1", day,
+            f"{EARLIER_PREFIX}{day}"))
 
     async def latest_day(self) -> str | None:
         day: str | None = await self._pool().fetchval(
@@ -119,7 +132,12 @@ class PostgresSnapshots:
             f"SELECT id FROM snapshots s WHERE complete AND day < $1 AND {_DAY}"
             f" AND id NOT IN (SELECT id FROM snapshots WHERE complete AND {_DAY}"
             " ORDER BY day DESC LIMIT $2) AND EXISTS (SELECT 1 FROM snapshot_entries e"
-            " WHERE e.snapshot_id = s.id)", before_day, keep)]
+            " WHERE e.snapshot_id = s.id)"
+            # a day's earlier run goes with the day's files
+            " UNION SELECT id FROM snapshots s WHERE starts_with(day, $3)"
+            " AND substr(day, $4) < $1 AND EXISTS (SELECT 1 FROM snapshot_entries e"
+            " WHERE e.snapshot_id = s.id)", before_day, keep, EARLIER_PREFIX,
+            len(EARLIER_PREFIX) + 1)]
 
     async def has_entries(self, snapshot_id: int) -> bool:
         return await self._pool().fetchval(
@@ -161,6 +179,14 @@ class PostgresSnapshots:
             "SELECT kind, errcode, COALESCE(MAX(errmsg), ''), COUNT(*) FROM actions"
             " WHERE status = 'failed' AND updated_at >= $1 AND updated_at < $2"
             " GROUP BY kind, errcode ORDER BY COUNT(*) DESC LIMIT $3", since, until, limit)]
+
+    async def failed_actions(self, since: int, until: int, limit: int = 50
+                             ) -> list[tuple[str, str, int | None, str]]:
+        """Actions that failed for good in the window: (kind, openid, errcode, errmsg)."""
+        return [(r[0], r[1], r[2], r[3]) for r in await self._pool().fetch(
+            "SELECT kind, openid, errcode, COALESCE(errmsg, '') FROM actions WHERE status ="
+            " 'failed' AND updated_at >= $1 AND updated_at < $2 ORDER BY id LIMIT $3",
+            since, until, limit)]
 
     async def rule_hits(self, since: int, until: int) -> list[tuple[str, str, int]]:
         return [(r[0], r[1], int(r[2])) for r in await self._pool().fetch(

@@ -14,13 +14,13 @@ from bot.core.models import Decision, Event, Recorded, Sample
 from bot.storage.ports import CachedToken
 from bot.storage.postgres import records
 from bot.storage.postgres.actions import PostgresActionQueue, get_kv, put_kv
-from bot.storage.postgres.schema import TOKEN_LOCK, migrate
+from bot.storage.postgres.console import PostgresConsole
+from bot.storage.postgres.schema import MODELS_KEPT, TOKEN_LOCK, migrate
 from bot.storage.postgres.snapshots import PostgresLeases, PostgresSnapshots
 from bot.storage.postgres.windows import PostgresWindows
 from bot.storage.sqlite import kv
 
 TOKEN_PREFIX = kv.TOKEN_PREFIX  # + appid: {"token", "expires_at"}
-MODELS_KEPT = 5
 
 
 class PostgresRecorder:
@@ -143,6 +143,7 @@ class PostgresStorage:
         self.actions = PostgresActionQueue(pool)
         self.snapshots = PostgresSnapshots(pool)
         self.leases = PostgresLeases(pool)
+        self.console = PostgresConsole(pool)
 
     def pool(self) -> asyncpg.Pool:
         if self._pool_obj is None:

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from sqlite_utils import Database
 
 from bot.core.models import Action, ActionKind
-from bot.core.outbox import Claimed, QueueState, settled_state
+from bot.core.outbox import CLOCK_SLACK, Claimed, QueueState, settled_state
 from bot.storage.owners import owner_alive
 from bot.storage.sqlite import kv
 from bot.storage.sqlite.records import enqueue_action, pending_count
@@ -19,8 +19,11 @@ T = TypeVar("T")
 _ACTIVE = "('pending', 'sending')"
 # An action is ready when no earlier action for the same follower is still queued or in
 # flight: that keeps a follower's blacklist -> unblacklist order across the two kinds.
+# ``not_before`` is due, or the row was stamped after now: the clock went back since its
+# wait was set (core.outbox.CLOCK_SLACK). Parameters: kind, now, now + CLOCK_SLACK.
 _READY = (
-    "a.status = 'pending' AND a.kind = ? AND a.not_before <= ? AND NOT EXISTS ("
+    "a.status = 'pending' AND a.kind = ? AND (a.not_before <= ? OR a.updated_at > ?)"
+    " AND NOT EXISTS ("
     f"SELECT 1 FROM actions b WHERE b.openid = a.openid AND b.id < a.id AND b.status IN {_ACTIVE})"
 )
 
@@ -71,8 +74,10 @@ def reclaim_own(db: Database, owner: str, busy: Sequence[int], now: float, *,
     is not working on (``busy``): claims it lost track of, which no one else reclaims."""
     cur = db.execute(
         "UPDATE actions SET status = 'pending', claimed_by = NULL, claimed_at = NULL,"
-        " updated_at = ? WHERE status = 'sending' AND claimed_by = ? AND claimed_at <= ?"
-        f" AND id NOT IN ({_marks(busy)})", [int(now), owner, now - stale_after, *busy])
+        " updated_at = ? WHERE status = 'sending' AND claimed_by = ?"
+        " AND (claimed_at <= ? OR claimed_at > ?)"  # old, or claimed before the clock went back
+        f" AND id NOT IN ({_marks(busy)})",
+        [int(now), owner, now - stale_after, now + CLOCK_SLACK, *busy])
     return cur.rowcount
 
 
@@ -80,10 +85,11 @@ def queue_state(db: Database, kind: str, now: float, limit: int) -> QueueState:
     """Ready rows (up to ``limit``), the oldest one's creation time, the next retry time."""
     ready, oldest = db.execute(
         f"SELECT COUNT(*), MIN(created_at) FROM (SELECT a.created_at FROM actions a"
-        f" WHERE {_READY} ORDER BY a.id LIMIT ?)", [kind, now, limit]).fetchone()
+        f" WHERE {_READY} ORDER BY a.id LIMIT ?)", [kind, now, now + CLOCK_SLACK, limit]
+    ).fetchone()
     later = db.execute("SELECT MIN(not_before) FROM actions WHERE status = 'pending'"
                        " AND kind = ? AND not_before > ?", [kind, now]).fetchone()[0]
-    until, reason = read_pause(db)
+    until, reason = read_pause(db, now)
     return QueueState(int(ready), oldest, later, until, reason)
 
 
@@ -94,7 +100,7 @@ def claim(db: Database, kind: str, owner: str, now: float, limit: int) -> list[C
         " attempts = attempts + 1, updated_at = ? WHERE id IN (SELECT a.id FROM actions a"
         f" WHERE {_READY} ORDER BY a.id LIMIT ?)"
         " RETURNING id, openid, kind, rule_id, reason, expires_at, attempts",
-        [owner, int(now), int(now), kind, now, limit],
+        [owner, int(now), int(now), kind, now, now + CLOCK_SLACK, limit],
     ).fetchall()
     return sorted((Claimed(*row) for row in rows), key=lambda c: c.id)
 
@@ -162,12 +168,14 @@ def set_pause(db: Database, until: float, reason: str, now: float) -> None:
     kv.put(db, kv.PAUSE_KEY, json.dumps({"until": until, "reason": reason}), int(now))
 
 
-def read_pause(db: Database) -> tuple[float, str]:
-    """The shared pause: ``(until, reason)``, ``(0, "")`` when none."""
-    value = kv.get(db, kv.PAUSE_KEY)
-    if value is None:
+def read_pause(db: Database, now: float | None = None) -> tuple[float, str]:
+    """The shared pause: ``(until, reason)``, ``(0, "")`` when none, or (given ``now``)
+    when it was set after ``now``: the clock went back, and it counts as over."""
+    row = db.execute("SELECT value, updated_at FROM kv WHERE key = ?",
+                     [kv.PAUSE_KEY]).fetchone()
+    if row is None or (now is not None and row[1] > now + CLOCK_SLACK):
         return 0.0, ""
-    data = json.loads(value)
+    data = json.loads(row[0])
     return float(data.get("until", 0)), str(data.get("reason", ""))
 
 
@@ -184,7 +192,8 @@ def queue_expired(db: Database, now: float, *, dry_run: bool = False) -> int:
     # an admin's extension say, sets the end when it completes), and an expiry already
     # recorded by its unblacklist (one that failed for good stays due, and is not
     # re-queued every tick).
-    statuses = ("dry_run", "cancelled") if dry_run else ("pending", "sending", "done", "failed")
+    statuses = (("dry_run", "cancelled") if dry_run
+                else ("pending", "sending", "done", "failed", "dismissed"))
     due = db.execute(
         "SELECT openid, rule_id, expires_at FROM blacklist b WHERE status = 'blacklisted'"
         " AND expires_at IS NOT NULL AND expires_at <= ? AND NOT EXISTS (SELECT 1 FROM"

@@ -15,6 +15,7 @@ from bot.storage.ports import SnapshotRow
 from bot.storage.sqlite import samples as _samples
 from bot.storage.sqlite import snapshots as snap
 from bot.storage.sqlite.actions import SqliteActionQueue
+from bot.storage.sqlite.console import SqliteConsole
 from bot.storage.sqlite.records import pending_count, purge_content
 from bot.storage.sqlite.store import Store
 from bot.storage.sqlite.tokens import SqliteTokenCache
@@ -92,6 +93,10 @@ class SqliteSnapshots:
     async def action_failures(self, since: int, until: int
                               ) -> list[tuple[str, int | None, str, int]]:
         return await self._call(lambda db: snap.action_failures(db, since, until))
+
+    async def failed_actions(self, since: int, until: int
+                             ) -> list[tuple[str, str, int | None, str]]:
+        return await self._call(lambda db: snap.failed_actions(db, since, until))
 
     async def rule_hits(self, since: int, until: int) -> list[tuple[str, str, int]]:
         return await self._call(lambda db: snap.rule_hits(db, since, until))
@@ -188,6 +193,7 @@ class SqliteStorage:
         self.reads = SqliteReadModel(store)
         self.retention = SqliteRetention(store)
         self.classifier = SqliteClassifierStore(store)
+        self.console = SqliteConsole(store)
 
     async def start(self) -> None:
         """Open the database (migrations applied) on its owning thread."""

@@ -19,6 +19,8 @@ from bot.storage.sqlite import kv
 # so a failed export never touches the day's complete snapshot.
 STAGING_PREFIX = "staging:"
 REPLACED_PREFIX = "replaced:"
+# The run a same-day export replaced: what that day's report compares with.
+EARLIER_PREFIX = "earlier:"
 
 
 _COLUMNS = "id, day, taken_at, total, complete, csv_path, report_path"
@@ -27,7 +29,8 @@ _COLUMNS = "id, day, taken_at, total, complete, csv_path, report_path"
 def _row(row: Any) -> SnapshotRow | None:
     if row is None:
         return None
-    return SnapshotRow(row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6])
+    day = row[1].removeprefix(EARLIER_PREFIX)  # an earlier run of the day reads as that day
+    return SnapshotRow(row[0], day, row[2], row[3], bool(row[4]), row[5], row[6])
 
 
 # ---------------------------------------------------------------- staging and swap
@@ -54,14 +57,27 @@ def add_entries(db: Database, snapshot_id: int, openids: list[str]) -> int:
 
 def promote(db: Database, snapshot_id: int, day: str, total: int, replaced_token: str
             ) -> int | None:
-    """Make a staged snapshot the day's complete one; return the id it replaced, if any."""
+    """Make a staged snapshot the day's complete one; return the id of a snapshot that
+    is no longer needed (the caller deletes it), if any.
+
+    A snapshot the day already had is kept as the day's earlier run: the new report
+    compares with it (the run before), not with the previous day. Only the latest
+    earlier run is kept; the one it supersedes is returned for deletion.
+    """
     old = db.execute("SELECT id FROM snapshots WHERE day = ?", [day]).fetchone()
-    if old is not None:
+    if old is None:
+        db.execute("UPDATE snapshots SET day = ?, total = ?, complete = 1 WHERE id = ?",
+                   [day, total, snapshot_id])
+        return None
+    older = db.execute("SELECT id FROM snapshots WHERE day = ?",
+                       [f"{EARLIER_PREFIX}{day}"]).fetchone()
+    if older is not None:  # named for purge_leftovers, should the caller crash
         db.execute("UPDATE snapshots SET day = ? WHERE id = ?",
-                   [f"{REPLACED_PREFIX}{day}:{replaced_token}", old[0]])
+                   [f"{REPLACED_PREFIX}{day}:{replaced_token}", older[0]])
+    db.execute("UPDATE snapshots SET day = ? WHERE id = ?", [f"{EARLIER_PREFIX}{day}", old[0]])
     db.execute("UPDATE snapshots SET day = ?, total = ?, complete = 1 WHERE id = ?",
                [day, total, snapshot_id])
-    return int(old[0]) if old is not None else None
+    return int(older[0]) if older is not None else None
 
 
 def set_paths(db: Database, snapshot_id: int, csv_path: str, report_path: str) -> None:
@@ -108,8 +124,11 @@ def get_snapshot(db: Database, day: str) -> SnapshotRow | None:
 
 
 def previous_snapshot(db: Database, day: str) -> SnapshotRow | None:
-    """The latest complete snapshot of a day before ``day`` (what a new one is compared to)."""
-    return _row(db.execute(
+    """What ``day``'s snapshot is compared to: the run it replaced that same day (its
+    ``day`` is then ``day``), else the latest complete snapshot of a day before."""
+    earlier = _row(db.execute(f"SELECT {_COLUMNS} FROM snapshots WHERE day = ? AND"
+                              " complete = 1", [f"{EARLIER_PREFIX}{day}"]).fetchone())
+    return earlier or _row(db.execute(
         f"SELECT {_COLUMNS} FROM snapshots WHERE complete = 1 AND day < ? AND day GLOB"
         " '[0-9]*' ORDER BY day DESC LIMIT 1", [day]).fetchone())
 
@@ -125,13 +144,16 @@ def prunable(db: Database, before_day: str, keep: int = 2) -> list[int]:
     """Complete snapshots older than ``before_day`` whose entries may go.
 
     The ``keep`` newest complete snapshots keep theirs whatever their age: the next
-    export compares against them.
+    export compares against them. A day's earlier run goes with the day's files.
     """
     rows = db.execute(
         "SELECT id FROM snapshots WHERE complete = 1 AND day < ? AND day GLOB '[0-9]*'"
         " AND id NOT IN (SELECT id FROM snapshots WHERE complete = 1 AND day GLOB '[0-9]*'"
         " ORDER BY day DESC LIMIT ?) AND EXISTS (SELECT 1 FROM snapshot_entries e"
-        " WHERE e.snapshot_id = snapshots.id)", [before_day, keep],
+        " WHERE e.snapshot_id = snapshots.id)"
+        " UNION SELECT id FROM snapshots WHERE day GLOB ? AND substr(day, ?) < ?"
+        " AND EXISTS (SELECT 1 FROM snapshot_entries e WHERE e.snapshot_id = snapshots.id)",
+        [before_day, keep, f"{EARLIER_PREFIX}*", len(EARLIER_PREFIX) + 1, before_day],
     ).fetchall()
     return [r[0] for r in rows]
 
@@ -230,6 +252,16 @@ def action_failures(db: Database, since: int, until: int, limit: int = 20
         " WHERE status = 'failed' AND updated_at >= ? AND updated_at < ?"
         " GROUP BY kind, errcode ORDER BY COUNT(*) DESC LIMIT ?", [since, until, limit]
     ).fetchall()]
+
+
+def failed_actions(db: Database, since: int, until: int, limit: int = 50
+                   ) -> list[tuple[str, str, int | None, str]]:
+    """Actions that failed for good in the window: (kind, openid, errcode, errmsg), the
+    first ``limit`` by id, for the report to name who was not actioned."""
+    return [tuple(r) for r in db.execute(  # type: ignore[misc]
+        "SELECT kind, openid, errcode, COALESCE(errmsg, '') FROM actions WHERE status ="
+        " 'failed' AND updated_at >= ? AND updated_at < ? ORDER BY id LIMIT ?",
+        [since, until, limit]).fetchall()]
 
 
 def rule_hits(db: Database, since: int, until: int) -> list[tuple[str, str, int]]:
