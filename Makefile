@@ -32,7 +32,7 @@ lint: $(VENV)/.installed-test
 	$(VENV)/bin/mypy
 
 bench: $(VENV)/.installed-test
-	$(PY) bench/run.py
+	$(PY) bench/run.py $(if $(PROFILE),--profile) $(BENCH_ARGS)
 
 # Detection on labelled texts: rules alone, rules + seed model, rules + classifier k-fold.
 EVAL_DATA ?= ../shared/data/spam-dev.jsonl

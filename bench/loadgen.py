@@ -1,7 +1,9 @@
 """Closed-loop HTTP load generator for the webhook bench: keep-alive, N connections.
 
 Runs in its own process so it does not share the server's core. Prints one JSON line:
-requests, errors, seconds, rps, p50_ms, p99_ms.
+requests, errors, seconds, rps, p50_ms, p99_ms, and with ``--pid`` the server process's
+CPU seconds over the measured window (user + system, every thread, from /proc) and
+``cpu_us`` per request: what a push costs, whatever else the machine is doing.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import time
 from urllib.parse import urlencode
 
@@ -28,6 +31,7 @@ class Connection(asyncio.Protocol):
         self.buffer = b""
         self.waiter: asyncio.Future[int] | None = None
         self.transport: asyncio.Transport | None = None
+        self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -44,11 +48,14 @@ class Connection(asyncio.Protocol):
         if len(self.buffer) < end + 4 + length:
             return
         status = int(self.buffer[9:12])
+        if b"\r\nconnection: close" in head:
+            self.closed = True  # reconnect before the next request
         self.buffer = self.buffer[end + 4 + length:]
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(status)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(ConnectionError("closed"))
 
@@ -56,6 +63,20 @@ class Connection(asyncio.Protocol):
 def make_request(host: str, port: int, target: str, body: bytes) -> bytes:
     return (f"POST {target} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: text/xml\r\n"
             f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) the process ``pid`` has used so far."""
+    with open(f"/proc/{pid}/stat", "rb") as stat:
+        # the command name (field 2) may hold spaces: count fields after its ')'
+        fields = stat.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def sample_cpu(pid: int, at: float, into: list[float]) -> None:
+    """Read ``pid``'s CPU time at perf_counter ``at`` (the window's edges)."""
+    await asyncio.sleep(max(0.0, at - time.perf_counter()))
+    into.append(process_cpu(pid))
 
 
 async def worker(index: int, args: argparse.Namespace, target: str, *, deadline: float,
@@ -74,13 +95,16 @@ async def worker(index: int, args: argparse.Namespace, target: str, *, deadline:
             f"<CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
             f"<Content><![CDATA[{text}]]></Content><MsgId>{msg_id}</MsgId></xml>"
         ).encode()
-        conn.waiter = loop.create_future()
         started = time.perf_counter()
+        if conn.closed:  # a server without keep-alive (gunicorn's sync worker) closed it
+            _, conn = await loop.create_connection(Connection, args.host, args.port)
+        conn.waiter = loop.create_future()
         assert conn.transport is not None
         conn.transport.write(make_request(args.host, args.port, target, body))
         status = await conn.waiter
         finished = time.perf_counter()
-        if finished < warmup_end:
+        counters["total"] += 1
+        if finished < warmup_end or finished > deadline:
             continue
         if status != 200:
             counters["errors"] += 1
@@ -102,18 +126,27 @@ async def main_async(args: argparse.Namespace) -> dict[str, float]:
     warmup_end = start + args.warmup
     deadline = warmup_end + args.seconds
     latencies: list[float] = []
-    counters = {"errors": 0}
-    await asyncio.gather(*(worker(i, args, target, deadline=deadline, warmup_end=warmup_end,
-                                  latencies=latencies, counters=counters)
-                           for i in range(args.concurrency)))
+    counters = {"errors": 0, "total": 0}
+    cpu: list[float] = []
+    samplers = [sample_cpu(args.pid, at, cpu) for at in (warmup_end, deadline)] \
+        if args.pid else []
+    await asyncio.gather(*samplers, *(worker(
+        i, args, target, deadline=deadline, warmup_end=warmup_end, latencies=latencies,
+        counters=counters) for i in range(args.concurrency)))
     latencies.sort()
     count = len(latencies)
-    return {
+    out = {
         "requests": count, "errors": counters["errors"], "seconds": args.seconds,
+        "total_requests": counters["total"],
         "rps": count / args.seconds,
         "p50_ms": latencies[count // 2] * 1000 if count else 0.0,
         "p99_ms": latencies[int(count * 0.99)] * 1000 if count else 0.0,
+        "max_ms": latencies[-1] * 1000 if count else 0.0,
     }
+    if len(cpu) == 2:
+        out["cpu_s"] = cpu[1] - cpu[0]
+        out["cpu_us"] = (cpu[1] - cpu[0]) / count * 1e6 if count else 0.0
+    return out
 
 
 def main() -> None:
@@ -127,6 +160,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--openids", type=int, default=50_000)
     parser.add_argument("--msgid-base", type=int, default=0)
+    parser.add_argument("--pid", type=int, default=0,
+                        help="server process whose CPU time to measure over the window")
     args = parser.parse_args()
     try:
         import uvloop

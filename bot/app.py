@@ -254,7 +254,7 @@ def _webhook(config: Config, engine: RuleEngine, services: Services,
     keep = max(KEEP_SECONDS, 2.0 * config.server.timestamp_tolerance_seconds + 10.0)
     return Webhook(codec, engine, services.storage.recorder, InMemoryRecentPushes(keep),
                    services.metrics, max_body=config.server.max_body_bytes,
-                   on_actions=on_actions, shared=shared)
+                   on_actions=on_actions, dry_run=config.dry_run, shared=shared)
 
 
 def _engine(services: Services) -> tuple[RuleEngine, SharedWindows | None]:

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "bot.commands.serve",
     "bot.commands.rules",
     "bot.commands.why",
+    "bot.commands.decisions",
     "bot.commands.blacklist",
     "bot.commands.export",
     "bot.commands.learn",

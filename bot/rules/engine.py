@@ -11,7 +11,9 @@ from bot.core.wording import plural
 from bot.rules.compiled import Rule, RuleSet, Scorer, TextMatch
 
 REASON_MAX = 500
-# Which reply a follower gets when several rules fire: the strongest action speaks.
+# Which reply a follower gets when several rules fire: the strongest action speaks, and
+# only a rule that took that action may answer (a warning's "do it again and you will be
+# blacklisted" does not fit a blacklist).
 _REPLY_PRIORITY = (ActionKind.BLACKLIST, ActionKind.WARN, ActionKind.UNBLACKLIST, ActionKind.LOG)
 
 
@@ -75,11 +77,13 @@ class RuleEngine:
             if hit is None:
                 continue
             hits.append(hit)
-            if rule.spec.reply and (not allowlisted or rule.spec.action is ActionKind.LOG):
-                replies.setdefault(hit.action, rule.spec.reply)
+            text = _reply(rule, hit.action)
+            if text:
+                replies.setdefault(hit.action, text)
         if not hits:
             return NO_DECISION
-        reply = next((replies[k] for k in _REPLY_PRIORITY if k in replies), None)
+        taken = {hit.action for hit in hits}
+        reply = replies.get(next(k for k in _REPLY_PRIORITY if k in taken))
         actions = () if allowlisted else _actions(event, hits, candidates)
         return Decision(hits=tuple(hits), actions=actions, reply=reply)
 
@@ -141,6 +145,17 @@ class RuleEngine:
                                           f" within {span(spec.warn_window)}: escalated to "
                                           "blacklist")
         return ActionKind.WARN, f"warning {count} of {limit}"
+
+
+def _reply(rule: Rule, taken: ActionKind) -> str | None:
+    """The rule's reply for the action it took: its ``reply`` when it took its own action,
+    ``reply_blacklisted`` when its warning escalated, none when allowlisting made it log."""
+    spec = rule.spec
+    if taken is spec.action:
+        return spec.reply
+    if taken is ActionKind.BLACKLIST and spec.action is ActionKind.WARN:
+        return spec.reply_blacklisted
+    return None
 
 
 def _actions(event: Event, hits: list[RuleHit], rules: tuple[Rule, ...]

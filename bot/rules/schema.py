@@ -16,7 +16,7 @@ from bot.rules.contact import compile_re2
 
 RULE_KEYS = ("id", "description", "enabled", "msg_types", "keywords", "regex", "contact",
              "classifier", "flood", "except", "action", "warn_limit", "warn_window",
-             "duration", "reply", "examples")
+             "duration", "reply", "reply_blacklisted", "examples")
 CONDITION_KEYS = ("keywords", "regex", "contact", "classifier", "flood")
 TOP_KEYS = ("allowlist", "rules")
 CONTACT_KINDS = ("wechat_id", "qq", "phone", "url")
@@ -58,6 +58,9 @@ class RuleSpec:
     warn_window: int = DEFAULT_WARN_WINDOW
     duration: int | None = None
     reply: str | None = None
+    # A warn rule's reply when this offence escalates to a blacklist (no reply if unset:
+    # the warning's "do it again and ..." would be a lie by then).
+    reply_blacklisted: str | None = None
     examples_match: tuple[str, ...] = ()
     examples_no_match: tuple[str, ...] = ()
     examples_line: int = 0
@@ -327,6 +330,10 @@ class _RuleFields:
         if duration is not None and action not in (ActionKind.BLACKLIST, ActionKind.WARN):
             self.fail("duration", "'duration' only applies to blacklist (or warn escalating "
                       "to blacklist)")
+        reply_blacklisted = self.typed("reply_blacklisted", str, "a string")
+        if reply_blacklisted is not None and warn_limit is None:
+            self.fail("reply_blacklisted", "'reply_blacklisted' only applies to a warn rule "
+                      "with 'warn_limit' (the reply when a warning escalates to blacklist)")
         warn_window = self.duration("warn_window") or (flood.seconds if flood else None)
         classifier = self.classifier()
         match, no_match = self.examples()
@@ -344,6 +351,7 @@ class _RuleFields:
             flood=flood, classifier=classifier, except_=self.keywords("except"),
             warn_limit=warn_limit, warn_window=warn_window or DEFAULT_WARN_WINDOW,
             duration=duration, reply=self.typed("reply", str, "a string"),
+            reply_blacklisted=reply_blacklisted,
             examples_match=match, examples_no_match=no_match,
             examples_line=self.raw.key_lines.get("examples", line),
         )

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from bot.core.errors import PushError
-from bot.core.models import MESSAGE_TYPES, Decision, Event
+from bot.core.models import MESSAGE_TYPES, ActionKind, Decision, Event
 from bot.metrics import Metrics
 from bot.storage.ports import Recorder, SharedWindows
 from bot.web.refusals import RefusalLog
@@ -28,6 +28,10 @@ _OUTCOMES = {400: "malformed", 403: "forbidden", 413: "too_large", 500: "not_sto
              503: "retry_later"}
 # Decisions whose commit failed, kept for WeChat's retry (it comes within seconds).
 UNCOMMITTED_KEEP = 10_000
+# The mod log line quotes this much of the OpenID and of the follower's words.
+LOG_OPENID, LOG_EXCERPT = 8, 24
+_DONE = {ActionKind.BLACKLIST: "blacklisted", ActionKind.UNBLACKLIST: "unblacklisted",
+         ActionKind.WARN: "warned"}
 
 
 class Engine(Protocol):
@@ -49,7 +53,7 @@ class Webhook:
 
     def __init__(self, codec: PushCodec, engine: Engine, recorder: Recorder,
                  recent: RecentPushes, metrics: Metrics, *, max_body: int,
-                 on_actions: Callable[[], None] = lambda: None,
+                 on_actions: Callable[[], None] = lambda: None, dry_run: bool = False,
                  shared: SharedWindows | None = None):
         self.codec = codec
         self.shared = shared  # several replicas: flood and warn counts in the database
@@ -59,6 +63,7 @@ class Webhook:
         self.metrics = metrics
         self.max_body = max_body
         self.on_actions = on_actions
+        self.dry_run = dry_run
         self._counters: dict[tuple[str, str], Any] = {}
         self.refusals = RefusalLog(log)  # rate-limited: forged pushes must not flood the log
         # A push decided but not committed (the database failed): its retry records
@@ -146,6 +151,8 @@ class Webhook:
             self.recent.finish(key, SUCCESS, TEXT)
             return SUCCESS, TEXT, "retry"
         self._count(decision)
+        if decision.hits and log.isEnabledFor(logging.INFO):
+            self._log_decision(event, decision)
         if decision.actions:
             self.on_actions()
         text, content_type = SUCCESS, TEXT
@@ -165,6 +172,13 @@ class Webhook:
         while len(self._uncommitted) > UNCOMMITTED_KEEP:
             self._uncommitted.popitem(last=False)
 
+    def _log_decision(self, event: Event, decision: Decision) -> None:
+        """One INFO line for a committed decision that acts (blacklist, unblacklist, warn)."""
+        line = describe_decision(event, decision)
+        if line is not None:
+            log.info("%s%s", line, " (dry-run: not sent)" if decision.actions and self.dry_run
+                     else "")
+
     def _pushes(self, msg_type: str, outcome: str) -> Any:
         """The push counter for these labels (cached: labels() costs a lock and a lookup)."""
         counter = self._counters.get((msg_type, outcome))
@@ -176,3 +190,42 @@ class Webhook:
     def _count(self, decision: Decision) -> None:
         for hit in decision.hits:
             self.metrics.decisions.labels(hit.rule_id, str(hit.action)).inc()
+
+
+def describe_decision(event: Event, decision: Decision) -> str | None:
+    """``blacklisted oAbc1234… by job-scam (30d): 兼职刷单…``; None when nothing acts.
+
+    The strongest action speaks: the queued API action if any, else a warning.
+    """
+    action = decision.actions[0] if decision.actions else None
+    if action is not None:
+        kind, rule_id = action.kind, action.rule_id
+    else:
+        warned = next((h for h in decision.hits if h.action is ActionKind.WARN), None)
+        if warned is None:
+            return None
+        kind, rule_id = ActionKind.WARN, warned.rule_id
+    hit = next((h for h in decision.hits if h.rule_id == rule_id), decision.hits[0])
+    length = ""
+    if kind is ActionKind.BLACKLIST:
+        expires = action.expires_at if action is not None else None
+        length = (f" ({short_duration(expires - event.create_time)})" if expires is not None
+                  else " (permanent)")
+    openid = event.openid[:LOG_OPENID] + ("…" if len(event.openid) > LOG_OPENID else "")
+    return f"{_DONE[kind]} {openid} by {rule_id}{length}: {_excerpt(event, hit.field)}"
+
+
+def _excerpt(event: Event, field: str | None) -> str:
+    text = event.texts.get(field or "", "") or next(iter(event.texts.values()), "")
+    text = " ".join(text.split())
+    if not text:
+        return f"[{event.event or event.msg_type}]"
+    return text[:LOG_EXCERPT] + "…" if len(text) > LOG_EXCERPT else text
+
+
+def short_duration(seconds: int) -> str:
+    """``30d``, ``12h``, ``15m`` or ``45s``: the largest unit that divides it."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

@@ -22,6 +22,7 @@ from bot.storage.postgres.actions import PAUSE_KEY, read_pause
 from bot.storage.postgres.records import enqueue_action
 from bot.storage.postgres.schema import MODELS_KEPT
 from bot.storage.sqlite.admin import _SECTIONS
+from bot.storage.sqlite.modlog import ModLogEntry
 from bot.storage.sqlite.records import row_to_event
 from bot.storage.sqlite.samples import (
     RECENT_LIMIT,
@@ -302,6 +303,20 @@ class PostgresAdmin:
 
     def follower_history(self, openid: str, limit: int = 50) -> FollowerHistory:
         return self._run(lambda conn: follower_history(conn, openid, limit))
+
+    def mod_log(self, *, since: int, rule_id: str | None = None, action: str | None = None,
+                limit: int = 50) -> list[ModLogEntry]:
+        """Decisions created at or after ``since``, newest first (see the SQLite twin)."""
+        async def work(conn: Conn) -> list[ModLogEntry]:
+            rows = await conn.fetch(
+                "SELECT d.created_at, d.openid, d.rule_id, d.action, d.evidence, e.texts"
+                " FROM decisions d LEFT JOIN events e ON e.id = d.event_id"
+                " WHERE d.created_at >= $1 AND ($2::text IS NULL OR d.rule_id = $2)"
+                " AND ($3::text IS NULL OR d.action = $3)"
+                " ORDER BY d.created_at DESC, d.id DESC LIMIT $4", since, rule_id, action, limit)
+            return [ModLogEntry(*r) for r in rows]
+
+        return self._run(work)
 
     def follower_warnings(self, openid: str, since: int) -> dict[str, list[int]]:
         return self._run(lambda conn: follower_warnings(conn, openid, since))

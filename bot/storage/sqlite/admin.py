@@ -18,6 +18,7 @@ from bot.core.models import Action, ActionKind, Event, Sample
 from bot.storage.ports import FollowerHistory, QueueStatus
 from bot.storage.sqlite import kv
 from bot.storage.sqlite.actions import read_pause
+from bot.storage.sqlite.modlog import ModLogEntry, mod_log
 from bot.storage.sqlite.records import enqueue_action, iter_events
 from bot.storage.sqlite.samples import (
     Learnt,
@@ -343,6 +344,11 @@ class SqliteAdmin:
 
     def resume(self) -> tuple[float, str]:
         return resume(self.path)
+
+    def mod_log(self, *, since: int, rule_id: str | None = None, action: str | None = None,
+                limit: int = 50) -> list[ModLogEntry]:
+        with reading(self.path, "no decision has been recorded") as db:
+            return mod_log(db, since=since, rule_id=rule_id, action=action, limit=limit)
 
     def follower_warnings(self, openid: str, since: int) -> dict[str, list[int]]:
         with reading(self.path, "") as db:

@@ -77,33 +77,28 @@ class Push:
 def record_pushes(db: Database, pushes: list[Push], now: int) -> list[Recorded]:
     """Record many pushes, their decisions and actions, in a few statements.
 
-    One SELECT finds retries already stored, one multi-row INSERT stores the events
-    and one the decisions; only actions (rare) cost statements of their own. The
-    writer thread needs the GIL back after every statement, so under load this is
-    what keeps it from queueing behind the event loop once per push.
+    One multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` stores the events
+    and tells which were new (a retry already stored returns nothing), one more stores
+    the decisions; only actions (rare) cost statements of their own. The writer thread
+    needs the GIL back after every statement, so under load this is what keeps it from
+    queueing behind the event loop once per push.
     """
-    seen = _stored_keys(db, [push.row[0] for push in pushes])
+    new_ids = _insert_events(db, [push.row for push in pushes])
     results: list[Recorded] = []
-    fresh: list[Push] = []
+    decided: list[tuple[int, Push]] = []
     for push in pushes:
-        duplicate = push.row[0] in seen
-        seen.add(push.row[0])
-        results.append(Recorded(None, duplicate))
-        if not duplicate:
-            fresh.append(push)
-    ids = _insert_many(db, "events", _EVENT_COLUMNS, [push.row for push in fresh])
-    decided = [(event_id, push) for event_id, push in zip(ids, fresh, strict=True)
-               if push.decision.hits]
+        event_id = new_ids.pop(push.row[0], None)  # a repeat within the batch: duplicate
+        results.append(Recorded(event_id, event_id is None))
+        if event_id is not None and push.decision.hits:
+            decided.append((event_id, push))
     _insert_many(db, "decisions", _DECISION_COLUMNS, [
         (event_id, push.openid, h.rule_id, str(h.action), h.evidence, h.field,
          h.span[0] if h.span else None, h.span[1] if h.span else None, now)
         for event_id, push in decided for h in push.decision.hits
     ])
-    for event_id, push in decided:
-        for action in push.decision.actions:
-            enqueue_action(db, action, now, event_id=event_id, dry_run=push.dry_run)
-    by_id = iter(ids)
-    return [result if result.duplicate else Recorded(next(by_id), False) for result in results]
+    enqueue_actions(db, [(action, event_id, push.dry_run) for event_id, push in decided
+                         for action in push.decision.actions], now)
+    return results
 
 
 def insert_decision(db: Database, openid: str, decision: Decision, now: int,
@@ -118,17 +113,20 @@ def insert_decision(db: Database, openid: str, decision: Decision, now: int,
         enqueue_action(db, action, now, source=source, dry_run=dry_run)
 
 
-def _stored_keys(db: Database, keys: list[str]) -> set[str]:
-    found: set[str] = set()
-    for start in range(0, len(keys), _ROWS_PER_INSERT):
-        chunk = keys[start:start + _ROWS_PER_INSERT]
-        joined = db.conn.execute(
-            "SELECT group_concat(dedup_key, char(31)) FROM events WHERE dedup_key IN"
-            f" ({','.join('?' * len(chunk))})", chunk,
-        ).fetchone()[0]
-        if joined:
-            found.update(joined.split("\x1f"))
-    return found
+def _insert_events(db: Database, rows: list[tuple[Any, ...]]) -> dict[str, int]:
+    """Insert the events not stored yet; their new ids by dedup key (the row's first
+    value). A key already stored, or repeated within ``rows``, is inserted once."""
+    ids: dict[str, int] = {}
+    width = _EVENT_COLUMNS.count(",") + 1
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[start:start + _ROWS_PER_INSERT]
+        placeholders = ",".join([f"({','.join('?' * width)})"] * len(chunk))
+        cur = db.conn.execute(
+            f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES {placeholders}"
+            " ON CONFLICT (dedup_key) DO NOTHING RETURNING dedup_key, id",
+            [value for row in chunk for value in row])
+        ids.update(cur.fetchall())
+    return ids
 
 
 def _insert_many(db: Database, table: str, columns: str, rows: list[tuple[Any, ...]]
@@ -155,6 +153,67 @@ def _extra_fields(event: Event) -> str | None:
     if event.msg_type in MESSAGE_TYPES:
         return None
     return _JSON.encode(dict(event.fields))
+
+
+_ACTION_COLUMNS = ("openid, kind, rule_id, reason, source, event_id, status, created_at,"
+                   " updated_at, expires_at")
+
+
+def enqueue_actions(db: Database, actions: list[tuple[Action, int | None, bool]], now: int
+                    ) -> None:
+    """Queue a batch's rule actions ``(action, event_id, dry_run)`` as
+    :func:`enqueue_action` would one by one, in three statements for the usual case.
+
+    The follower's queued rows and recorded state are read for the whole batch at once,
+    and the new rows go in one INSERT. An action whose plan writes before it decides
+    (cancel, absorb, reset), or a follower with several actions in the batch, takes the
+    one-by-one path, which reads after every write: only the common case is batched.
+    """
+    if not actions:
+        return
+    counts: dict[str, int] = {}
+    for action, _, _ in actions:
+        counts[action.openid] = counts.get(action.openid, 0) + 1
+    modes = {dry_run for _, _, dry_run in actions}
+    alone = [item for item in actions if counts[item[0].openid] == 1
+             and is_valid_openid(item[0].openid)] if len(modes) == 1 else []
+    singles = {item[0].openid for item in alone}
+    for action, event_id, dry_run in actions:  # in order: a follower's actions see each other
+        if action.openid not in singles:
+            enqueue_action(db, action, now, event_id=event_id, dry_run=dry_run)
+    if not alone:
+        return
+    dry_run = modes.pop()
+    openids = [item[0].openid for item in alone]
+    marks = ",".join("?" * len(openids))
+    queued: dict[str, list[Queued]] = {}
+    for openid, *row in db.conn.execute(
+            f"SELECT openid, id, kind, status, attempts, expires_at FROM actions WHERE openid"
+            f" IN ({marks}) AND status IN (?, ?) ORDER BY id",
+            [*openids, *active_statuses(dry_run)]):
+        queued.setdefault(openid, []).append(Queued(*row))
+    states = {openid: (status, expires) for openid, status, expires in db.conn.execute(
+        f"SELECT openid, status, expires_at FROM blacklist WHERE openid IN ({marks})",
+        openids)}
+    rows = []
+    for action, event_id, _ in alone:
+        kind = ActionKind(action.kind)
+        plan = plan_enqueue(kind, action.expires_at, queued.get(action.openid, []),
+                            dry_run=dry_run, source="rule")
+        if plan.cancel or plan.reset_end or plan.absorb_into is not None:
+            enqueue_action(db, action, now, event_id=event_id, dry_run=dry_run)
+            continue
+        if plan.check_state:
+            check = against_state(states.get(action.openid), kind, action.expires_at,
+                                  cancelled_one=False)
+            if check.set_end:
+                db.execute("UPDATE blacklist SET expires_at = ?, updated_at = ? WHERE"
+                           " openid = ?", [check.end, now, action.openid])
+            if check.needless:
+                continue
+        rows.append((action.openid, str(kind), action.rule_id, action.reason, "rule",
+                     event_id, queued_status(dry_run), now, now, action.expires_at))
+    _insert_many(db, "actions", _ACTION_COLUMNS, rows)
 
 
 def enqueue_action(db: Database, action: Action, now: int, *, event_id: int | None = None,
