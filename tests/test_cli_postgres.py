@@ -1,5 +1,5 @@
-"""The operator CLI on PostgreSQL: blacklist add/remove/status/retry, why, and a rules
-replay, as real subprocesses against the fake WeChat API (tests/test_blacklist_cli.py
+"""The operator CLI on PostgreSQL: blacklist add/remove/status/retry/dismiss/resume, why,
+decisions, rules test --openid and a rules replay, as real subprocesses against the fake WeChat API (tests/test_blacklist_cli.py
 and tests/test_cli.py cover the same commands on SQLite)."""
 
 from __future__ import annotations
@@ -60,3 +60,20 @@ async def test_the_cli_reads_and_changes_postgres(
     assert code == 0, out
     assert await fetch(config, "SELECT openid, status FROM blacklist ORDER BY openid") == [
         (first, "removed"), (second, "blacklisted"), (bad, "blacklisted")]
+    third = make_openids(4, prefix="oCli")[3]
+    fake_wechat.invalid.add(third)
+    code, out = await cli(path, "blacklist", "add", third)
+    assert code == 1 and "failed" in out, out
+    code, out = await cli(path, "blacklist", "dismiss", third, "#99999")
+    assert code == 1 and "1 failed actions dismissed" in out, out
+    assert "#99999: no failed action (no such action)" in out, out
+    code, out = await cli(path, "blacklist", "retry")
+    assert code == 0 and "0 failed actions queued again" in out, out
+    code, out = await cli(path, "blacklist", "resume")
+    assert code == 0 and "sending was not paused" in out, out
+    code, out = await cli(path, "why", third)
+    assert code == 0 and "dismissed" in out, out
+    code, out = await cli(path, "decisions", "--since", "1d")
+    assert code == 1 and "0 shown" in out, out
+    code, out = await cli(path, "rules", "test", "--openid", second, "--text", "hello")
+    assert code == 0 and f"history of {second}: 0 pushes" in out, out
