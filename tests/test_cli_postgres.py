@@ -1,6 +1,6 @@
 """The operator CLI on PostgreSQL: blacklist add/remove/status/retry/dismiss/resume, why,
-decisions, rules test --openid and a rules replay, as real subprocesses against the fake WeChat API (tests/test_blacklist_cli.py
-and tests/test_cli.py cover the same commands on SQLite)."""
+decisions, rules test --openid and a rules replay, as real subprocesses against the fake
+WeChat API (tests/test_blacklist_cli.py and tests/test_cli.py cover them on SQLite)."""
 
 from __future__ import annotations
 

@@ -54,7 +54,7 @@ def test_every_error_of_every_file_in_one_pass(tmp_path: Path,
         f"{mine}:11: rule 'good-one': example '今天天气' should match but does not",
         f"{other}:5: rule 'other': unknown key 'colour' (expected one of: id, description, "
         "enabled, msg_types, keywords, regex, contact, classifier, flood, except, action, "
-        "warn_limit, warn_window, duration, reply, examples)",
+        "warn_limit, warn_window, duration, reply, reply_blacklisted, examples)",
     ]
     config = tmp_path.parent / f"{tmp_path.name}.yml"  # outside the rules directory
     config.write_text(f"rules:\n  dir: {tmp_path}\n", encoding="utf-8")
