@@ -18,7 +18,7 @@ RUN apt-get update \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY bot ./bot
-RUN pip install --no-cache-dir '.[fast]'
+RUN pip install --no-cache-dir '.[fast,postgres]'
 COPY rules ./rules
 COPY config.yaml /config/config.yaml
 

@@ -244,7 +244,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--only", choices=["webhook", "engine", "export", "classifier"],
+    parser.add_argument("--only", choices=["webhook", "engine", "export", "classifier",
+                                           "replicas"],
                         default=None)
     parser.add_argument("--synchronous", choices=["full", "normal"], default="full",
                         help="storage.synchronous of the served config")
@@ -256,7 +257,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.only in (None, "webhook"):
         bench_webhook(args)
-    for name in ("engine", "classifier", "export"):
+    for name in ("engine", "classifier", "export", "replicas"):
         script = ROOT / "bench" / f"bench_{name}.py"
         if args.only in (None, name) and script.exists():
             print(f"\n--- bench/bench_{name}.py ---", flush=True)

@@ -8,13 +8,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
 from bot.classifier.model import DEFAULT_THRESHOLD
 from bot.config import Config
 from bot.core.errors import RuleError
+from bot.core.models import ActionKind
 from bot.core.timefmt import when, when_long
 from bot.jobs.batcher import Batcher
 from bot.jobs.models import ModelWatcher
@@ -25,6 +26,7 @@ from bot.metrics import Metrics
 from bot.rules import RuleEngine, RuleSet, load_ruleset
 from bot.rules.loader import empty_rules_warning
 from bot.services import Services, build_services
+from bot.storage.ports import SharedWindows
 from bot.web.health import healthz, metrics_response, worsen
 from bot.web.retries import KEEP_SECONDS, InMemoryRecentPushes
 from bot.web.webhook import Webhook
@@ -160,7 +162,10 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     service = app[SERVICE]
     storage = service.config.storage
     await service.services.start()
-    log.info("database: %s (WAL, synchronous=%s)", storage.path, storage.synchronous)
+    if storage.backend == "postgres":
+        log.info("database: PostgreSQL (shared with every replica on it)")
+    else:
+        log.info("database: %s (WAL, synchronous=%s)", storage.path, storage.synchronous)
     yield
     await service.services.close()
     log.info("database closed")
@@ -236,7 +241,7 @@ async def _background(service: Service, coro: Awaitable[Any], name: str) -> Asyn
 
 
 def _webhook(config: Config, engine: RuleEngine, services: Services,
-             on_actions: Callable[[], None]) -> Webhook:
+             on_actions: Callable[[], None], shared: SharedWindows | None) -> Webhook:
     codec = PushCodec(
         config.wechat.token, config.wechat.appid,
         [config.wechat.encoding_aes_key, config.wechat.previous_encoding_aes_key],
@@ -249,7 +254,26 @@ def _webhook(config: Config, engine: RuleEngine, services: Services,
     keep = max(KEEP_SECONDS, 2.0 * config.server.timestamp_tolerance_seconds + 10.0)
     return Webhook(codec, engine, services.storage.recorder, InMemoryRecentPushes(keep),
                    services.metrics, max_body=config.server.max_body_bytes,
-                   on_actions=on_actions, dry_run=config.dry_run)
+                   on_actions=on_actions, dry_run=config.dry_run, shared=shared)
+
+
+def _engine(services: Services) -> tuple[RuleEngine, SharedWindows | None]:
+    """The engine, empty until the rules load. With PostgreSQL it counts floods and
+    warnings in the windows every replica shares (a flood split across replicas
+    counts); SQLite keeps them in memory."""
+    windows = getattr(services.storage, "windows", None)
+    if windows is None:
+        return RuleEngine(RuleSet.empty()), None
+    engine = RuleEngine(RuleSet.empty(), flood=windows.flood, warns=windows.warns)
+    windows.wanted = lambda event: _counts_windows(engine, event.kind)
+    return engine, cast(SharedWindows, windows)
+
+
+def _counts_windows(engine: RuleEngine, kind: str) -> bool:
+    """Whether a push of ``kind`` reads a flood window or a warn ladder."""
+    plan = engine.ruleset.plan_for(kind)
+    return bool(plan.flood_rules) or any(
+        r.spec.warn_limit for r in plan.rules if r.spec.action is ActionKind.WARN)
 
 
 # A push is a request line of the path and a ~200-character signed query plus a few short
@@ -285,9 +309,9 @@ def build_app(config: Config, *, extra_contexts: tuple[Callable[..., Any], ...] 
               ) -> web.Application:
     """The aiohttp application for ``config``: routes plus every component's lifecycle."""
     services = build_services(config)
-    engine = RuleEngine(RuleSet.empty())  # the rules are loaded before pushes are accepted
+    engine, shared = _engine(services)  # the rules are loaded before pushes are accepted
     service = Service(config, services, engine)
-    webhook = service.webhook = _webhook(config, engine, services, service.wake)
+    webhook = service.webhook = _webhook(config, engine, services, service.wake, shared)
     app = web.Application(client_max_size=config.server.max_body_bytes,
                           handler_args=http_limits(config))
     app[SERVICE] = service

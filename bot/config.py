@@ -25,6 +25,7 @@ ENV_OVERRIDES = {
     "WECHAT_ENCODING_AES_KEY": ("wechat", "encoding_aes_key"),
     "WECHAT_PREVIOUS_ENCODING_AES_KEY": ("wechat", "previous_encoding_aes_key"),
     "WECHAT_API_BASE": ("wechat", "api_base"),
+    "BOT_STORAGE_DSN": ("storage", "dsn"),
     "BOT_ADMIN_PASSWORD": ("admin", "password"),
 }
 
@@ -58,11 +59,18 @@ class ServerConfig:
 
 @dataclass(frozen=True)
 class StorageConfig:
-    """The SQLite file and how long followers' message content is kept."""
+    """The backend (the SQLite file, or a PostgreSQL shared by several replicas) and how
+    long followers' message content is kept. ``dsn`` may carry a password: never shown."""
 
     path: str = "data/bot.db"
     retention_days: int = 30
     synchronous: str = "full"
+    backend: str = "sqlite"
+    dsn: str = ""
+
+    def __repr__(self) -> str:  # the DSN's password must never reach a log line
+        return (f"StorageConfig(backend={self.backend!r}, path={self.path!r}, "
+                f"retention_days={self.retention_days}, dsn={'***' if self.dsn else ''!r})")
 
 
 @dataclass(frozen=True)
@@ -155,7 +163,7 @@ SECTIONS: dict[str, type] = {
     "admin": AdminConfig,
 }
 _SECRET_KEYS = frozenset({"secret", "token", "encoding_aes_key", "previous_encoding_aes_key",
-                          "password"})
+                          "dsn", "password"})
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 
 
@@ -272,6 +280,7 @@ _OWN_PATHS = frozenset(("/healthz", "/metrics"))
 
 def _check_values(config: Config, source: str) -> None:
     _check_wechat(config.wechat, source)
+    _check_storage(config.storage, source)
     checks = [
         (config.server.path.startswith("/"), "server.path", "must start with '/'"),
         (config.server.path not in _OWN_PATHS, "server.path",
@@ -335,6 +344,20 @@ def _check_wechat(wechat: WeChatConfig, source: str) -> None:
     if not re.fullmatch(r"https?://[^/\s?#]+", wechat.api_base):
         _fail(source, "wechat.api_base",
               "must be scheme://host[:port] with no path, e.g. https://api.weixin.qq.com")
+
+
+def _check_storage(storage: StorageConfig, source: str) -> None:
+    if storage.backend not in {"sqlite", "postgres"}:
+        _fail(source, "storage.backend",
+              f"must be sqlite (one process, the default) or postgres (several replicas),"
+              f" got {storage.backend!r}")
+    if storage.backend == "postgres" and not storage.dsn:
+        _fail(source, "storage.dsn", "is needed with storage.backend: postgres (or set"
+              " BOT_STORAGE_DSN), e.g. postgresql://bot@db-host:5432/bot")
+    if storage.dsn and not re.match(r"postgres(ql)?://", storage.dsn):
+        # the value itself is not echoed: it may hold a password
+        _fail(source, "storage.dsn", "must be a postgresql://user:password@host:port/dbname"
+              " URL")
 
 
 def _check_notify(export: ExportConfig, source: str) -> None:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -19,8 +19,13 @@ from bot.jobs.batcher import Batcher
 from bot.jobs.export import Exporter, Progress
 from bot.metrics import Metrics
 from bot.storage.sqlite.adapters import SqliteStorage
+from bot.storage.sqlite.admin import SqliteAdmin
 from bot.storage.sqlite.store import Store
 from bot.wechat.api import WeChatClient
+
+if TYPE_CHECKING:
+    from bot.storage.postgres.admin import PostgresAdmin
+    from bot.storage.postgres.storage import PostgresStorage
 
 API_TIMEOUT_SECONDS = 10.0
 
@@ -32,7 +37,7 @@ class Services:
 
     config: Config
     metrics: Metrics
-    storage: SqliteStorage
+    storage: SqliteStorage | PostgresStorage
     api_timeout: float = API_TIMEOUT_SECONDS
     client: WeChatClient | None = None
     _session: aiohttp.ClientSession | None = field(default=None, repr=False)
@@ -78,6 +83,21 @@ def build_services(config: Config, *, metrics: Metrics | None = None,
                    clock: Callable[[], float] = time.time,
                    api_timeout: float = API_TIMEOUT_SECONDS) -> Services:
     """Every shared part for ``config``, not yet started (``async with`` starts them)."""
+    if config.storage.backend == "postgres":  # several replicas share one database
+        from bot.storage.postgres.storage import PostgresStorage
+
+        return Services(config, metrics or Metrics(),
+                        PostgresStorage(config.storage.dsn, dry_run=config.dry_run,
+                                        clock=clock), api_timeout)
     store = Store(config.storage.path, synchronous=config.storage.synchronous, clock=clock)
     storage = SqliteStorage(store, dry_run=config.dry_run, clock=clock)
     return Services(config, metrics or Metrics(), storage, api_timeout)
+
+
+def admin_store(config: Config) -> SqliteAdmin | PostgresAdmin:
+    """What the CLI reads and changes by hand, on ``config``'s backend (synchronous)."""
+    if config.storage.backend == "postgres":
+        from bot.storage.postgres.admin import PostgresAdmin
+
+        return PostgresAdmin(config.storage.dsn)
+    return SqliteAdmin(config.storage.path)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import itertools
+import os
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,9 @@ import pytest
 from bot.config import build_config
 from bot.services import build_services
 from bot.storage.sqlite.store import Store
+from tests import pgserver
 from tests.fake_wechat import FakeWeChat, start_fake
+from tests.pgserver import PostgresServer
 
 
 @pytest.fixture
@@ -40,3 +44,60 @@ async def fake_wechat() -> AsyncIterator[FakeWeChat]:
         yield fake
     finally:
         await runner.cleanup()
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL for the session (tests/pgserver.py: initdb + pg_ctl in a
+    temp dir, a free port, its unix socket there; run as the ``postgres`` OS user when
+    we are root). Skipped where the binaries are missing, except under CI=true, where a
+    missing server is a failure (.ci/run installs Debian's ``postgresql``)."""
+    if not pgserver.available():
+        if os.environ.get("CI"):
+            pytest.fail(pgserver.INSTALL_HINT)
+        pytest.skip(pgserver.INSTALL_HINT)
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+_databases = itertools.count(1)
+_TEMPLATE = "bot_template"
+
+
+@pytest.fixture
+async def pg_dsn(postgres_server: PostgresServer) -> str:
+    """The DSN of a fresh database on the session's server, one per test, migrated:
+    copied from a template migrated once (CREATE DATABASE ... TEMPLATE is a file copy)."""
+    import asyncpg
+
+    from bot.storage.postgres.schema import migrate
+
+    name = f"t{os.getpid()}_{next(_databases)}"
+    conn = await asyncpg.connect(postgres_server.dsn())
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", _TEMPLATE):
+            await conn.execute(f"CREATE DATABASE {_TEMPLATE} TEMPLATE template0")
+            template = await asyncpg.connect(postgres_server.dsn(_TEMPLATE))
+            try:
+                await migrate(template)
+            finally:
+                await template.close()
+        await conn.execute(f"CREATE DATABASE {name} TEMPLATE {_TEMPLATE}")
+    finally:
+        await conn.close()
+    return postgres_server.dsn(name)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    """The ``storage`` config section of each backend: tests that take it run twice,
+    once on a fresh SQLite file and once on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return {"path": str(tmp_path / "bot.db")}
+    return {"backend": "postgres", "dsn": request.getfixturevalue("pg_dsn")}

@@ -66,10 +66,22 @@ SQL = re.compile(r"\b(SELECT\s+\S|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM
                  r"CREATE\s+(TABLE|INDEX))")
 
 
-def test_sql_lives_only_in_the_sqlite_backend() -> None:
+BACKENDS = ("storage/sqlite", "storage/postgres")
+
+
+def test_sql_lives_only_in_the_storage_backends() -> None:
     outside = [str(p.relative_to(ROOT)) for p in BOT.rglob("*.py")
-               if "storage/sqlite" not in p.as_posix() and SQL.search(p.read_text("utf-8"))]
+               if not any(b in p.as_posix() for b in BACKENDS)
+               and SQL.search(p.read_text("utf-8"))]
     assert outside == []
+
+
+@pytest.mark.parametrize("layer", ["jobs", "web", "wechat", "rules", "core"])
+def test_edges_do_not_import_the_postgres_backend(layer: str) -> None:
+    bad = {str(p.relative_to(ROOT)): sorted(m for m in imported_modules(p)
+                                            if m.startswith(("bot.storage.postgres", "asyncpg")))
+           for p in (BOT / layer).glob("*.py")}
+    assert {k: v for k, v in bad.items() if v} == {}
 
 
 def test_only_the_sqlite_backend_and_edges_import_sqlite() -> None:

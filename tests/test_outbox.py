@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.config import ActionsConfig, WeChatConfig
+from bot.config import ActionsConfig, WeChatConfig, build_config
 from bot.core.models import Action, ActionKind
 from bot.core.settle import (
     Backoff,
@@ -28,17 +28,17 @@ from bot.core.settle import (
 )
 from bot.jobs.batcher import Batcher
 from bot.metrics import Metrics
+from bot.services import build_services
 from bot.storage.sqlite.actions import (
     QueueState,
-    SqliteActionQueue,
     claim,
     complete,
     heartbeat,
     queue_expired,
     reclaim_stale,
 )
+from bot.storage.sqlite.adapters import SqliteStorage
 from bot.storage.sqlite.store import Store, enqueue_action, open_db
-from bot.storage.sqlite.tokens import SqliteTokenCache
 from bot.wechat.api import (
     BatchTooLargeError,
     CredentialError,
@@ -49,6 +49,7 @@ from bot.wechat.api import (
     TokenError,
     WeChatClient,
 )
+from tests.backends import fetch
 from tests.fake_wechat import FakeWeChat, delay, errcode, flatten, make_openids
 
 FAST = Backoff(base=0.01, cap=0.05)
@@ -80,28 +81,41 @@ def dead_owner() -> str:
 
 
 class Env:
-    """A store, a client on the fake API and a factory for batchers; cleans up after."""
+    """A storage (each backend in turn), a client on the fake API and a factory for
+    batchers; cleans up after."""
 
-    def __init__(self, tmp_path: Path, fake: FakeWeChat, session: aiohttp.ClientSession):
+    def __init__(self, tmp_path: Path, fake: FakeWeChat, session: aiohttp.ClientSession,
+                 backend: dict[str, str] | None = None):
         self.path = tmp_path / "bot.db"
         self.fake = fake
         self.session = session
-        self.store = Store(self.path)
+        self.config = build_config({"storage": backend or {"path": str(self.path)}})
+        self.storage = self.new_storage()
         self.clock = Clock()
         self.metrics = Metrics()
         self.batchers: list[Batcher] = []
+        self.others: list[Any] = []
 
-    def client(self, store: Store | None = None, timeout: float = 5) -> WeChatClient:
+    def new_storage(self) -> Any:
+        """Another storage on the same database (as a second process has)."""
+        return build_services(self.config).storage
+
+    @property
+    def store(self) -> Store:
+        assert isinstance(self.storage, SqliteStorage), "a SQLite-only step"
+        return self.storage.store
+
+    def client(self, storage: Any = None, timeout: float = 5) -> WeChatClient:
         config = WeChatConfig(appid=self.fake.appid, secret=self.fake.secret,
                               api_base=self.fake.base_url)
-        return WeChatClient(config, self.session, SqliteTokenCache(store or self.store),
+        return WeChatClient(config, self.session, (storage or self.storage).tokens,
                             self.metrics, timeout=timeout)
 
     async def batcher(self, *, batch_size: int = 20, max_delay: float = 60.0,
-                      dry_run: bool = False, store: Store | None = None, start: bool = True,
+                      dry_run: bool = False, storage: Any = None, start: bool = True,
                       **kwargs: Any) -> Batcher:
-        store = store or self.store
-        b = Batcher(SqliteActionQueue(store), None if dry_run else self.client(store),
+        storage = storage or self.storage
+        b = Batcher(storage.actions, None if dry_run else self.client(storage),
                     ActionsConfig(batch_size=batch_size, max_delay_seconds=max_delay),
                     self.metrics, dry_run=dry_run, backoff=kwargs.pop("backoff", FAST),
                     clock=kwargs.pop("clock", self.clock), rng=random.Random(1), **kwargs)
@@ -113,11 +127,24 @@ class Env:
     async def enqueue(self, openids: list[str], kind: ActionKind = ActionKind.BLACKLIST,
                       expires_at: int | None = None) -> None:
         now = int(self.clock())
-        await self.store.call(lambda db: [
-            enqueue_action(db, Action(kind, o, "r1", "spam", expires_at), now) for o in openids])
+        actions = [Action(kind, o, "r1", "spam", expires_at) for o in openids]
+        if isinstance(self.storage, SqliteStorage):
+            await self.store.call(lambda db: [enqueue_action(db, a, now) for a in actions])
+            return
+        from bot.storage.postgres import records
+
+        async with self.storage.pool().acquire() as conn, conn.transaction():
+            for action in actions:
+                await records.enqueue_action(conn, action, now)
+
+    async def sql(self, query: str) -> list[tuple[Any, ...]]:
+        return await fetch(self.config, query)
 
     async def rows(self) -> list[dict[str, Any]]:
-        return await self.store.call(lambda db: list(db["actions"].rows_where(order_by="id")))
+        cur_columns = ("id", "openid", "kind", "status", "source", "attempts", "errcode",
+                       "errmsg", "expires_at", "not_before", "claimed_by")
+        rows = await self.sql(f"SELECT {', '.join(cur_columns)} FROM actions ORDER BY id")
+        return [dict(zip(cur_columns, row, strict=True)) for row in rows]
 
     async def statuses(self) -> dict[str, str]:
         return {r["openid"]: r["status"] for r in await self.rows()}
@@ -127,14 +154,15 @@ class Env:
 
 
 @pytest.fixture
-async def env(tmp_path: Path, fake_wechat: FakeWeChat) -> AsyncIterator[Env]:
+async def env(tmp_path: Path, fake_wechat: FakeWeChat, backend: dict[str, str]
+              ) -> AsyncIterator[Env]:
     async with aiohttp.ClientSession() as session:
-        e = Env(tmp_path, fake_wechat, session)
-        await e.store.start()
+        e = Env(tmp_path, fake_wechat, session, backend)
+        await e.storage.start()
         yield e
         for b in e.batchers:
             await b.stop(timeout=1)
-        await e.store.close()
+        await e.storage.close()
 
 
 # ---------------------------------------------------------------- pure decisions
@@ -415,8 +443,7 @@ async def test_dry_run_expiry_is_recorded_not_applied(env: Env) -> None:
     rows = [(r["kind"], r["source"], r["status"]) for r in await env.rows()]
     assert rows == [("blacklist", "rule", "done"), ("unblacklist", "expiry", "dry_run")]
     # The real state is left for a live run to act on: the expiry still stands.
-    state = await env.store.call(lambda db: db.execute(
-        "SELECT status, expires_at FROM blacklist").fetchall())
+    state = await env.sql("SELECT status, expires_at FROM blacklist")
     assert state == [("blacklisted", expires)]
     assert env.fake.blacklist == set(ids)
 
@@ -434,8 +461,7 @@ async def test_timed_blacklist_expires_through_housekeeping(env: Env) -> None:
     await b.housekeep(expires)
     assert await b.drain(5)
     assert env.fake.blacklist == set()
-    state = await env.store.call(lambda db: db.execute(
-        "SELECT status FROM blacklist").fetchall())
+    state = await env.sql("SELECT status FROM blacklist")
     assert state == [("removed",), ("removed",)]
 
 
@@ -471,7 +497,7 @@ async def test_a_claim_this_live_process_lost_track_of_is_reclaimed(env: Env) ->
     await env.enqueue(ids)
     owner = make_owner("lost")  # this process: alive, and heartbeating below
     now = env.clock.now
-    await env.store.call(lambda db: claim(db, "blacklist", owner, now, 20))  # nobody sends
+    await env.storage.actions.claim("blacklist", owner, now, 20)  # nobody sends
     b = await env.batcher(owner=owner)
     await b.housekeep(env.clock.now)
     assert set((await env.statuses()).values()) == {"sending"}, "fresh: maybe in flight"
@@ -510,17 +536,17 @@ async def test_api_down_crash_restart_applies_everything_once(env: Env) -> None:
 async def test_two_processes_sharing_the_db_never_send_twice(env: Env) -> None:
     ids = make_openids(200)
     await env.enqueue(ids)
-    other_store = Store(env.path)
-    await other_store.start()
+    other = env.new_storage()
+    await other.start()
     try:
         a = await env.batcher(batch_size=7, clock=time.time)
-        b = await env.batcher(batch_size=7, store=other_store, clock=time.time)
+        b = await env.batcher(batch_size=7, storage=other, clock=time.time)
         done = await asyncio.gather(a.drain(10), b.drain(10))
         assert all(done)
         await b.stop()
     finally:
         env.batchers.remove(b)
-        await other_store.close()
+        await other.close()
     sent = flatten(env.batch_calls())
     assert sorted(sent) == ids
     assert all(len(c.openids) <= 7 for c in env.batch_calls())

@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from aiohttp.test_utils import TestClient
 
 from bot.app import build_app
 from bot.config import Config, build_config
+from tests.backends import fetch
 from tests.fake_wechat import FakeWeChat, errcode
 from tests.pushes import (
     AES_KEY,
@@ -45,13 +47,13 @@ Client = TestClient[Any, Any]
 MakeClient = Callable[..., Awaitable[Client]]
 
 
-def make_config(tmp_path: Path, **wechat: str) -> Config:
+def make_config(tmp_path: Path, storage: dict[str, str] | None = None, **wechat: str) -> Config:
     rules_dir = tmp_path / "rules"
     rules_dir.mkdir(exist_ok=True)
     (rules_dir / "test.yaml").write_text(RULES, encoding="utf-8")
     return build_config({
         "wechat": {"token": TOKEN, "appid": APPID, **wechat},
-        "storage": {"path": str(tmp_path / "bot.db")},
+        "storage": storage or {"path": str(tmp_path / "bot.db")},
         "rules": {"dir": str(rules_dir)},
         "actions": {"dry_run": True},
         "export": {"dir": str(tmp_path / "exports")},
@@ -59,8 +61,10 @@ def make_config(tmp_path: Path, **wechat: str) -> Config:
 
 
 @pytest.fixture
-def config(tmp_path: Path) -> Config:
-    return make_config(tmp_path, encoding_aes_key=AES_KEY, previous_encoding_aes_key=OLD_AES_KEY)
+def config(tmp_path: Path, backend: dict[str, str]) -> Config:
+    """The webhook's config on each backend (SQLite, then PostgreSQL)."""
+    return make_config(tmp_path, backend, encoding_aes_key=AES_KEY,
+                       previous_encoding_aes_key=OLD_AES_KEY)
 
 
 @pytest.fixture
@@ -69,6 +73,9 @@ async def client(aiohttp_client: MakeClient, config: Config) -> Client:
 
 
 def db_rows(config: Config, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    if config.storage.backend == "postgres":  # asyncpg, on a loop of its own
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, fetch(config, sql, *params)).result()
     conn = sqlite3.connect(config.storage.path)
     try:
         return conn.execute(sql, params).fetchall()
@@ -343,21 +350,27 @@ def test_app_factory_builds_routes(config: Config) -> None:
 async def test_old_message_content_is_purged_on_start(aiohttp_client: MakeClient,
                                                       config: Config) -> None:
     from bot.core.models import Decision
-    from bot.storage.sqlite.store import insert_event, run_sync
+    from bot.services import build_services
     from bot.wechat.push import parse_event
 
     old = parse_event(text_xml(OPENID, "my phone is 13800000000", 9901).encode())
     fresh = parse_event(text_xml(OPENID, "recent", 9902).encode())
     long_ago = int(time.time()) - (config.storage.retention_days + 1) * 86400
-    run_sync(config.storage.path, lambda db: insert_event(db, old, Decision(), long_ago))
-    run_sync(config.storage.path, lambda db: insert_event(db, fresh, Decision(), int(time.time())))
+    async with build_services(config, clock=lambda: long_ago) as services:
+        await services.storage.recorder.record(old, Decision())
+    async with build_services(config) as services:
+        await services.storage.recorder.record(fresh, Decision())
     client = await aiohttp_client(build_app(config))
+
+    def purged() -> list[tuple[Any, bool]]:
+        return [(texts, bool(flag)) for texts, flag in
+                db_rows(config, "SELECT texts, purged FROM events ORDER BY id")]
+
     for _ in range(100):
-        if db_rows(config, "SELECT purged FROM events ORDER BY id") == [(1,), (0,)]:
+        if [flag for _, flag in purged()] == [True, False]:
             break
         await asyncio.sleep(0.02)  # the purge runs as a background task at start-up
-    assert db_rows(config, "SELECT texts, purged FROM events ORDER BY id") == [
-        (None, 1), ('{"content": "recent"}', 0)]
+    assert purged() == [(None, True), ('{"content": "recent"}', False)]
     assert (await client.get("/healthz")).status == 200
 
 

@@ -27,19 +27,9 @@ from bot.core.models import Action, ActionKind, is_valid_openid
 from bot.core.timefmt import when, when_long
 from bot.core.wording import plural
 from bot.rules.schema import MAX_DURATION_DAYS, parse_duration
-from bot.services import build_services
+from bot.services import admin_store, build_services
 from bot.storage.owners import make_owner
-from bot.storage.sqlite.admin import (
-    QueueStatus,
-    action_rows,
-    dismiss,
-    queue_admin_actions,
-    queue_status,
-    queued,
-    reading,
-    requeue,
-    resume,
-)
+from bot.storage.ports import QueueStatus
 
 SEND_TIMEOUT = 120.0
 
@@ -154,7 +144,7 @@ def run_change(args: argparse.Namespace, config: Config) -> int:
     expires = now + duration_seconds(duration) if duration else None
     actions = [Action(args.kind, o, "cli", args.reason, expires) for o in openids]
     dry = config.dry_run
-    queued, learnt = queue_admin_actions(config.storage.path, actions, now, dry_run=dry)
+    queued, learnt = admin_store(config).queue_admin_actions(actions, now, dry_run=dry)
     ids = [i for i in queued if i is not None]
     if learnt:
         label = "spam" if args.kind is ActionKind.BLACKLIST else "ham"
@@ -175,7 +165,7 @@ def run_change(args: argparse.Namespace, config: Config) -> int:
 def run_retry(args: argparse.Namespace, config: Config) -> int:
     """Failed actions back to pending (unless superseded), then send them."""
     _refuse_in_dry_run(config)
-    ids = requeue(config.storage.path, args.openids, int(time.time()))
+    ids = admin_store(config).requeue(args.openids, int(time.time()))
     print(f"{plural(len(ids), 'failed action')} queued again")
     if args.queue_only or not ids:
         return 0
@@ -186,7 +176,7 @@ def run_send(args: argparse.Namespace, config: Config) -> int:
     """Send everything queued now; print how each ended, exit 1 if any failed or is
     still queued (sending paused, or the send timed out)."""
     _refuse_in_dry_run(config)
-    ids = queued(config.storage.path)
+    ids = admin_store(config).queued()
     print(f"{plural(len(ids), 'queued action')} to send")
     if not ids:
         return 0
@@ -212,7 +202,7 @@ def parse_targets(items: Sequence[str]) -> list[int | str]:
 def run_dismiss(args: argparse.Namespace, config: Config) -> int:
     """Failed actions -> dismissed; exit 1 when a target had no failed action."""
     targets = parse_targets(args.targets)
-    ids, unknown = dismiss(config.storage.path, targets, int(time.time()))
+    ids, unknown = admin_store(config).dismiss(targets, int(time.time()))
     print(f"{len(ids)} failed actions dismissed" + (
         f" ({', '.join(f'#{i}' for i in ids)}): `retry` no longer resends them" if ids else ""))
     for target, what in unknown.items():
@@ -223,15 +213,15 @@ def run_dismiss(args: argparse.Namespace, config: Config) -> int:
 
 def run_resume(args: argparse.Namespace, config: Config) -> int:
     """Lift the sending pause; say what it was and what happens next."""
-    until, reason = resume(config.storage.path)
+    store = admin_store(config)
+    until, reason = store.resume()
     now = time.time()
     if until <= now:
         print("sending was not paused" + (" (a past pause was cleared)" if until else ""))
         return 0
     print(f"sending resumed (it was paused until {when(until, config.export.timezone)}: "
           f"{reason})")
-    with reading(config.storage.path, "") as db:
-        pending = dict(queue_status(db, 0).counts).get("pending", 0)
+    pending = dict(store.queue_status(0).counts).get("pending", 0)
     print(f"{pending} actions pending: a running service sends them within a few seconds; "
           "without one, run `blacklist send`. If the cause is still there (quota not reset),"
           " the next call pauses again.")
@@ -247,8 +237,7 @@ def _refuse_in_dry_run(config: Config) -> None:
 
 def run_status(args: argparse.Namespace, config: Config) -> int:
     """Print pending, failed (with explanations) and recent actions."""
-    with reading(config.storage.path, "no action was ever queued") as db:
-        status = queue_status(db, args.limit)
+    status = admin_store(config).queue_status(args.limit)
     for line in status_lines(status, dry_run=config.dry_run, now=time.time(),
                              timezone=config.export.timezone):
         print(line)
@@ -293,7 +282,7 @@ def _send_and_report(config: Config, ids: list[int]) -> int:
 
 def _print_rows(config: Config, ids: list[int]) -> list[tuple[Any, ...]]:
     """Print the rows ``ids`` with their status; return them."""
-    rows = action_rows(config.storage.path, ids)
+    rows = admin_store(config).action_rows(ids)
     for openid, kind, status, code, msg in rows:
         extra = f" errcode {code}: {msg or ''}. {explain(code)}" if code is not None else ""
         print(f"  {kind} {openid}: {status}{extra}".rstrip())

@@ -12,8 +12,8 @@ from bot.core.errors import BotError
 from bot.core.models import ActionKind
 from bot.core.timefmt import when
 from bot.rules import parse_duration
-from bot.storage.sqlite.admin import reading
-from bot.storage.sqlite.modlog import ModLogEntry, mod_log
+from bot.services import admin_store
+from bot.storage.sqlite.modlog import ModLogEntry
 
 EXCERPT = 40
 
@@ -60,9 +60,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
     if args.limit < 1:
         raise BotError("--limit must be at least 1")
     since = int(time.time()) - seconds
-    with reading(config.storage.path, "no decision has been recorded") as db:
-        entries = mod_log(db, since=since, rule_id=args.rule, action=args.action,
-                          limit=args.limit)
+    entries = admin_store(config).mod_log(since=since, rule_id=args.rule, action=args.action,
+                                          limit=args.limit)
     timezone = config.export.timezone
     wanted = " ".join(f for f in (f"rule {args.rule}" if args.rule else "",
                                   f"action {args.action}" if args.action else "") if f)

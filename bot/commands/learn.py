@@ -13,7 +13,7 @@ from bot.core.errors import BotError, RuleError
 from bot.core.models import is_valid_openid
 from bot.rules import load_ruleset, parse_duration
 from bot.rules.schema import MAX_DURATION_DAYS
-from bot.storage.sqlite.samples import learn_into, store_model
+from bot.services import admin_store
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     now = int(time.time())
     threshold = shipped_threshold(config)
 
-    learnt = learn_into(config.storage.path, samples, now=now, stood=stood,
+    learnt = admin_store(config).learn_into(samples, now=now, stood=stood,
                         forget=None if not args.forget else
                         ("" if args.forget == "all" else args.forget))
     if learnt.forgot is not None:
@@ -85,8 +85,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
         print(f"not trained: {exc}; the model in force stays")
         return 0 if args.forget and not samples else 1
     seconds = time.process_time() - started
-    model_id = store_model(config.storage.path, model.dumps(), trained_at=now,
-                           samples=model.samples, source="learn")
+    model_id = admin_store(config).store_model(model.dumps(), trained_at=now,
+                                               samples=model.samples, source="learn")
     print(f"trained on {model.samples} sample(s) ({model.spam} spam, {model.ham} ham: "
           f"{len(stored)} stored, {len(seeds)} shipped seeds) in {seconds:.1f} s CPU; "
           f"model {model_id} in force, {len(model.weights)} n-grams")

@@ -22,15 +22,7 @@ from bot.rules import RuleEngine, RuleSet, load_ruleset, parse_duration
 from bot.rules.explain import describe_explanation, explain_event, history_horizon
 from bot.rules.loader import empty_rules_warning
 from bot.rules.schema import MAX_DURATION_DAYS
-from bot.storage.sqlite.admin import (
-    follower_pushes,
-    follower_warnings,
-    hand_blacklisted,
-    reading,
-    rule_blacklisted,
-    stored_events,
-)
-from bot.storage.sqlite.samples import newest_model_blob
+from bot.services import admin_store
 
 TEST_OPENID = "oRulesTestFollower0000000000"
 LIST_LIMIT = 50
@@ -83,17 +75,17 @@ def run_check(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def stored_model(path: str) -> Model | None:
-    """The model in force in the database at ``path`` (None: no database or no model);
+def stored_model(config: Config) -> Model | None:
+    """The model in force in ``config``'s database (None: no database or no model);
     ModelError when it cannot be read."""
-    blob = newest_model_blob(path)
+    blob = admin_store(config).newest_model_blob()
     return Model.loads(blob) if blob is not None else None
 
 
 def classifier_note(config: Config) -> str:
     """Whether the classifier rules can fire: the model in force, or a warning."""
     try:
-        model = stored_model(config.storage.path)
+        model = stored_model(config)
     except ModelError as exc:
         return f"warning: classifier rules never fire: {exc}"
     if model is None:
@@ -108,17 +100,16 @@ def run_test(args: argparse.Namespace, config: Config) -> int:
     """``rules test --text`` or ``rules test --replay``."""
     directory = args.dir or config.rules.dir
     engine = RuleEngine(load_ruleset(directory))
-    model = stored_model(config.storage.path) if engine.ruleset.uses_classifier else None
+    model = stored_model(config) if engine.ruleset.uses_classifier else None
     engine.use_model(model)
     if args.replay:
         since = parse_duration(args.since)
         if since is None:
             raise BotError(f"--since must be a duration like 12h or 7d, at most "
                            f"{MAX_DURATION_DAYS}d, got {args.since!r}")
-        with reading(config.storage.path, "nothing to replay") as db:
-            start = int(time.time()) - since
-            report = replay(stored_events(db, start), engine, rule_blacklisted(db, start),
-                            hand_blacklisted(db, start))
+        start = int(time.time()) - since
+        with admin_store(config).replay_source(start) as (events, by_rules, by_hand):
+            report = replay(events, engine, by_rules, by_hand)
         print("\n".join(report.lines(directory, args.since)))
         return 0
     event = sample_event(args.type, args.text, args.openid, int(time.time()))
@@ -148,12 +139,12 @@ def follower_story(config: Config, ruleset: RuleSet, openid: str, now: int
     """The follower's warnings and recent pushes from the database, as the engine would
     count them (nothing when there is no database), and says what was found."""
     horizon = history_horizon(ruleset)
-    if not Path(config.storage.path).is_file():
+    if config.storage.backend == "sqlite" and not Path(config.storage.path).is_file():
         print(f"note: no database at {config.storage.path}: {openid}'s history is unknown")
         return {}, []
-    with reading(config.storage.path, "") as db:
-        warnings = follower_warnings(db, openid, now - horizon) if horizon else {}
-        history = follower_pushes(db, openid, now - max(horizon, 1))
+    store = admin_store(config)
+    warnings = store.follower_warnings(openid, now - horizon) if horizon else {}
+    history = store.follower_pushes(openid, now - max(horizon, 1))
     counted = ", ".join(f"{len(t)} by {rule_id}" for rule_id, t in warnings.items())
     print(f"history of {openid}: {len(history)} pushes and warnings "
           f"{counted or 'none'} within the rules' windows")

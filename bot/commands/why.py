@@ -11,7 +11,8 @@ from bot.config import Config
 from bot.core.errors import describe_error
 from bot.core.timefmt import when, when_long
 from bot.core.wording import plural
-from bot.storage.sqlite.admin import FollowerHistory, follower_history, reading
+from bot.services import admin_store
+from bot.storage.ports import FollowerHistory
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -86,8 +87,7 @@ def _queued_line(row: tuple[Any, ...], history: FollowerHistory, timezone: str, 
 def run(args: argparse.Namespace, config: Config) -> int:
     """Print the explanation; exit 0 (1 for an OpenID never seen: no push, decision or
     action)."""
-    with reading(config.storage.path, "nothing is recorded about anyone") as db:
-        history = follower_history(db, args.openid, args.limit)
+    history = admin_store(config).follower_history(args.openid, args.limit)
     print(f"{args.openid}:")
     print("\n".join(explain(history, config.export.timezone, time.time())))
     return 0 if history.seen else 1

@@ -226,6 +226,9 @@ class Exporter:
     notify_ssl: ssl.SSLContext | None = None  # None: the system's trusted CAs
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:"
                        f"{secrets.token_hex(3)}")
+    # The scheduled time this run serves: skipped if a run (another replica's) finished
+    # after it, so replicas sharing one database export once a night.
+    due: float | None = None
 
     async def run(self) -> ExportResult:
         """Export now: lock, page, swap the day's snapshot, write files, prune."""
@@ -234,6 +237,9 @@ class Exporter:
         if holder is not None:
             raise ExportSkipped(f"another export is running ({holder}); try again later")
         try:
+            last = await self.storage.snapshots.read_last_run() if self.due else None
+            if self.due is not None and last is not None and last >= self.due:
+                raise ExportSkipped("the export due then already ran (another replica)")
             return await self._run(started)
         finally:
             await self.storage.leases.release(self.owner)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from collections.abc import Callable
 
@@ -22,7 +21,7 @@ async def purge_loop(retention: Retention, days: int,
     while True:
         try:
             purged = await purge_old_content(retention, int(clock()) - days * 86400, clock())
-        except sqlite3.Error as exc:
+        except Exception as exc:  # a database error of either backend: try next hour
             log.error("purging message content failed, retrying next hour: %s", exc)
         else:
             if purged:

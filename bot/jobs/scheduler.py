@@ -142,8 +142,9 @@ class ExportScheduler:
         async with self._lock:
             pass
 
-    async def run_now(self) -> ExportResult:
-        """Run the export now; ExportError if one is running or the API cannot be called."""
+    async def run_now(self, *, due: float | None = None) -> ExportResult:
+        """Run the export now; ExportError if one is running or the API cannot be called
+        (or, with ``due``, if a run after that scheduled time already finished)."""
         if self._lock.locked():
             raise ExportSkipped("an export is already running in this process")
         async with self._lock:
@@ -151,8 +152,9 @@ class ExportScheduler:
             if source is None:
                 raise ExportSkipped(f"export skipped: dry-run ({self.config.dry_run_reason}), "
                                   "so the WeChat API is not called")
+            extra = {} if due is None else {"due": due}
             exporter = self._exporter_factory(self.storage, source, self.config.export,
-                                              clock=self._clock)
+                                              clock=self._clock, **extra)
             return await exporter.run()
 
     async def _scheduled(self) -> None:
@@ -160,7 +162,8 @@ class ExportScheduler:
         self.runs += 1
         outcome = "ok"
         try:
-            self.last_result = await self.run_now()
+            fire = previous_fire(self.trigger, datetime.fromtimestamp(self._clock(), self.tz))
+            self.last_result = await self.run_now(due=fire.timestamp() if fire else None)
             self.last_error = None
             log.info("scheduled export %s: %d OpenIDs -> %s", self.last_result.day,
                      self.last_result.total,

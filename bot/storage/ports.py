@@ -8,6 +8,7 @@ chosen in :func:`bot.services.build_services`; nothing that uses a port changes.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -64,6 +65,11 @@ class TokenCache(Protocol):
 
     async def save(self, appid: str, token: CachedToken) -> None:
         """Remember ``token`` for ``appid``."""
+        ...
+
+    def exclusive(self, appid: str) -> AbstractAsyncContextManager[None]:
+        """Held while fetching a new token: one process fetches at a time, the others
+        then find it in the cache (SQLite: one process, nothing to hold)."""
         ...
 
 
@@ -304,3 +310,15 @@ class ConsoleStore(Protocol):
     async def resume(self) -> tuple[float, str]:
         """``blacklist resume``: the pause lifted (``(0, "")`` when none)."""
         ...
+
+
+class SharedWindows(Protocol):
+    """Flood windows and warn ladders shared by several replicas (PostgreSQL).
+
+    The engine counts through ``flood`` / ``warns`` (its ``WindowState``); the webhook
+    evaluates each push inside ``around(event)``, which loads that follower's shared
+    counts for the evaluation and stores what it counted. SQLite has none: one process
+    keeps its windows in memory.
+    """
+
+    def around(self, event: Event) -> AbstractAsyncContextManager[None]: ...

@@ -14,7 +14,7 @@ from aiohttp import web
 from bot.core.errors import PushError
 from bot.core.models import MESSAGE_TYPES, ActionKind, Decision, Event
 from bot.metrics import Metrics
-from bot.storage.ports import Recorder
+from bot.storage.ports import Recorder, SharedWindows
 from bot.web.refusals import RefusalLog
 from bot.wechat.push import PushCodec, parse_event
 
@@ -53,8 +53,10 @@ class Webhook:
 
     def __init__(self, codec: PushCodec, engine: Engine, recorder: Recorder,
                  recent: RecentPushes, metrics: Metrics, *, max_body: int,
-                 on_actions: Callable[[], None] = lambda: None, dry_run: bool = False):
+                 on_actions: Callable[[], None] = lambda: None, dry_run: bool = False,
+                 shared: SharedWindows | None = None):
         self.codec = codec
+        self.shared = shared  # several replicas: flood and warn counts in the database
         self.engine = engine
         self.recorder = recorder
         self.recent = recent
@@ -129,7 +131,11 @@ class Webhook:
         decision = self._uncommitted.pop(key, None)
         try:
             if decision is None:
-                decision = self.engine.evaluate(event)
+                if self.shared is None:
+                    decision = self.engine.evaluate(event)
+                else:
+                    async with self.shared.around(event):
+                        decision = self.engine.evaluate(event)
             recorded = await self.recorder.record(event, decision)
         except BaseException as exc:
             self.recent.forget(key)

@@ -148,7 +148,7 @@ class WeChatClient:
         async with self._lock:
             if not self._fresh(self._token):
                 cached = await self._cache.load(self._config.appid)
-                self._token = cached if self._fresh(cached) else await self._fetch(None)
+                self._token = cached if self._fresh(cached) else await self._fetch_shared(None)
             assert self._token is not None
             return self._token.token
 
@@ -159,8 +159,17 @@ class WeChatClient:
                 cached = await self._cache.load(self._config.appid)
                 usable = cached is not None and cached.token != rejected and self._fresh(cached)
                 fresh = cached if usable else None
-                self._token = fresh or await self._fetch(rejected)
+                self._token = fresh or await self._fetch_shared(rejected)
             return self._token.token
+
+    async def _fetch_shared(self, rejected: str | None) -> CachedToken:
+        """Fetch under the cache's cross-process lock, unless another process holding it
+        stored a usable token meanwhile (replicas on PostgreSQL share one token)."""
+        async with self._cache.exclusive(self._config.appid):
+            cached = await self._cache.load(self._config.appid)
+            if cached is not None and cached.token != rejected and self._fresh(cached):
+                return cached
+            return await self._fetch(rejected)
 
     def _fresh(self, token: CachedToken | None) -> bool:
         return token is not None and token.expires_at - RENEW_MARGIN_SECONDS > self._clock()

@@ -14,12 +14,21 @@ from typing import Any
 from sqlite_utils import Database
 
 from bot.core.errors import BotError
-from bot.core.models import Action, ActionKind, Event
+from bot.core.models import Action, ActionKind, Event, Sample
 from bot.storage.ports import FollowerHistory, QueueStatus
 from bot.storage.sqlite import kv
 from bot.storage.sqlite.actions import read_pause
+from bot.storage.sqlite.modlog import ModLogEntry, mod_log
 from bot.storage.sqlite.records import enqueue_action, iter_events
-from bot.storage.sqlite.samples import add_samples, verdict_source, verdict_texts
+from bot.storage.sqlite.samples import (
+    Learnt,
+    add_samples,
+    learn_into,
+    newest_model_blob,
+    store_model,
+    verdict_source,
+    verdict_texts,
+)
 from bot.storage.sqlite.schema import open_db
 from bot.storage.sqlite.store import run_sync
 
@@ -297,3 +306,74 @@ def hand_blacklisted(db: Database, since: int) -> set[str]:
         " UNION SELECT openid FROM decisions WHERE action = 'blacklist' AND created_at >= ?"
         " AND event_id IS NULL", [since, since]).fetchall()
     return {row[0] for row in rows}
+
+
+# ---------------------------------------------------------------- the CLI's port
+
+
+class SqliteAdmin:
+    """The CLI's reads and changes (the AdminStore port) on the SQLite file at ``path``."""
+
+    def __init__(self, path: str | Path):
+        self.path = path
+
+    def queue_admin_actions(self, actions: Sequence[Action], now: int, *, dry_run: bool
+                            ) -> tuple[list[int | None], int]:
+        return queue_admin_actions(self.path, actions, now, dry_run=dry_run)
+
+    def requeue(self, openids: Sequence[str], now: int) -> list[int]:
+        return requeue(self.path, openids, now)
+
+    def queued(self) -> list[int]:
+        return queued(self.path)
+
+    def action_rows(self, ids: Sequence[int]) -> list[tuple[Any, ...]]:
+        return action_rows(self.path, ids)
+
+    def queue_status(self, limit: int) -> QueueStatus:
+        with reading(self.path, "no action was ever queued") as db:
+            return queue_status(db, limit)
+
+    def follower_history(self, openid: str, limit: int = 50) -> FollowerHistory:
+        with reading(self.path, "nothing is recorded about anyone") as db:
+            return follower_history(db, openid, limit)
+
+    def dismiss(self, targets: Sequence[int | str], now: int
+                ) -> tuple[list[int], dict[int | str, str]]:
+        return dismiss(self.path, targets, now)
+
+    def resume(self) -> tuple[float, str]:
+        return resume(self.path)
+
+    def mod_log(self, *, since: int, rule_id: str | None = None, action: str | None = None,
+                limit: int = 50) -> list[ModLogEntry]:
+        with reading(self.path, "no decision has been recorded") as db:
+            return mod_log(db, since=since, rule_id=rule_id, action=action, limit=limit)
+
+    def follower_warnings(self, openid: str, since: int) -> dict[str, list[int]]:
+        with reading(self.path, "") as db:
+            return follower_warnings(db, openid, since)
+
+    def follower_pushes(self, openid: str, since: int) -> list[tuple[int, str]]:
+        with reading(self.path, "") as db:
+            return follower_pushes(db, openid, since)
+
+    @contextmanager
+    def replay_source(self, since: int
+                      ) -> Iterator[tuple[Iterator[Event], set[str], set[str]]]:
+        """Stored events received since ``since`` (streamed), who the rules blacklisted
+        since and who admins blacklisted by hand."""
+        with reading(self.path, "nothing to replay") as db:
+            yield stored_events(db, since), rule_blacklisted(db, since), \
+                hand_blacklisted(db, since)
+
+    def learn_into(self, samples: Sequence[Sample], *, now: int, stood: int | None = None,
+                   forget: str | None = None) -> Learnt:
+        return learn_into(self.path, samples, now=now, stood=stood, forget=forget)
+
+    def store_model(self, blob: bytes, *, trained_at: int, samples: int, source: str) -> int:
+        return store_model(self.path, blob, trained_at=trained_at, samples=samples,
+                           source=source)
+
+    def newest_model_blob(self) -> bytes | None:
+        return newest_model_blob(self.path)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 from bot.storage.ports import CachedToken
 from bot.storage.sqlite import kv
@@ -40,3 +41,8 @@ class SqliteTokenCache:
         key, now = self.key(appid), int(self._clock())
         value = json.dumps({"token": token.token, "expires_at": token.expires_at})
         await self._store.call(lambda db: kv.put(db, key, value, now))
+
+    @asynccontextmanager
+    async def exclusive(self, appid: str) -> AsyncIterator[None]:
+        """Nothing to hold: one service process owns the file (its client is single-flight)."""
+        yield
