@@ -191,8 +191,10 @@ async def test_three_replicas_one_killed_mid_load_lose_nothing(
     # blacklist behind the one in flight (on SQLite too): not a matter of replicas.
     twice = sent_twice(calls, exempt=set(flooders))
     # At-least-once has one window: a batch WeChat applied just before its sender died,
-    # whose completion it never recorded, is resent once its claims are taken over.
-    assert all(killed_at - 2.0 <= at <= killed_at for _, at in twice), twice
+    # whose completion it never recorded, is resent once its claims are taken over. That
+    # window is the time from an answer to its completion being written: under a loaded
+    # 2-core box seconds, so 10 s here (a resend after the kill would still fail).
+    assert all(killed_at - 10.0 <= at <= killed_at for _, at in twice), twice
     flood_hits = await fetch(config, "SELECT DISTINCT openid FROM decisions"
                              " WHERE rule_id = 'flood'")
     assert {r[0] for r in flood_hits} == set(flooders), "floods counted across replicas"
