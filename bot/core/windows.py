@@ -5,6 +5,7 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_right, insort
 from collections import OrderedDict
+from collections.abc import Iterable
 
 DEFAULT_MAX_KEYS = 200_000
 
@@ -75,3 +76,16 @@ class SlidingWindows:
             if last > floor and len(data) <= self.max_keys:
                 return
             data.popitem(last=False)
+
+
+def standing_warnings(rows: Iterable[tuple[str, str, int]]) -> dict[str, list[int]]:
+    """Per rule id, the times of the warnings still on a follower's ladder, from their
+    ``(rule_id, action, at)`` decisions oldest first: a rule's blacklist clears its
+    warnings before it, as the engine starts the ladder again after one."""
+    warned: dict[str, list[int]] = {}
+    for rule_id, action, at in rows:
+        if action == "blacklist":
+            warned.pop(rule_id, None)
+        else:
+            warned.setdefault(rule_id, []).append(int(at))
+    return warned

@@ -7,6 +7,7 @@ chosen in :func:`bot.services.build_services`; nothing that uses a port changes.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -54,6 +55,21 @@ class CachedToken:
 
     def __repr__(self) -> str:  # tokens never reach a log line through repr()
         return f"CachedToken(token=***, expires_at={self.expires_at})"
+
+    def dumps(self) -> str:
+        """The token as every backend stores it: JSON in a kv value."""
+        return json.dumps({"token": self.token, "expires_at": self.expires_at})
+
+    @classmethod
+    def loads(cls, value: str | None) -> CachedToken | None:
+        """A stored token, or None when absent or unreadable."""
+        if value is None:
+            return None
+        try:
+            data = json.loads(value)
+            return cls(str(data["token"]), float(data["expires_at"]))
+        except (ValueError, KeyError, TypeError):
+            return None
 
 
 class TokenCache(Protocol):

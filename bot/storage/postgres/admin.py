@@ -17,6 +17,7 @@ import asyncpg
 
 from bot.core.errors import BotError
 from bot.core.models import Action, ActionKind, Event, Sample
+from bot.core.windows import standing_warnings
 from bot.storage.ports import FollowerHistory, QueueStatus
 from bot.storage.postgres.actions import PAUSE_KEY, read_pause
 from bot.storage.postgres.records import enqueue_action
@@ -206,13 +207,7 @@ async def follower_warnings(conn: Conn, openid: str, since: int) -> dict[str, li
         "SELECT d.rule_id, d.action, COALESCE(e.create_time, d.created_at) FROM decisions d"
         " LEFT JOIN events e ON e.id = d.event_id WHERE d.openid = $1 AND d.created_at >= $2"
         " AND d.action IN ('warn', 'blacklist') ORDER BY d.id", openid, since)
-    warned: dict[str, list[int]] = {}
-    for rule_id, action, at in rows:
-        if action == "blacklist":
-            warned.pop(rule_id, None)
-        else:
-            warned.setdefault(rule_id, []).append(int(at))
-    return warned
+    return standing_warnings(rows)
 
 
 async def follower_pushes(conn: Conn, openid: str, since: int) -> list[tuple[int, str]]:

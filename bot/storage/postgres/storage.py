@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -43,16 +42,10 @@ class PostgresTokenCache:
 
     async def load(self, appid: str) -> CachedToken | None:
         value = await get_kv(self._pool(), TOKEN_PREFIX + appid)
-        if value is None:
-            return None
-        try:
-            data = json.loads(value)
-            return CachedToken(str(data["token"]), float(data["expires_at"]))
-        except (ValueError, KeyError, TypeError):
-            return None
+        return CachedToken.loads(value)
 
     async def save(self, appid: str, token: CachedToken) -> None:
-        value = json.dumps({"token": token.token, "expires_at": token.expires_at})
+        value = token.dumps()
         await put_kv(self._pool(), TOKEN_PREFIX + appid, value, int(self._clock()))
 
     @asynccontextmanager

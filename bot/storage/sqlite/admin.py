@@ -15,6 +15,7 @@ from sqlite_utils import Database
 
 from bot.core.errors import BotError
 from bot.core.models import Action, ActionKind, Event, Sample
+from bot.core.windows import standing_warnings
 from bot.storage.ports import FollowerHistory, QueueStatus
 from bot.storage.sqlite import kv
 from bot.storage.sqlite.actions import read_pause
@@ -263,13 +264,7 @@ def follower_warnings(db: Database, openid: str, since: int) -> dict[str, list[i
         "SELECT d.rule_id, d.action, COALESCE(e.create_time, d.created_at) FROM decisions d"
         " LEFT JOIN events e ON e.id = d.event_id WHERE d.openid = ? AND d.created_at >= ?"
         " AND d.action IN ('warn', 'blacklist') ORDER BY d.id", [openid, since]).fetchall()
-    warned: dict[str, list[int]] = {}
-    for rule_id, action, at in rows:
-        if action == "blacklist":
-            warned.pop(rule_id, None)
-        else:
-            warned.setdefault(rule_id, []).append(int(at))
-    return warned
+    return standing_warnings(rows)
 
 
 def follower_pushes(db: Database, openid: str, since: int) -> list[tuple[int, str]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -28,18 +27,12 @@ class SqliteTokenCache:
         """Read the cached token (None when absent or unreadable)."""
         key = self.key(appid)
         value = await self._store.call(lambda db: kv.get(db, key))
-        if value is None:
-            return None
-        try:
-            data = json.loads(value)
-            return CachedToken(str(data["token"]), float(data["expires_at"]))
-        except (ValueError, KeyError, TypeError):
-            return None
+        return CachedToken.loads(value)
 
     async def save(self, appid: str, token: CachedToken) -> None:
         """Store the token with its expiry as JSON."""
         key, now = self.key(appid), int(self._clock())
-        value = json.dumps({"token": token.token, "expires_at": token.expires_at})
+        value = token.dumps()
         await self._store.call(lambda db: kv.put(db, key, value, now))
 
     @asynccontextmanager
