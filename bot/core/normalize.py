@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import unicodedata
-from dataclasses import dataclass, field
-from functools import cache, cached_property
+from collections.abc import Callable
+from functools import cache
+from typing import Any, Generic, TypeVar
 
 from zhconv import zhconv
 
@@ -130,35 +131,59 @@ def contact_form(text: str) -> str:
     return Folded(text).contact
 
 
-def _offsets(text: str, table: FoldTable) -> list[int]:
-    """For each character of the folded text, the index of the original one it came from."""
-    starts: list[int] = []
+def _offsets(text: str, table: FoldTable, length: int) -> list[int]:
+    """For each character of the folded text (``length`` long), the index of the
+    original one it came from."""
+    # Nearly always each kept character folds to exactly one: then the kept ones are
+    # the answer, and one comprehension finds them.
+    starts = [index for index, char in enumerate(text) if table[ord(char)]]
+    if len(starts) == length:
+        return starts
+    starts = []  # some character folds to several (a ligature): each repeats its index
     for index, char in enumerate(text):
-        width = len(table[ord(char)])
-        if width == 1:
-            starts.append(index)
-        elif width:
-            starts.extend([index] * width)
+        starts.extend([index] * len(table[ord(char)]))
     return starts
 
 
-@dataclass
+T = TypeVar("T")
+
+
+class _once(Generic[T]):  # noqa: N801 - used as a decorator, like cached_property
+    """A per-instance value computed on first access, then read as a plain attribute.
+
+    ``functools.cached_property`` takes a lock on every first access before Python
+    3.12; a Folded is built per text per push and most of its forms are read once.
+    """
+
+    def __init__(self, compute: Callable[[Any], T]):
+        self.compute = compute
+        self.name = compute.__name__
+        self.__doc__ = compute.__doc__
+
+    def __get__(self, instance: Any, owner: type | None = None) -> T:
+        if instance is None:
+            return self  # type: ignore[return-value]
+        value = instance.__dict__[self.name] = self.compute(instance)
+        return value
+
+
 class Folded:
     """One original text with its folded forms, mapping spans back lazily (only on hits)."""
 
-    original: str
-    dense: str = field(init=False)
+    def __init__(self, original: str):
+        self.original = original
+        self.dense = original.translate(DENSE)
 
-    def __post_init__(self) -> None:
-        self.dense = self.original.translate(DENSE)
+    def __repr__(self) -> str:
+        return f"Folded({self.original!r})"
 
-    @cached_property
+    @_once
     def signed(self) -> bool:
         """Whether a "+" is written (any form): the only thing the contact form keeps
         that the dense form drops."""
         return _has_plus(self.original)
 
-    @cached_property
+    @_once
     def contact(self) -> str:
         """The dense form keeping "+", digits and contact look-alikes folded."""
         if not self.signed:
@@ -181,27 +206,27 @@ class Folded:
                     chars[i] = chars[i + 1] = " "
         return "".join(chars)
 
-    @cached_property
+    @_once
     def contact_plain(self) -> str:
         """The contact form without "+": in 加+微+信 the signs only split the word."""
         return self.dense.translate(CONTACT_TABLE)
 
-    @cached_property
+    @_once
     def light(self) -> str:
         """NFKC + case folding only, punctuation and spaces kept: the form URLs are found in."""
         return self.original.translate(LIGHT)
 
-    @cached_property
+    @_once
     def _dense_starts(self) -> list[int]:
-        return _offsets(self.original, DENSE)
+        return _offsets(self.original, DENSE, len(self.dense))
 
-    @cached_property
+    @_once
     def _light_starts(self) -> list[int]:
-        return _offsets(self.original, LIGHT)
+        return _offsets(self.original, LIGHT, len(self.light))
 
-    @cached_property
+    @_once
     def _contact_starts(self) -> list[int]:
-        return _offsets(self.original, SIGNED)
+        return _offsets(self.original, SIGNED, len(self.original.translate(SIGNED)))
 
     def span(self, start: int, end: int, *, form: str = "dense") -> tuple[int, int]:
         """The original span a span ``[start, end)`` of ``form`` (dense, light, contact)
