@@ -30,6 +30,8 @@ _OUTCOMES = {400: "malformed", 403: "forbidden", 413: "too_large", 500: "not_sto
 UNCOMMITTED_KEEP = 10_000
 # The mod log line quotes this much of the OpenID and of the follower's words.
 LOG_OPENID, LOG_EXCERPT = 8, 24
+# Decision counters kept at hand (labels() costs a lock and a lookup per hit).
+DECISION_COUNTERS_KEEP = 1024
 _DONE = {ActionKind.BLACKLIST: "blacklisted", ActionKind.UNBLACKLIST: "unblacklisted",
          ActionKind.WARN: "warned"}
 
@@ -65,6 +67,7 @@ class Webhook:
         self.on_actions = on_actions
         self.dry_run = dry_run
         self._counters: dict[tuple[str, str], Any] = {}
+        self._decision_counters: dict[tuple[str, ActionKind], Any] = {}
         self.refusals = RefusalLog(log)  # rate-limited: forged pushes must not flood the log
         # A push decided but not committed (the database failed): its retry records
         # this decision rather than running the rules again, which would count it a
@@ -188,8 +191,15 @@ class Webhook:
         return counter
 
     def _count(self, decision: Decision) -> None:
+        counters = self._decision_counters
         for hit in decision.hits:
-            self.metrics.decisions.labels(hit.rule_id, str(hit.action)).inc()
+            counter = counters.get((hit.rule_id, hit.action))
+            if counter is None:
+                if len(counters) >= DECISION_COUNTERS_KEEP:
+                    counters.clear()  # rule ids come and go with reloads: bound the cache
+                counter = counters[(hit.rule_id, hit.action)] = self.metrics.decisions.labels(
+                    hit.rule_id, str(hit.action))
+            counter.inc()
 
 
 def describe_decision(event: Event, decision: Decision) -> str | None:

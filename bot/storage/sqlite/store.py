@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from sqlite_utils import Database
 
 from bot.core.models import Decision, Event, Recorded
+from bot.storage.sqlite.checkpoint import Checkpointer
 from bot.storage.sqlite.records import (
     Push,
     enqueue_action,
@@ -45,6 +46,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Bytes the WAL file is cut back to when it starts over (a burst may have grown it).
+WAL_SIZE_LIMIT = 16 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -81,6 +84,7 @@ class Store:
         self._open_error: BaseException | None = None
         self.commits = 0
         self.committed_calls = 0
+        self.checkpointer = Checkpointer(self.path, busy_timeout=busy_timeout)
 
     async def start(self) -> None:
         """Open the database on the owning thread and apply migrations."""
@@ -139,12 +143,18 @@ class Store:
             self._open_error = exc
             self._ready.set()
             return
+        # Checkpoints run beside this thread (bot.storage.sqlite.checkpoint), not inside
+        # the COMMIT that crosses SQLite's automatic threshold.
+        db.execute("PRAGMA wal_autocheckpoint=0")
+        db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+        self.checkpointer.start()
         self._serving = True
         self._ready.set()
         try:
             self._serve(db)
         finally:
             self._serving = False
+            self.checkpointer.stop()
             db.close()
 
     def _serve(self, db: Database) -> None:
@@ -164,6 +174,10 @@ class Store:
                     break
                 jobs.extend(more)
             self._run_batch(db, jobs)
+            checkpointer = self.checkpointer
+            checkpointer.committed()
+            if checkpointer.restart_due():
+                checkpointer.finish(db.conn)
             if stop:
                 return
 
