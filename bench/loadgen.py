@@ -89,6 +89,8 @@ async def worker(index: int, args: argparse.Namespace, target: str, *, deadline:
         openid = f"oBench{(index * 7919 + seq) % args.openids:022d}"
         msg_id = index * 100_000_000 + seq + args.msgid_base
         text = TEXTS[seq % len(TEXTS)]
+        if args.distinct:  # no two pushes alike: nothing the service remembers helps
+            text = f"{text} {index}-{seq}"
         body = (
             "<xml><ToUserName><![CDATA[gh_bench]]></ToUserName>"
             f"<FromUserName><![CDATA[{openid}]]></FromUserName>"
@@ -160,6 +162,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--openids", type=int, default=50_000)
     parser.add_argument("--msgid-base", type=int, default=0)
+    parser.add_argument("--distinct", action="store_true",
+                        help="make every text distinct (a number appended), where by default "
+                        "five texts repeat as a follower's greetings and one advert would")
     parser.add_argument("--pid", type=int, default=0,
                         help="server process whose CPU time to measure over the window")
     args = parser.parse_args()

@@ -44,6 +44,10 @@ class Scorer(Protocol):
 
 # How much of the follower's text a classifier hit quotes as its evidence.
 CLASSIFIER_EXCERPT = 60
+# Followers send the same words again and again (greetings, menu replies, the one
+# advert a campaign pushes from many accounts): what the text conditions met in a
+# recent text is remembered, for this many texts of up to this many characters.
+MATCH_MEMORY, MATCH_MEMORY_CHARS = 4096, 200
 
 
 @dataclass(slots=True)
@@ -125,7 +129,8 @@ class _Scan:
 
 
 class RuleSet:
-    """Every enabled rule of a rules directory, compiled; immutable once built."""
+    """Every enabled rule of a rules directory, compiled; immutable once built (but
+    for the memory of recent texts' matches, which only saves work)."""
 
     def __init__(self, specs: Iterable[RuleSpec], allowlist: Iterable[str] = (),
                  files: Iterable[str] = (), disabled: int = 0):
@@ -141,6 +146,8 @@ class RuleSet:
         self._regex_set, self._regex_index = self._build_regex_set()
         self._plans: dict[str, Plan] = {}
         self.flood_groups = self._build_flood_groups()
+        self._recent: dict[tuple[str, str], tuple[Plan, Scorer | None,
+                                                  dict[int, TextMatch]]] = {}
 
     @classmethod
     def empty(cls) -> RuleSet:
@@ -238,6 +245,31 @@ class RuleSet:
     def uses_classifier(self) -> bool:
         """Whether any rule has a ``classifier`` condition."""
         return self.classifier_threshold is not None
+
+    def recent_matches(self, texts: Mapping[str, str], plan: Plan,
+                       model: Scorer | None = None) -> dict[int, TextMatch]:
+        """:meth:`match_texts`, remembered for recent one-field texts: the engine's path.
+
+        The answer may be shared with later pushes of the same text: read it, never
+        change it. A new ``plan`` or ``model`` is never answered from memory.
+        """
+        if len(texts) != 1:
+            return self.match_texts(texts, plan, model)
+        key = next(iter(texts.items()))
+        if len(key[1]) > MATCH_MEMORY_CHARS:
+            return self.match_texts(texts, plan, model)
+        known = self._recent.get(key)
+        if known is not None and known[0] is plan and known[1] is model:
+            return known[2]
+        matches = self.match_texts(texts, plan, model)
+        if len(self._recent) >= MATCH_MEMORY:
+            self._recent.clear()  # cheaper than keeping an order; refills in a moment
+        self._recent[key] = (plan, model, matches)
+        return matches
+
+    def forget_matches(self) -> None:
+        """Drop the remembered matches (a new model: the old one need not stay alive)."""
+        self._recent.clear()
 
     def match_texts(self, texts: Mapping[str, str], plan: Plan,
                     model: Scorer | None = None) -> dict[int, TextMatch]:

@@ -56,6 +56,7 @@ class RuleEngine:
     def use_model(self, model: Scorer | None) -> None:
         """Put a (new) trained model in force for ``classifier`` conditions."""
         self.model = model
+        self._ruleset.forget_matches()
 
     def evaluate(self, event: Event) -> Decision:
         """Every rule that fires for ``event``, the actions to take and the reply."""
@@ -64,7 +65,7 @@ class RuleEngine:
         if not plan.rules:
             return NO_DECISION
         allowlisted = event.openid in ruleset.allowlist
-        matches = ruleset.match_texts(event.texts, plan, self.model)
+        matches = ruleset.recent_matches(event.texts, plan, self.model)
         counts = {} if allowlisted else self._count_flood(ruleset, event, plan.flood_rules)
         candidates = plan.textless
         if matches:  # only rules whose text conditions met something can fire, in rule order
