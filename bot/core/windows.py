@@ -30,6 +30,7 @@ class SlidingWindows:
         self.max_keys = max_keys
         self.horizon = 0
         self._data: OrderedDict[int, int | array[int]] = OrderedDict()
+        self._evicted_at: int | None = None
 
     def __len__(self) -> int:
         return len(self._data)
@@ -51,7 +52,8 @@ class SlidingWindows:
             if len(old) > keep:
                 del old[:len(old) - keep]
         data.move_to_end(hkey)
-        self._evict(now)
+        if now != self._evicted_at or len(data) > self.max_keys:
+            self._evict(now)  # once a second is enough for keys idle past the horizon
 
     def count(self, key: str, now: int, seconds: int) -> int:
         """Events recorded for ``key`` in ``(now - seconds, now]`` (this one included)."""
@@ -67,6 +69,7 @@ class SlidingWindows:
         self._data.pop(hash(key), None)
 
     def _evict(self, now: int) -> None:
+        self._evicted_at = now
         data = self._data
         floor = now - self.horizon
         while data:

@@ -312,12 +312,12 @@ class RuleSet:
 
     def _match_keywords(self, name: str, folded: Folded, active: frozenset[int],
                         matches: dict[int, TextMatch]) -> None:
+        found = list(self._automaton.iter(as_bytes(folded.dense)))
+        if not found:
+            return  # most texts: nothing more to build
         scan = _Scan()
-        haystack = as_bytes(folded.dense)
-        offsets: list[int] | None = None  # built on the first hit only: most texts have none
-        for end, (length, kw_rules, ex_rules, word) in self._automaton.iter(haystack):
-            if offsets is None:
-                offsets = char_offsets(folded.dense)
+        offsets = char_offsets(folded.dense)
+        for end, (length, kw_rules, ex_rules, word) in found:
             start, stop = offsets[end - length + 1], offsets[end + 1]
             for index in kw_rules:
                 if index in active:

@@ -96,8 +96,14 @@ class ContactDetector:
     def find(self, folded: Folded, kinds: frozenset[str]) -> dict[str, ContactHit]:
         """The first hit of each asked kind found in ``folded``."""
         found: dict[str, ContactHit] = {}
+        numbers: bool | None = None  # QQ and phone numbers share their prefilter
         for kind in kinds:
-            if not _PREFILTERS[kind](folded):
+            if kind in _NUMBERS:
+                if numbers is None:
+                    numbers = _FIVE_DIGITS.search(folded.contact) is not None
+                if not numbers:
+                    continue
+            elif not _PREFILTERS[kind](folded):
                 continue
             for pattern, form in self._patterns[kind]:
                 where, match = form, pattern.search(getattr(folded, form))
@@ -118,11 +124,10 @@ class ContactDetector:
 _WECHAT_HINT = re.compile(r"[加信]|vx|wx")
 _DISGUISE_HINT = re.compile(r"[信芯]|薇x|vx")
 _FIVE_DIGITS = re.compile(r"[0-9]{5}")
+_NUMBERS = frozenset({"qq", "phone"})
 _PREFILTERS = {
     "wechat_id": lambda folded: (_WECHAT_HINT.search(folded.contact) is not None
                                  or _DISGUISE_HINT.search(folded.dense) is not None),
-    "qq": lambda folded: _FIVE_DIGITS.search(folded.contact) is not None,
-    "phone": lambda folded: _FIVE_DIGITS.search(folded.contact) is not None,
     "url": lambda folded: "." in folded.light,
 }
 
