@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 # WeChat retries three times, 5 s apart: an answer must be remembered past the last one.
 KEEP_SECONDS = 30.0
@@ -26,8 +27,9 @@ class InMemoryRecentPushes:
         self.keep_seconds = keep_seconds
         self.max_entries = max_entries
         self._clock = clock
-        self._answers: OrderedDict[str, tuple[float, asyncio.Future[tuple[str, str]]]] = (
-            OrderedDict())
+        # key -> [claimed at, the answer once given, the future retries wait on]: the
+        # future is made only when a retry comes (most pushes never see one)
+        self._answers: OrderedDict[str, list[Any]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._answers)
@@ -37,29 +39,37 @@ class InMemoryRecentPushes:
         now = self._clock()
         self._expire(now)
         known = self._answers.get(key)
-        if known is not None:
-            return known[1]
-        self._answers[key] = (now, asyncio.get_running_loop().create_future())
-        return None
+        if known is None:
+            self._answers[key] = [now, None, None]
+            return None
+        future = known[2]
+        if future is None:
+            future = known[2] = asyncio.get_running_loop().create_future()
+            if known[1] is not None:
+                future.set_result(known[1])
+        return future
 
     def finish(self, key: str, body: str, content_type: str) -> None:
         """Record the answer given to the push with ``key``; retries will repeat it."""
         entry = self._answers.get(key)
-        if entry is not None and not entry[1].done():
-            entry[1].set_result((body, content_type))
+        if entry is None or entry[1] is not None:
+            return
+        entry[1] = (body, content_type)
+        if entry[2] is not None and not entry[2].done():
+            entry[2].set_result(entry[1])
 
     def forget(self, key: str) -> None:
         """The push failed before it was committed: let a retry be handled afresh."""
         entry = self._answers.pop(key, None)
-        if entry is not None and not entry[1].done():
-            entry[1].cancel()
+        if entry is not None and entry[2] is not None and not entry[2].done():
+            entry[2].cancel()
 
     def _expire(self, now: float) -> None:
         answers = self._answers
         while answers:
-            claimed_at, future = next(iter(answers.values()))
+            claimed_at, _answer, future = next(iter(answers.values()))
             if now - claimed_at < self.keep_seconds and len(answers) <= self.max_entries:
                 return
             answers.popitem(last=False)
-            if not future.done():
+            if future is not None and not future.done():
                 future.cancel()
