@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -316,9 +316,9 @@ class RuleSet:
         if not found:
             return  # most texts: nothing more to build
         scan = _Scan()
-        offsets = char_offsets(folded.dense)
+        char_at = _char_offset(folded.dense, len(found))
         for end, (length, kw_rules, ex_rules, word) in found:
-            start, stop = offsets[end - length + 1], offsets[end + 1]
+            start, stop = char_at(end - length + 1), char_at(end + 1)
             for index in kw_rules:
                 if index in active:
                     scan.keyword_hits.setdefault(index, []).append((start, stop, word))
@@ -419,6 +419,21 @@ def as_bytes(text: str) -> str:
     (``char_offsets`` maps their byte offsets back).
     """
     return text.encode("utf-8").decode("latin-1")
+
+
+# Up to this many keyword hits, each byte offset is mapped back by decoding the bytes
+# before it; past it, a table for the whole text (linear however many hits).
+FEW_HITS = 16
+
+
+def _char_offset(text: str, hits: int) -> Callable[[int], int]:
+    """Byte offset into ``as_bytes(text)`` -> character offset into ``text``."""
+    if text.isascii():
+        return int  # one byte a character
+    if hits > FEW_HITS:
+        return char_offsets(text).__getitem__
+    raw = text.encode("utf-8")
+    return lambda at: len(raw[:at].decode("utf-8"))
 
 
 def char_offsets(text: str) -> list[int]:
