@@ -6,7 +6,6 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
 
 # WeChat retries three times, 5 s apart: an answer must be remembered past the last one.
 KEEP_SECONDS = 30.0
@@ -27,9 +26,13 @@ class InMemoryRecentPushes:
         self.keep_seconds = keep_seconds
         self.max_entries = max_entries
         self._clock = clock
-        # key -> [claimed at, the answer once given, the future retries wait on]: the
-        # future is made only when a retry comes (most pushes never see one)
-        self._answers: OrderedDict[str, list[Any]] = OrderedDict()
+        # key -> (claimed at, the answer once given, the future retries wait on): the
+        # future is made only when a retry comes (most pushes never see one). Tuples,
+        # not lists: holding only strings and numbers, the collector stops tracking
+        # them, and a full collection does not walk half a million remembered pushes.
+        self._answers: OrderedDict[str, tuple[float, tuple[str, str] | None,
+                                              asyncio.Future[tuple[str, str]] | None]] = (
+            OrderedDict())
 
     def __len__(self) -> int:
         return len(self._answers)
@@ -40,13 +43,14 @@ class InMemoryRecentPushes:
         self._expire(now)
         known = self._answers.get(key)
         if known is None:
-            self._answers[key] = [now, None, None]
+            self._answers[key] = (now, None, None)
             return None
-        future = known[2]
+        claimed_at, answer, future = known
         if future is None:
-            future = known[2] = asyncio.get_running_loop().create_future()
-            if known[1] is not None:
-                future.set_result(known[1])
+            future = asyncio.get_running_loop().create_future()
+            if answer is not None:
+                future.set_result(answer)
+            self._answers[key] = (claimed_at, answer, future)  # keeps its place in order
         return future
 
     def finish(self, key: str, body: str, content_type: str) -> None:
@@ -54,9 +58,10 @@ class InMemoryRecentPushes:
         entry = self._answers.get(key)
         if entry is None or entry[1] is not None:
             return
-        entry[1] = (body, content_type)
+        answer = (body, content_type)
+        self._answers[key] = (entry[0], answer, entry[2])
         if entry[2] is not None and not entry[2].done():
-            entry[2].set_result(entry[1])
+            entry[2].set_result(answer)
 
     def forget(self, key: str) -> None:
         """The push failed before it was committed: let a retry be handled afresh."""
