@@ -301,9 +301,11 @@ class Batcher:
     async def _process(self, kind: ActionKind, rows: list[Claimed]) -> None:
         await self._send_group(kind, rows, None)
         try:
-            self._pending = await self._queue.count_active()
-        except Exception:  # the rows are settled; housekeeping refreshes the count
-            log.warning("could not count queued actions after a batch", exc_info=True)
+            self._pending = await _refused_as(self._queue.count_active())
+        except QueueRefused as exc:  # the rows are settled; housekeeping refreshes the count
+            # one line: the store has logged the database's error (a full disk fails
+            # every call sharing the push's transaction, this count included)
+            log.warning("could not count queued actions after a batch (%s)", exc)
             return
         self._metrics.pending_actions.set(self._pending)
 
