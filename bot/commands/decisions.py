@@ -13,7 +13,7 @@ from bot.core.models import ActionKind
 from bot.core.timefmt import when
 from bot.rules import parse_duration
 from bot.services import admin_store
-from bot.storage.sqlite.modlog import ModLogEntry
+from bot.storage.ports import ModLogEntry
 
 EXCERPT = 40
 

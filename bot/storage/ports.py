@@ -258,6 +258,18 @@ class DecisionQuery:
 
 
 @dataclass(frozen=True, slots=True)
+class ModLogEntry:
+    """One rule hit (or an admin's decision) as the mod log shows it."""
+
+    created_at: int
+    openid: str
+    rule_id: str
+    action: str
+    evidence: str
+    texts: str | None  # the event's texts as stored (JSON), None for an admin's decision
+
+
+@dataclass(frozen=True, slots=True)
 class DecisionRow:
     """One mod-log entry with the push that caused it (texts empty once purged)."""
 

@@ -18,12 +18,11 @@ import asyncpg
 from bot.core.errors import BotError
 from bot.core.models import Action, ActionKind, Event, Sample
 from bot.core.windows import standing_warnings
-from bot.storage.ports import FollowerHistory, QueueStatus
+from bot.storage.ports import FollowerHistory, ModLogEntry, QueueStatus
 from bot.storage.postgres.actions import PAUSE_KEY, read_pause
 from bot.storage.postgres.records import enqueue_action
 from bot.storage.postgres.schema import MODELS_KEPT
 from bot.storage.sqlite.admin import _SECTIONS
-from bot.storage.sqlite.modlog import ModLogEntry
 from bot.storage.sqlite.records import row_to_event
 from bot.storage.sqlite.samples import (
     RECENT_LIMIT,

@@ -16,10 +16,10 @@ from sqlite_utils import Database
 from bot.core.errors import BotError
 from bot.core.models import Action, ActionKind, Event, Sample
 from bot.core.windows import standing_warnings
-from bot.storage.ports import FollowerHistory, QueueStatus
+from bot.storage.ports import FollowerHistory, ModLogEntry, QueueStatus
 from bot.storage.sqlite import kv
 from bot.storage.sqlite.actions import read_pause
-from bot.storage.sqlite.modlog import ModLogEntry, mod_log
+from bot.storage.sqlite.modlog import mod_log
 from bot.storage.sqlite.records import enqueue_action, iter_events
 from bot.storage.sqlite.samples import (
     Learnt,

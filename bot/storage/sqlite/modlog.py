@@ -2,21 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from sqlite_utils import Database
 
-
-@dataclass(frozen=True, slots=True)
-class ModLogEntry:
-    """One rule hit (or an admin's decision) as the mod log shows it."""
-
-    created_at: int
-    openid: str
-    rule_id: str
-    action: str
-    evidence: str
-    texts: str | None  # the event's texts as stored (JSON), None for an admin's decision
+from bot.storage.ports import ModLogEntry
 
 
 def mod_log(db: Database, *, since: int, rule_id: str | None = None,
