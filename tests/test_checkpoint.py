@@ -6,6 +6,8 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from bot.core.models import ActionKind, Decision, Event, RuleHit
 from bot.storage.sqlite.checkpoint import Checkpointer
 from bot.storage.sqlite.store import Store
@@ -91,3 +93,19 @@ async def test_a_reader_pinning_the_wal_holds_up_no_push(tmp_path: Path) -> None
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT count(*) FROM events").fetchone() == (1510,)
     conn.close()
+
+
+async def test_a_checkpoint_thread_that_cannot_open_hands_checkpoints_back(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "bot.db"
+    store = Store(path)
+    # Its own connection fails to open (a directory where the database should be): the
+    # writer must checkpoint by itself again rather than let the WAL grow for ever.
+    (tmp_path / "not-a-db").mkdir()
+    store.checkpointer = Checkpointer(tmp_path / "not-a-db", gap=0.005)
+    await store.start()
+    await record_many(store, 3000)
+    held = wal_frames(path)
+    await store.close()
+    assert "WAL checkpoint thread stopped" in caplog.text
+    assert held < 1500, f"nobody checkpointed: the WAL holds {held} frames"

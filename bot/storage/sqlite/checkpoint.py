@@ -49,6 +49,7 @@ class Checkpointer:
         self._stop = threading.Event()
         self._written = threading.Event()  # set by each commit, cleared by a checkpoint
         self._restart_due = False
+        self.gave_up = False  # the thread stopped: the writer must checkpoint again
         self._failed = ""
         self._thread: threading.Thread | None = None
 
@@ -71,8 +72,12 @@ class Checkpointer:
             self._thread = None
 
     def _run(self) -> None:
-        conn = sqlite3.connect(str(self.path), timeout=self.busy_timeout,
-                               isolation_level=None, check_same_thread=False)
+        try:
+            conn = sqlite3.connect(str(self.path), timeout=self.busy_timeout,
+                                   isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            self._give_up(exc)
+            return
         try:
             while True:
                 self._written.wait()
@@ -82,8 +87,15 @@ class Checkpointer:
                 frames = self._checkpoint(conn)
                 if frames is not None and frames >= self.restart_frames:
                     self._restart_due = True
+        except Exception as exc:  # never leave the WAL to grow with nobody copying it
+            self._give_up(exc)
         finally:
             conn.close()
+
+    def _give_up(self, exc: Exception) -> None:
+        log.error("WAL checkpoint thread stopped (%s: %s); the writer checkpoints by "
+                  "itself again", exc.__class__.__name__, exc)
+        self.gave_up = True
 
     def _checkpoint(self, conn: sqlite3.Connection) -> int | None:
         """One passive checkpoint; the WAL's length in frames, None when it failed."""

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 # Bytes the WAL file is cut back to when it starts over (a burst may have grown it).
 WAL_SIZE_LIMIT = 16 * 1024 * 1024
+SQLITE_AUTOCHECKPOINT = 1000  # SQLite's default, back in force if the thread stops
 
 
 @dataclass(slots=True)
@@ -178,6 +179,9 @@ class Store:
             checkpointer.committed()
             if checkpointer.restart_due():
                 checkpointer.finish(db.conn)
+            if checkpointer.gave_up:  # SQLite's own checkpoints again, inside COMMITs
+                db.execute(f"PRAGMA wal_autocheckpoint={SQLITE_AUTOCHECKPOINT}")
+                checkpointer.gave_up = False
             if stop:
                 return
 
