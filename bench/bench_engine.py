@@ -51,12 +51,13 @@ def bench_engine(keywords: int) -> tuple[float, float, float]:
     events = [Event(openid=f"o{i % 500:027d}", account="gh", create_time=1_700_000_000 + i // 50,
                     msg_type="text", texts=MappingProxyType({"content": message()}))
               for i in range(EVENTS)]
-    for e in events[:200]:  # warm the fold tables
+    warm, timed = events[:200], events[200:]
+    for e in warm:  # warm the fold tables (not timed: the engine remembers their texts)
         engine.evaluate(e)
     started = time.perf_counter()
-    for e in events:
+    for e in timed:
         engine.evaluate(e)
-    per_event = (time.perf_counter() - started) / len(events)
+    per_event = (time.perf_counter() - started) / len(timed)
     return build, per_event * 1e6, 1 / per_event
 
 
