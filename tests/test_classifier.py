@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from bot.classifier.features import classifier_form, grams
+from bot.classifier.features import (
+    BUCKETS,
+    buckets,
+    classifier_form,
+    distinct_buckets,
+    grams,
+)
 from bot.classifier.model import Model, ModelError
 from bot.classifier.train import cross_validate, fit
 from bot.core.errors import RuleError
@@ -44,7 +50,19 @@ def push(text: str, openid: str = "oFollower0000000000000001") -> Event:
 
 def test_classifier_form_folds_evasions_but_keeps_punctuation() -> None:
     assert classifier_form("ＶＸ  兼職\u200b 12345！") == "vx 兼职 00000!"
-    assert grams("ab") == {"a", "b", "ab"}
+
+
+def test_every_gram_occurrence_has_a_bucket_and_the_model_weighs_each_bucket_once() -> None:
+    assert grams("私聊私") == ["私", "聊", "私", "私聊", "聊私"]
+    found = buckets("私聊私").tolist()
+    assert len(found) == 5 and found[0] == found[2]  # one gram, one bucket, wherever
+    assert all(0 <= b < BUCKETS for b in found)
+    assert len(set(found)) == 4  # 私, 聊, 私聊 and 聊私 (no collision among these four)
+    assert distinct_buckets("私聊私").tolist() == sorted(set(found))
+    assert distinct_buckets("0000").tolist() == sorted(set(buckets("00").tolist()))
+    assert buckets("").tolist() == [] and distinct_buckets("").tolist() == []
+    # a pair is not its two characters, and (a, b) is not (b, a)
+    assert len(set(buckets("ab").tolist() + buckets("ba").tolist())) == 4
 
 
 def test_a_trained_model_separates_spam_from_ham(model: Model) -> None:
@@ -55,16 +73,51 @@ def test_a_trained_model_separates_spam_from_ham(model: Model) -> None:
     assert top and all(weight > 0 for weight in top.values())
 
 
+@pytest.mark.parametrize("text", ["高佣返利，私聊我领取", "今天的外卖味道不错，谢谢", "好",
+                                  "", "   ", "兼职" * 600],
+                         ids=["spam", "ham", "one-char", "empty", "blank", "over-cap"])
+def test_explain_shares_add_up_to_the_score(model: Model, text: str) -> None:
+    shares = model.explain(text, top=10_000)
+    assert model.bias + sum(w for _, w in shares) == pytest.approx(model.margin(text),
+                                                                   abs=1e-5)
+    assert 0 < model.score(text) < 1
+
+
+def test_a_lone_surrogate_or_astral_character_is_scored(model: Model) -> None:
+    assert 0 < model.score("私聊\ud800我") < 1
+    assert 0 < model.score("私聊😀我\U0010ffff") < 1
+    assert model.margin("\udfff") == model.bias and model.explain("\udfff") == []
+    assert len(buckets("a\ud800")) == 3  # should the fold ever let one through
+
+
 def test_a_model_survives_storage_and_refuses_corruption(model: Model) -> None:
     again = Model.loads(model.dumps())
     assert again.score("兼职日结，私聊我") == pytest.approx(model.score("兼职日结，私聊我"))
     with pytest.raises(ModelError, match="corrupt"):
         Model.loads(b"not a model")
-    with pytest.raises(ModelError, match="corrupt"):
-        Model.loads(zlib.compress(b'{"format": 1, "features": "char-1-2-grams/light-fold/'
-                                  b'v1", "weights": 3}'))
     with pytest.raises(ModelError, match="run `learn` again"):
-        Model.loads(zlib.compress(b'{"format": 1, "features": "other"}'))
+        Model.loads(zlib.compress(b'{"format": 1, "features": "char-1-2-grams/light-fold/'
+                                  b'v1", "weights": {"a": 1.0}}'))  # the previous format
+    with pytest.raises(ModelError, match="run `learn` again"):
+        Model.loads(zlib.compress(b'{"format": 2, "features": "other"}'))
+
+
+@pytest.mark.parametrize(("numbers", "values", "message"), [
+    ("3", "[1.0]", "differ in length"),
+    ("[1, 2]", "[1.0]", "differ in length"),
+    (f"[{BUCKETS}]", "[1.0]", "outside"),
+    ("[-1]", "[1.0]", "outside"),
+    ("[1]", "[NaN]", "not a finite number"),
+    ("[1]", '["x"]', "ValueError"),
+], ids=["not-list", "lengths", "past-table", "negative", "nan", "not-number"])
+def test_a_model_with_bad_weights_is_refused(model: Model, numbers: str, values: str,
+                                             message: str) -> None:
+    body = zlib.decompress(model.dumps()).decode("utf-8")
+    head = body[:body.index('"buckets"')]
+    blob = zlib.compress(f'{head}"buckets": {numbers}, "weights": {values}}}'.encode())
+    with pytest.raises(ModelError, match="corrupt") as caught:
+        Model.loads(blob)
+    assert message in str(caught.value)
 
 
 def test_cross_validation_reports_figures_at_the_threshold() -> None:
@@ -114,11 +167,13 @@ def test_grams_that_separate_the_classes_are_scaled_up() -> None:
 
     from bot.classifier.train import _Design, _nb_scale
     texts = [("甲乙", True), ("甲丙", True), ("丁乙", False), ("丁丙", False)]
-    design = _Design([grams(classifier_form(t)) for t, _ in texts])
+    design = _Design([distinct_buckets(classifier_form(t)) for t, _ in texts])
     y = np.array([spam for _, spam in texts], dtype=np.float64)
-    scale = dict(zip(design.vocab, _nb_scale(design, y, np.ones(len(y))), strict=True))
+    by_bucket = dict(zip(design.vocab.tolist(), _nb_scale(design, y, np.ones(len(y))),
+                         strict=True))
+    scale = {g: by_bucket[int(buckets(g)[-1])] for g in ("甲", "乙", "丙", "丁", "甲乙")}
     assert scale["乙"] == scale["丙"] == 0  # as often in spam as in ham: says nothing
     assert scale["甲"] == pytest.approx(scale["丁"])  # one class only, either one
     assert scale["甲"] > 0
     assert scale["甲乙"] > 0
-    assert np.mean(list(scale.values())) == pytest.approx(1)
+    assert np.mean(list(by_bucket.values())) == pytest.approx(1)

@@ -1,6 +1,9 @@
-"""What the classifier reads: the set of character 1- and 2-grams of the lightly folded text."""
+"""What the classifier reads: every character 1- and 2-gram of the lightly folded text,
+hashed into a fixed number of buckets."""
 
 from __future__ import annotations
+
+import numpy as np
 
 from bot.core.normalize import FoldTable
 
@@ -32,8 +35,16 @@ _TABLE = _ClassifierTable()
 # Past this many characters a message says nothing new about being spam; the cap bounds
 # the cost of a hostile 64 KB push.
 MAX_CHARS = 1000
-FEATURES = "char-1-2-grams/light-fold/v1"  # stored with a model: a change retrains
-_UNIGRAMS = tuple(slice(i, i + 1) for i in range(MAX_CHARS))
+FEATURES = "hashed-char-1-2-grams/light-fold/v2"  # stored with a model: a change retrains
+# 2**20 buckets: the dev file's 78,000 distinct grams share a bucket 4% of the time, and a
+# table of float32 weights is 4 MB.
+BUCKET_BITS = 20
+BUCKETS = 1 << BUCKET_BITS
+# A pair of code points (a, b) is keyed a * _PAIR + b (mod 2**32), and a key's bucket is
+# the top bits of key * _SPREAD (Fibonacci hashing, 2**32 / golden ratio): all in uint32.
+_PAIR = np.uint32(0x01000193)
+_SPREAD = np.uint32(0x9E3779B1)
+_SHIFT = np.uint32(32 - BUCKET_BITS)
 _BIGRAMS = tuple(slice(i, i + 2) for i in range(MAX_CHARS))
 
 
@@ -51,14 +62,34 @@ def classifier_form(text: str) -> str:
     return form[:MAX_CHARS]  # folding can lengthen a text: the grams stop here too
 
 
-def grams(form: str) -> set[str]:
-    """Every distinct 1- and 2-gram of ``form`` (C-level slicing, no Python loop).
+
+def buckets(form: str) -> np.ndarray:
+    """The bucket of every gram occurrence of ``form``: its n characters, then its n - 1
+    pairs of neighbours, in text order (the order of :func:`grams`)."""
+    # the fold drops lone surrogates; should one get through, it is a code point, not a
+    # UnicodeEncodeError on the hot path
+    points = np.frombuffer(form.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    keys = np.concatenate((points, points[:-1] * _PAIR + points[1:]))
+    return (keys * _SPREAD) >> _SHIFT
+
+
+def distinct_buckets(form: str) -> np.ndarray:
+    """The distinct buckets of ``form``'s grams, ascending: what the model weighs.
+
+    Measured (100 characters): 8 us, where meeting the distinct known grams through an
+    Aho-Corasick automaton took 23 us and ``np.unique`` 18 us.
+    """
+    ordered = np.sort(buckets(form))
+    keep = np.empty(len(ordered), dtype=bool)
+    keep[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]
+
+
+def grams(form: str) -> list[str]:
+    """Every 1- and 2-gram occurrence of ``form``, in the order of :func:`buckets`.
 
     Measured: adding 3-grams costs half again per message and gains nothing (recall
     0.86 at 0.5% FPR either way under 5-fold cross-validation on the dev set).
     """
-    size = len(form)
-    get = form.__getitem__
-    found = set(map(get, _UNIGRAMS[:size]))
-    found.update(map(get, _BIGRAMS[:size - 1]))
-    return found
+    return [*form, *map(form.__getitem__, _BIGRAMS[:max(len(form) - 1, 0)])]

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from bot.classifier.features import classifier_form, grams
+from bot.classifier.features import classifier_form, distinct_buckets
 from bot.classifier.model import MIN_GRAMS, Model, Quality
 from bot.core.models import Sample
 
@@ -32,24 +32,23 @@ NB_POWER = 0.5
 
 
 class _Design:
-    """The sparse design matrix of a training set, as flat coordinate arrays."""
+    """The sparse design matrix of a training set, as flat coordinate arrays: one entry
+    per (text, bucket) holding the bucket's idf divided by the square root of the text's
+    count of distinct buckets."""
 
-    def __init__(self, sets: Sequence[set[str]]):
-        df: dict[str, int] = {}
-        for found in sets:
-            for gram in found:
-                df[gram] = df.get(gram, 0) + 1
-        self.vocab = list(df)
-        column = {gram: index for index, gram in enumerate(self.vocab)}
-        counts = np.fromiter(df.values(), dtype=np.float64, count=len(df))
-        self.idf = np.log((1 + len(sets)) / (1 + counts)) + 1
-        lengths = np.fromiter((len(s) for s in sets), dtype=np.int64, count=len(sets))
-        self.rows = np.repeat(np.arange(len(sets)), lengths)
-        self.cols = np.fromiter((column[g] for s in sets for g in s), dtype=np.int64,
-                                count=int(lengths.sum()))
+    def __init__(self, found: Sequence[np.ndarray]):
+        self.n = len(found)
+        lengths = np.fromiter(map(len, found), dtype=np.int64, count=self.n)
+        self.rows = np.repeat(np.arange(self.n, dtype=np.int64), lengths)
+        # vocab: the buckets in use, ascending; cols: each entry's index into it
+        self.vocab, cols = np.unique(np.concatenate([*found, np.empty(0, np.uint32)]),
+                                     return_inverse=True)
+        self.cols = cols.astype(np.int64)
+        self.d = len(self.vocab)
+        df = np.bincount(self.cols, minlength=self.d)
+        self.idf = np.log((1 + self.n) / (1 + df)) + 1
         norms = _SCALE / np.sqrt(np.maximum(lengths, MIN_GRAMS))
         self.vals = self.idf[self.cols] * norms[self.rows]
-        self.n, self.d = len(sets), len(self.vocab)
 
     def margins(self, w: np.ndarray, b: float) -> np.ndarray:
         return np.bincount(self.rows, weights=self.vals * w[self.cols], minlength=self.n) + b
@@ -129,7 +128,7 @@ def fit(samples: Sequence[Sample], *, now: int, c: float = C,
     """A model trained on ``samples`` and ``extra`` ones weighing ``extra_weight`` each
     (both labels needed); the two classes weigh equally in all."""
     everything = [*samples, *extra]
-    sets = [grams(classifier_form(s.text)) for s in everything]
+    found = [distinct_buckets(classifier_form(s.text)) for s in everything]
     y = np.fromiter((s.spam for s in everything), dtype=np.float64, count=len(everything))
     spam = int(y.sum())
     ham = len(everything) - spam
@@ -137,12 +136,12 @@ def fit(samples: Sequence[Sample], *, now: int, c: float = C,
         raise ValueError("training needs both spam and ham samples")
     weight = np.where(y == 1, len(y) / (2 * spam), len(y) / (2 * ham))
     weight[len(samples):] *= extra_weight
-    design = _Design(sets)
+    design = _Design(found)
     scale = _nb_scale(design, y, weight)
     design.vals = design.vals * scale[design.cols]
     theta = _lbfgs(_objective(design, y, weight, c), np.zeros(design.d + 1))
     coef = theta[:-1] * scale * design.idf * _SCALE
-    weights = {g: float(v) for g, v in zip(design.vocab, coef, strict=True) if v}
+    weights = {b: v for b, v in zip(design.vocab.tolist(), coef.tolist(), strict=True) if v}
     return Model(weights=weights, bias=float(theta[-1]), spam=spam, ham=ham,
                  trained_at=now, quality=quality)
 

@@ -68,8 +68,8 @@ class ModelWatcher:
             if model is not None:
                 self.engine.use_model(model)
                 log.info("classifier model %d in force: trained on %d samples (%d spam, "
-                         "%d ham), %d character grams", candidate, model.samples, model.spam,
-                         model.ham, len(model.weights))
+                         "%d ham), %d weighted n-gram buckets", candidate, model.samples,
+                         model.spam, model.ham, len(model.weights))
                 return True
         return False
 
