@@ -52,17 +52,19 @@ def test_classifier_form_folds_evasions_but_keeps_punctuation() -> None:
     assert classifier_form("ＶＸ  兼職\u200b 12345！") == "vx 兼职 00000!"
 
 
-def test_every_gram_occurrence_has_a_bucket_and_the_model_weighs_each_bucket_once() -> None:
-    assert grams("私聊私") == ["私", "聊", "私", "私聊", "聊私"]
+def test_every_gram_has_a_bucket_and_the_model_weighs_each_bucket_once() -> None:
+    assert grams("私聊私") == ["私", "聊", "私", "私聊", "聊私", "私_私"]
     found = buckets("私聊私").tolist()
-    assert len(found) == 5 and found[0] == found[2]  # one gram, one bucket, wherever
+    assert len(found) == 6 and found[0] == found[2]  # one gram, one bucket, wherever
     assert all(0 <= b < BUCKETS for b in found)
-    assert len(set(found)) == 4  # 私, 聊, 私聊 and 聊私 (no collision among these four)
+    assert len(set(found)) == 5  # 私, 聊, 私聊, 聊私, 私_私 (no collision among these)
     assert distinct_buckets("私聊私").tolist() == sorted(set(found))
-    assert distinct_buckets("0000").tolist() == sorted(set(buckets("00").tolist()))
+    assert distinct_buckets("0000").tolist() == sorted(set(buckets("000").tolist()))
     assert buckets("").tolist() == [] and distinct_buckets("").tolist() == []
-    # a pair is not its two characters, and (a, b) is not (b, a)
+    assert grams("") == [] and grams("a") == ["a"]
+    # a pair is not its two characters, (a, b) is not (b, a), neighbours are not two apart
     assert len(set(buckets("ab").tolist() + buckets("ba").tolist())) == 4
+    assert buckets("a_b").tolist()[-1] not in buckets("ab").tolist()
 
 
 def test_a_trained_model_separates_spam_from_ham(model: Model) -> None:

@@ -1,5 +1,5 @@
-"""What the classifier reads: every character 1- and 2-gram of the lightly folded text,
-hashed into a fixed number of buckets."""
+"""What the classifier reads: every character, pair of neighbours and pair of characters
+two apart of the lightly folded text, hashed into a fixed number of buckets."""
 
 from __future__ import annotations
 
@@ -35,15 +35,19 @@ _TABLE = _ClassifierTable()
 # Past this many characters a message says nothing new about being spam; the cap bounds
 # the cost of a hostile 64 KB push.
 MAX_CHARS = 1000
-FEATURES = "hashed-char-1-2-grams/light-fold/v2"  # stored with a model: a change retrains
-# 2**20 buckets: the dev file's 78,000 distinct grams share a bucket 4% of the time, and a
-# table of float32 weights is 4 MB.
+FEATURES = "hashed-char-1-2-skip-grams/light-fold/v3"  # stored with a model: a change retrains
+# 2**20 buckets: the dev file's 150,000 distinct grams share one 13% of the time (as many
+# as chance would), and a table of float32 weights is 4 MB. Measured: 2**22 buckets score
+# no better.
 BUCKET_BITS = 20
 BUCKETS = 1 << BUCKET_BITS
-# A pair of code points (a, b) is keyed a * _PAIR + b (mod 2**32), and a key's bucket is
-# the top bits of key * _SPREAD (Fibonacci hashing, 2**32 / golden ratio): all in uint32.
-_PAIR = np.uint32(0x01000193)
-_SPREAD = np.uint32(0x9E3779B1)
+# Neighbours (a, b) are keyed a * _PAIR + b (mod 2**32) and a, b two apart a * _PAIR - b,
+# so one multiplication serves both; a key's bucket is the top bits of key * _SPREAD. Both
+# constants are odd and far from a power of two (2**32 / golden ratio, murmur3's), so near
+# code points land far apart: all in uint32, a few numpy calls a text. (A prime modulus
+# instead costs 1.6 us more at 500 characters; a small _PAIR made 16% of grams collide.)
+_PAIR = np.uint32(0x9E3779B1)
+_SPREAD = np.uint32(0x85EBCA6B)
 _SHIFT = np.uint32(32 - BUCKET_BITS)
 _BIGRAMS = tuple(slice(i, i + 2) for i in range(MAX_CHARS))
 
@@ -62,22 +66,30 @@ def classifier_form(text: str) -> str:
     return form[:MAX_CHARS]  # folding can lengthen a text: the grams stop here too
 
 
-
 def buckets(form: str) -> np.ndarray:
-    """The bucket of every gram occurrence of ``form``: its n characters, then its n - 1
-    pairs of neighbours, in text order (the order of :func:`grams`)."""
+    """The bucket of every gram of ``form``: its n characters, its n - 1 pairs of
+    neighbours, then its n - 2 pairs of characters two apart, in the order of
+    :func:`grams`.
+
+    Measured on the dev file (5-fold, with the rules, 3 fold seeds): the pairs two apart
+    ("加_信" in "加V信", "加微信" and "加.信") raise recall 0.005 at the same false
+    positives, for 1.6 us a 100-character text; 3-grams do as well and cost as much, both
+    together no better.
+    """
     # the fold drops lone surrogates; should one get through, it is a code point, not a
     # UnicodeEncodeError on the hot path
     points = np.frombuffer(form.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-    keys = np.concatenate((points, points[:-1] * _PAIR + points[1:]))
+    spread = points * _PAIR
+    keys = np.concatenate((points, spread[:-1] + points[1:], spread[:-2] - points[2:]))
     return (keys * _SPREAD) >> _SHIFT
 
 
 def distinct_buckets(form: str) -> np.ndarray:
     """The distinct buckets of ``form``'s grams, ascending: what the model weighs.
 
-    Measured (100 characters): 8 us, where meeting the distinct known grams through an
-    Aho-Corasick automaton took 23 us and ``np.unique`` 18 us.
+    Measured (100 characters, 1-2-grams): 8 us, where meeting the distinct known grams
+    through an Aho-Corasick automaton took 23 us and ``np.unique`` 18 us. Every numpy call
+    costs about 0.4 us however short the text: they are kept few.
     """
     ordered = np.sort(buckets(form))
     keep = np.empty(len(ordered), dtype=bool)
@@ -87,9 +99,7 @@ def distinct_buckets(form: str) -> np.ndarray:
 
 
 def grams(form: str) -> list[str]:
-    """Every 1- and 2-gram occurrence of ``form``, in the order of :func:`buckets`.
-
-    Measured: adding 3-grams costs half again per message and gains nothing (recall
-    0.86 at 0.5% FPR either way under 5-fold cross-validation on the dev set).
-    """
-    return [*form, *map(form.__getitem__, _BIGRAMS[:max(len(form) - 1, 0)])]
+    """Every gram of ``form`` by name, in the order of :func:`buckets`; a pair two apart
+    is named with "_" between its characters."""
+    pairs = map(form.__getitem__, _BIGRAMS[:max(len(form) - 1, 0)])
+    return [*form, *pairs, *map("{}_{}".format, form, form[2:])]
