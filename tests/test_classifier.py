@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bot.classifier.features import (
@@ -104,22 +107,36 @@ def test_a_model_survives_storage_and_refuses_corruption(model: Model) -> None:
         Model.loads(zlib.compress(b'{"format": 2, "features": "other"}'))
 
 
-@pytest.mark.parametrize(("numbers", "values", "message"), [
-    ("3", "[1.0]", "differ in length"),
-    ("[1, 2]", "[1.0]", "differ in length"),
-    (f"[{BUCKETS}]", "[1.0]", "outside"),
-    ("[-1]", "[1.0]", "outside"),
-    ("[1]", "[NaN]", "not a finite number"),
-    ("[1]", '["x"]', "ValueError"),
-], ids=["not-list", "lengths", "past-table", "negative", "nan", "not-number"])
-def test_a_model_with_bad_weights_is_refused(model: Model, numbers: str, values: str,
+def packed(values: list[float], dtype: str) -> str:
+    return base64.b64encode(np.array(values, dtype=dtype).tobytes()).decode("ascii")
+
+
+@pytest.mark.parametrize(("gaps", "values", "message"), [
+    ([1], packed([1.0], "<f4"), "base64 text"),
+    ("AAE=", packed([1.0], "<f4"), "ValueError"),  # 2 bytes: not a whole number
+    ("%%%%", packed([1.0], "<f4"), "Error"),  # not base64
+    (packed([1, 2], "<u4"), packed([1.0], "<f4"), "differ in length"),
+    (packed([1, 0], "<u4"), packed([1.0, 2.0], "<f4"), "given twice"),
+    (packed([BUCKETS], "<u4"), packed([1.0], "<f4"), "outside"),
+    (packed([BUCKETS - 1, 1], "<u4"), packed([1.0, 1.0], "<f4"), "outside"),
+    (packed([1], "<u4"), packed([float("nan")], "<f4"), "not a finite number"),
+], ids=["not-text", "partial", "not-base64", "lengths", "twice", "past-table",
+        "sum-past-table", "nan"])
+def test_a_model_with_bad_weights_is_refused(model: Model, gaps: object, values: str,
                                              message: str) -> None:
-    body = zlib.decompress(model.dumps()).decode("utf-8")
-    head = body[:body.index('"buckets"')]
-    blob = zlib.compress(f'{head}"buckets": {numbers}, "weights": {values}}}'.encode())
+    body = json.loads(zlib.decompress(model.dumps()))
+    body["buckets"], body["weights"] = gaps, values
     with pytest.raises(ModelError, match="corrupt") as caught:
-        Model.loads(blob)
+        Model.loads(zlib.compress(json.dumps(body).encode()))
     assert message in str(caught.value)
+
+
+def test_a_stored_model_scores_exactly_as_the_fresh_one(model: Model) -> None:
+    again = Model.loads(model.dumps())
+    assert again.weights == model.weights and again.bias == model.bias
+    texts = [*spam_texts(), *ham_texts(), "完全没见过的字句"]
+    assert [again.score(t) for t in texts] == [model.score(t) for t in texts]
+    assert again.explain("高佣返利，私聊我") == model.explain("高佣返利，私聊我")
 
 
 def test_cross_validation_reports_figures_at_the_threshold() -> None:
@@ -165,8 +182,6 @@ def test_bad_classifier_conditions_name_file_and_line(tmp_path: Path, body: str,
 
 
 def test_grams_that_separate_the_classes_are_scaled_up() -> None:
-    import numpy as np
-
     from bot.classifier.train import _Design, _nb_scale
     texts = [("甲乙", True), ("甲丙", True), ("丁乙", False), ("丁丙", False)]
     design = _Design([distinct_buckets(classifier_form(t)) for t, _ in texts])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import zlib
@@ -131,10 +132,15 @@ class Model:
 
     def dumps(self) -> bytes:
         """The model as compressed JSON, for the store."""
+        numbers = np.fromiter(self.weights, dtype=np.int64, count=len(self.weights))
+        order = np.argsort(numbers)
+        values = np.fromiter(self.weights.values(), dtype=np.float64, count=len(numbers))
         body = {"format": FORMAT, "features": self.features, "bias": self.bias,
                 "spam": self.spam, "ham": self.ham, "trained_at": self.trained_at,
                 "quality": None if self.quality is None else vars(self.quality),
-                "buckets": list(self.weights), "weights": list(self.weights.values())}
+                # ascending buckets as gaps from the previous one: mostly small numbers
+                "buckets": _pack(np.diff(numbers[order], prepend=0), "<u4"),
+                "weights": _pack(values[order], "<f4")}
         return zlib.compress(json.dumps(body, ensure_ascii=False).encode("utf-8"), 6)
 
     @classmethod
@@ -160,17 +166,27 @@ class Model:
                 from None
 
 
-def _weights(numbers: Any, values: Any) -> dict[int, float]:
-    """Bucket -> weight from the stored lists; ValueError unless they fit the table."""
-    if not isinstance(numbers, list) or not isinstance(values, list) \
-            or len(numbers) != len(values):
+def _pack(values: np.ndarray, dtype: str) -> str:
+    return base64.b64encode(values.astype(dtype).tobytes()).decode("ascii")
+
+
+def _weights(gaps: Any, values: Any) -> dict[int, float]:
+    """Bucket -> weight from the stored arrays; ValueError unless they fit the table."""
+    if not isinstance(gaps, str) or not isinstance(values, str):
+        raise ValueError("buckets and weights must be base64 text")
+    # b64decode raises binascii.Error, frombuffer a ValueError on a partial number
+    steps = np.frombuffer(base64.b64decode(gaps, validate=True), dtype="<u4")
+    weights = np.frombuffer(base64.b64decode(values, validate=True), dtype="<f4")
+    if len(steps) != len(weights):
         raise ValueError("buckets and weights differ in length")
-    weights = {int(b): float(v) for b, v in zip(numbers, values, strict=True)}
-    if weights and not 0 <= min(weights) <= max(weights) < BUCKETS:
+    if len(steps) > 1 and not steps[1:].all():
+        raise ValueError("a bucket is given twice")
+    numbers = np.cumsum(steps, dtype=np.int64)
+    if len(numbers) and numbers[-1] >= BUCKETS:
         raise ValueError(f"a bucket outside 0..{BUCKETS - 1}")
-    if not all(map(math.isfinite, weights.values())):
+    if not np.isfinite(weights).all():
         raise ValueError("a weight is not a finite number")
-    return weights
+    return dict(zip(numbers.tolist(), weights.astype(np.float64).tolist(), strict=True))
 
 
 def _sigmoid(x: float) -> float:

@@ -143,7 +143,8 @@ def fit(samples: Sequence[Sample], *, now: int, c: float = C,
     scale = _nb_scale(design, y, weight)
     design.vals = design.vals * scale[design.cols]
     theta = _lbfgs(_objective(design, y, weight, c), np.zeros(design.d + 1))
-    coef = theta[:-1] * scale * design.idf * _SCALE
+    # float32, as the model's table holds them: a stored model scores as the fresh one
+    coef = (theta[:-1] * scale * design.idf * _SCALE).astype(np.float32)
     weights = {b: v for b, v in zip(design.vocab.tolist(), coef.tolist(), strict=True) if v}
     return Model(weights=weights, bias=float(theta[-1]), spam=spam, ham=ham,
                  trained_at=now, quality=quality)
