@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bot.classifier import features
 from bot.classifier.features import (
     BUCKETS,
     buckets,
@@ -56,18 +57,32 @@ def test_classifier_form_folds_evasions_but_keeps_punctuation() -> None:
 
 
 def test_every_gram_has_a_bucket_and_the_model_weighs_each_bucket_once() -> None:
-    assert grams("私聊私") == ["私", "聊", "私", "私聊", "聊私", "私_私"]
+    assert grams("私聊私") == ["私", "私聊", "私_私", "聊", "聊私", "聊_$", "私", "私$", "私_$"]
     found = buckets("私聊私").tolist()
-    assert len(found) == 6 and found[0] == found[2]  # one gram, one bucket, wherever
+    assert len(found) == 9 and found[0] == found[6]  # one gram, one bucket, wherever
     assert all(0 <= b < BUCKETS for b in found)
-    assert len(set(found)) == 5  # 私, 聊, 私聊, 聊私, 私_私 (no collision among these)
+    assert len(set(found)) == 8  # all but the second 私 (no collision among these)
     assert distinct_buckets("私聊私").tolist() == sorted(set(found))
-    assert distinct_buckets("0000").tolist() == sorted(set(buckets("000").tolist()))
     assert buckets("").tolist() == [] and distinct_buckets("").tolist() == []
-    assert grams("") == [] and grams("a") == ["a"]
-    # a pair is not its two characters, (a, b) is not (b, a), neighbours are not two apart
-    assert len(set(buckets("ab").tolist() + buckets("ba").tolist())) == 4
-    assert buckets("a_b").tolist()[-1] not in buckets("ab").tolist()
+    assert grams("") == [] and grams("a") == ["a", "a$", "a_$"]
+    # a pair is not its two characters, (a, b) is not (b, a), neighbours are not two
+    # apart, and the end of the text is not a character
+    # a, b, ab, ba, a$, b$, a_$, b_$
+    assert len(set(buckets("ab").tolist() + buckets("ba").tolist())) == 8
+    assert buckets("a_b").tolist()[2] not in buckets("ab").tolist()
+    assert buckets("0000")[3:6].tolist() == buckets("000")[:3].tolist()
+
+
+def test_buckets_are_the_documented_arithmetic_on_code_points() -> None:
+    def bucket(key: int) -> int:
+        return (key * features._SPREAD & 0xFFFFFFFF) >> (32 - features.BUCKET_BITS)
+
+    for form in ["私聊", "ab😀", "\U0010ffff好"]:
+        points = [*map(ord, form), 3, 3]
+        expected = [bucket(key) for i in range(len(form)) for key in (
+            points[i], points[i] * features._PAIR + points[i + 1] & 0xFFFFFFFF,
+            points[i] * features._PAIR - points[i + 2] & 0xFFFFFFFF)]
+        assert buckets(form).tolist() == expected
 
 
 def test_a_trained_model_separates_spam_from_ham(model: Model) -> None:
@@ -92,7 +107,7 @@ def test_a_lone_surrogate_or_astral_character_is_scored(model: Model) -> None:
     assert 0 < model.score("私聊\ud800我") < 1
     assert 0 < model.score("私聊😀我\U0010ffff") < 1
     assert model.margin("\udfff") == model.bias and model.explain("\udfff") == []
-    assert len(buckets("a\ud800")) == 3  # should the fold ever let one through
+    assert len(buckets("a\ud800")) == 6  # should the fold ever let one through
 
 
 def test_a_model_survives_storage_and_refuses_corruption(model: Model) -> None:
@@ -188,7 +203,8 @@ def test_grams_that_separate_the_classes_are_scaled_up() -> None:
     y = np.array([spam for _, spam in texts], dtype=np.float64)
     by_bucket = dict(zip(design.vocab.tolist(), _nb_scale(design, y, np.ones(len(y))),
                          strict=True))
-    scale = {g: by_bucket[int(buckets(g)[-1])] for g in ("甲", "乙", "丙", "丁", "甲乙")}
+    scale = {g: by_bucket[int(buckets(g)[len(g) - 1])]  # a character, or the pair "甲乙"
+             for g in ("甲", "乙", "丙", "丁", "甲乙")}
     assert scale["乙"] == scale["丙"] == 0  # as often in spam as in ham: says nothing
     assert scale["甲"] == pytest.approx(scale["丁"])  # one class only, either one
     assert scale["甲"] > 0

@@ -41,15 +41,24 @@ FEATURES = "hashed-char-1-2-skip-grams/light-fold/v3"  # stored with a model: a 
 # no better.
 BUCKET_BITS = 20
 BUCKETS = 1 << BUCKET_BITS
-# Neighbours (a, b) are keyed a * _PAIR + b (mod 2**32) and a, b two apart a * _PAIR - b,
-# so one multiplication serves both; a key's bucket is the top bits of key * _SPREAD. Both
-# constants are odd and far from a power of two (2**32 / golden ratio, murmur3's), so near
-# code points land far apart: all in uint32, a few numpy calls a text. (A prime modulus
-# instead costs 1.6 us more at 500 characters; a small _PAIR made 16% of grams collide.)
-_PAIR = np.uint32(0x9E3779B1)
-_SPREAD = np.uint32(0x85EBCA6B)
+# Each character c0 of the form, with the two after it (c1, c2; past the end, _END), gives
+# three keys: itself, c0 * _PAIR + c1 and c0 * _PAIR - c2 (mod 2**32); a key's bucket is
+# the top bits of key * _SPREAD. Both constants are odd and far from a power of two
+# (2**32 / golden ratio, murmur3's), so near code points land far apart. The products are
+# linear, so one integer matrix product of the windows (c0, c1, c2) by _KEYS gives every
+# key already spread. (A prime modulus instead cost 1.6 us more at 500 characters; a
+# small _PAIR made 16% of grams collide, not 13%.)
+_PAIR = 0x9E3779B1
+_SPREAD = 0x85EBCA6B
+_MASK = (1 << 32) - 1
+_KEYS = np.array([[_SPREAD, _PAIR * _SPREAD & _MASK, _PAIR * _SPREAD & _MASK],
+                  [0, _SPREAD, 0],
+                  [0, 0, -_SPREAD & _MASK]], dtype=np.uint32)
 _SHIFT = np.uint32(32 - BUCKET_BITS)
-_BIGRAMS = tuple(slice(i, i + 2) for i in range(MAX_CHARS))
+# The end of the text, read as the one or two characters after the last ones: a pair or
+# a pair two apart that ends the text is a gram of its own (never code point 0, which
+# would make the two kinds one).
+_END = "\x03"
 
 
 def classifier_form(text: str) -> str:
@@ -67,9 +76,9 @@ def classifier_form(text: str) -> str:
 
 
 def buckets(form: str) -> np.ndarray:
-    """The bucket of every gram of ``form``: its n characters, its n - 1 pairs of
-    neighbours, then its n - 2 pairs of characters two apart, in the order of
-    :func:`grams`.
+    """The bucket of every gram of ``form``, in the order of :func:`grams`: per character,
+    itself, the pair it starts and the pair two apart it starts (the last ones reach the
+    end of the text).
 
     Measured on the dev file (5-fold, with the rules, 3 fold seeds): the pairs two apart
     ("加_信" in "加V信", "加微信" and "加.信") raise recall 0.005 at the same false
@@ -78,10 +87,9 @@ def buckets(form: str) -> np.ndarray:
     """
     # the fold drops lone surrogates; should one get through, it is a code point, not a
     # UnicodeEncodeError on the hot path
-    points = np.frombuffer(form.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-    spread = points * _PAIR
-    keys = np.concatenate((points, spread[:-1] + points[1:], spread[:-2] - points[2:]))
-    return (keys * _SPREAD) >> _SHIFT
+    points = (form + _END + _END).encode("utf-32-le", "surrogatepass")
+    windows = np.ndarray((len(form), 3), dtype=np.uint32, buffer=points, strides=(4, 4))
+    return ((windows @ _KEYS) >> _SHIFT).reshape(-1)
 
 
 def distinct_buckets(form: str) -> np.ndarray:
@@ -100,6 +108,8 @@ def distinct_buckets(form: str) -> np.ndarray:
 
 def grams(form: str) -> list[str]:
     """Every gram of ``form`` by name, in the order of :func:`buckets`; a pair two apart
-    is named with "_" between its characters."""
-    pairs = map(form.__getitem__, _BIGRAMS[:max(len(form) - 1, 0)])
-    return [*form, *pairs, *map("{}_{}".format, form, form[2:])]
+    is named with "_" between its characters, the end of the text "$"."""
+    # zip stops at the last character of the form: the padding only fills in the end
+    return [name for first, second, third in zip(form, form[1:] + "$", form[2:] + "$$",
+                                                 strict=False)
+            for name in (first, first + second, f"{first}_{third}")]
