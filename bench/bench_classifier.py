@@ -63,7 +63,7 @@ def main() -> None:
            "<Content><![CDATA[" + pool[0] + "]]></Content><MsgId>1</MsgId></xml>").encode()
     yardstick = cpu_us(lambda _t: ET.fromstring(xml), ["x"] * 50)
     print(f"yardstick in this run: ElementTree parse of a text push {yardstick:.1f} us CPU")
-    print(f"{'model':<20}{'grams':>8}{'chars':>7}{'us/score':>10}{'x ET parse':>12}")
+    print(f"{'model':<20}{'buckets':>8}{'chars':>7}{'us/score':>10}{'x ET parse':>12}")
     for name, model in models:
         for length in (20, 100, 500):
             us = cpu_us(model.score, texts(pool, length))

@@ -7,49 +7,53 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from bot.classifier.features import classifier_form, grams
+from bot.classifier.features import classifier_form, distinct_buckets
 from bot.classifier.model import MIN_GRAMS, Model, Quality
 from bot.core.models import Sample
 
-# Inverse regularisation strength. Chosen by 5-fold cross-validation on the dev set
-# (with the rules, recall at <= 0.5% FPR: C=10 0.897, 30 0.902, 100 0.900).
-C = 30.0
+# Inverse regularisation strength. Chosen by 5-fold cross-validation on the dev set, mean of
+# 3 fold seeds, with the rules at min_score 0.7 (recall / ham false positives of 2,800):
+# C=30 0.900 / 12.0, 50 0.903 / 12.7, 100 0.904 / 13.3, 300 0.907 / 13.7. Past 50 the
+# false positives grow faster than the recall.
+C = 50.0
 # Feature scale: idf / sqrt(n) runs about 5x the unit-norm tf-idf the C above was
 # measured with; dividing keeps the same regularisation.
 _SCALE = 0.2
 _MEMORY = 10
 FOLDS = 5
 # Beside an operator's own samples the seeds weigh less: theirs say what their followers
-# write (5-fold on the dev file, recall at 0.5% FPR: seeds at 1.0 0.840, 0.3 0.852).
-SEED_WEIGHT = 0.3
+# write (measured as C above, at C=30: seeds at 0.3 0.894 / 11.7, 0.2 0.898 / 11.7,
+# 0.15 0.900 / 12.0; at C=100: 0.15 0.904 / 13.3, 0.1 0.906 / 13.3).
+SEED_WEIGHT = 0.15
 _MAX_ITERATIONS = 300
 # Each gram's column is scaled by |its naive-Bayes log-count ratio| ** NB_POWER (the
 # "NBSVM" of Wang & Manning 2012, here with logistic loss): the prior then favours
 # grams that already separate the classes. 5-fold on the dev file, recall at 0.5% FPR
 # (classifier alone / with the rules): plain tf-idf 0.859 / 0.883; power 0.25
-# 0.872 / 0.891; 0.5 0.884 / 0.902; 0.75 0.885 / 0.897; 1.0 0.882 / 0.902.
+# 0.872 / 0.891; 0.5 0.884 / 0.902; 0.75 0.885 / 0.897; 1.0 0.882 / 0.902. Again with
+# the hashed 1-2-grams and pairs two apart (3 fold seeds, rules at min_score 0.68, recall
+# / false positives): 0.35 0.904 / 13.7, 0.5 0.906 / 13.0, 0.7 0.907 / 14.0.
 NB_POWER = 0.5
 
 
 class _Design:
-    """The sparse design matrix of a training set, as flat coordinate arrays."""
+    """The sparse design matrix of a training set, as flat coordinate arrays: one entry
+    per (text, bucket) holding the bucket's idf divided by the square root of the text's
+    count of distinct buckets."""
 
-    def __init__(self, sets: Sequence[set[str]]):
-        df: dict[str, int] = {}
-        for found in sets:
-            for gram in found:
-                df[gram] = df.get(gram, 0) + 1
-        self.vocab = list(df)
-        column = {gram: index for index, gram in enumerate(self.vocab)}
-        counts = np.fromiter(df.values(), dtype=np.float64, count=len(df))
-        self.idf = np.log((1 + len(sets)) / (1 + counts)) + 1
-        lengths = np.fromiter((len(s) for s in sets), dtype=np.int64, count=len(sets))
-        self.rows = np.repeat(np.arange(len(sets)), lengths)
-        self.cols = np.fromiter((column[g] for s in sets for g in s), dtype=np.int64,
-                                count=int(lengths.sum()))
+    def __init__(self, found: Sequence[np.ndarray]):
+        self.n = len(found)
+        lengths = np.fromiter(map(len, found), dtype=np.int64, count=self.n)
+        self.rows = np.repeat(np.arange(self.n, dtype=np.int64), lengths)
+        # vocab: the buckets in use, ascending; cols: each entry's index into it
+        self.vocab, cols = np.unique(np.concatenate([*found, np.empty(0, np.uint32)]),
+                                     return_inverse=True)
+        self.cols = cols.astype(np.int64)
+        self.d = len(self.vocab)
+        df = np.bincount(self.cols, minlength=self.d)
+        self.idf = np.log((1 + self.n) / (1 + df)) + 1
         norms = _SCALE / np.sqrt(np.maximum(lengths, MIN_GRAMS))
         self.vals = self.idf[self.cols] * norms[self.rows]
-        self.n, self.d = len(sets), len(self.vocab)
 
     def margins(self, w: np.ndarray, b: float) -> np.ndarray:
         return np.bincount(self.rows, weights=self.vals * w[self.cols], minlength=self.n) + b
@@ -129,7 +133,7 @@ def fit(samples: Sequence[Sample], *, now: int, c: float = C,
     """A model trained on ``samples`` and ``extra`` ones weighing ``extra_weight`` each
     (both labels needed); the two classes weigh equally in all."""
     everything = [*samples, *extra]
-    sets = [grams(classifier_form(s.text)) for s in everything]
+    found = [distinct_buckets(classifier_form(s.text)) for s in everything]
     y = np.fromiter((s.spam for s in everything), dtype=np.float64, count=len(everything))
     spam = int(y.sum())
     ham = len(everything) - spam
@@ -137,12 +141,13 @@ def fit(samples: Sequence[Sample], *, now: int, c: float = C,
         raise ValueError("training needs both spam and ham samples")
     weight = np.where(y == 1, len(y) / (2 * spam), len(y) / (2 * ham))
     weight[len(samples):] *= extra_weight
-    design = _Design(sets)
+    design = _Design(found)
     scale = _nb_scale(design, y, weight)
     design.vals = design.vals * scale[design.cols]
     theta = _lbfgs(_objective(design, y, weight, c), np.zeros(design.d + 1))
-    coef = theta[:-1] * scale * design.idf * _SCALE
-    weights = {g: float(v) for g, v in zip(design.vocab, coef, strict=True) if v}
+    # float32, as the model's table holds them: a stored model scores as the fresh one
+    coef = (theta[:-1] * scale * design.idf * _SCALE).astype(np.float32)
+    weights = {b: v for b, v in zip(design.vocab.tolist(), coef.tolist(), strict=True) if v}
     return Model(weights=weights, bias=float(theta[-1]), spam=spam, ham=ham,
                  trained_at=now, quality=quality)
 

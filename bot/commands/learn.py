@@ -89,7 +89,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
                                                samples=model.samples, source="learn")
     print(f"trained on {model.samples} sample(s) ({model.spam} spam, {model.ham} ham: "
           f"{len(stored)} stored, {len(seeds)} shipped seeds) in {seconds:.1f} s CPU; "
-          f"model {model_id} in force, {len(model.weights)} n-grams")
+          f"model {model_id} in force, {len(model.weights)} weighted n-gram buckets")
     if model.quality is None:
         print("cross-validation: needs at least 10 stored samples of both labels")
     else:

@@ -20,7 +20,9 @@ class ModelWatcher:
 
     With no model stored and a rule using the classifier, the first start trains one
     from the shipped seed samples (off the event loop), so the classifier works out of
-    the box. ``last_error`` says why the newest model is not in force.
+    the box; so does a start where no stored model can be used (all from an older
+    feature version, say), from the stored samples and the seeds. ``last_error`` says
+    why the newest model is not in force.
     """
 
     def __init__(self, store: ClassifierStore, engine: RuleEngine, interval: float, *,
@@ -53,9 +55,7 @@ class ModelWatcher:
         """Put a newer stored model in force; True when one was loaded."""
         newest = await self.store.latest_model_id()
         if newest == 0:
-            if not self._seeded and self.engine.ruleset.uses_classifier:
-                self._seeded = True
-                await self._train_seed()
+            await self._train_once("no classifier model yet")
             return False
         if newest == self.model_id:
             return False
@@ -68,9 +68,11 @@ class ModelWatcher:
             if model is not None:
                 self.engine.use_model(model)
                 log.info("classifier model %d in force: trained on %d samples (%d spam, "
-                         "%d ham), %d character grams", candidate, model.samples, model.spam,
-                         model.ham, len(model.weights))
+                         "%d ham), %d weighted n-gram buckets", candidate, model.samples,
+                         model.spam, model.ham, len(model.weights))
                 return True
+        if self.model is None:  # every stored model refused, and none was ever in force
+            await self._train_once("no stored classifier model can be used")
         return False
 
     async def _load(self, model_id: int) -> Model | None:
@@ -97,9 +99,13 @@ class ModelWatcher:
         log.info("new samples since the model in force: retraining the classifier")
         await self._train("nightly", validate=True)
 
-    async def _train_seed(self) -> None:
-        """Train from the seeds (and anything stored) off the loop and the writer thread."""
-        log.info("no classifier model yet: training one from the shipped seed samples")
+    async def _train_once(self, why: str) -> None:
+        """Train from the seeds and anything stored, once per process, when a rule needs
+        a model and none is in force."""
+        if self._seeded or not self.engine.ruleset.uses_classifier:
+            return
+        self._seeded = True
+        log.info("%s: training one from the stored and the shipped seed samples", why)
         await self._train("seed", validate=False)
 
     async def _train(self, source: str, *, validate: bool) -> None:
