@@ -18,7 +18,7 @@ from bot.classifier.features import (
     distinct_buckets,
     grams,
 )
-from bot.classifier.model import Model, ModelError
+from bot.classifier.model import SHORT_FORM, Model, ModelError
 from bot.classifier.train import cross_validate, fit
 from bot.core.errors import RuleError
 from bot.core.models import Event, Sample
@@ -94,8 +94,10 @@ def test_a_trained_model_separates_spam_from_ham(model: Model) -> None:
 
 
 @pytest.mark.parametrize("text", ["高佣返利，私聊我领取", "今天的外卖味道不错，谢谢", "好",
-                                  "", "   ", "兼职" * 600],
-                         ids=["spam", "ham", "one-char", "empty", "blank", "over-cap"])
+                                  "", "   ", "兼职" * 600, "私聊" * (SHORT_FORM // 2),
+                                  "私聊" * (SHORT_FORM // 2) + "我"],
+                         ids=["spam", "ham", "one-char", "empty", "blank", "over-cap",
+                              "short-form", "past-short-form"])
 def test_explain_shares_add_up_to_the_score(model: Model, text: str) -> None:
     shares = model.explain(text, top=10_000)
     assert model.bias + sum(w for _, w in shares) == pytest.approx(model.margin(text),

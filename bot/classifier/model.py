@@ -30,6 +30,9 @@ FORMAT = 2
 MIN_GRAMS = 8
 # Where training figures are quoted when no rule has a classifier condition.
 DEFAULT_THRESHOLD = 0.9
+# Texts (in classifier form) up to this long are scored without numpy calls that drop
+# the GIL (see margin); WeChat messages mostly are. Longer ones: numpy is faster.
+SHORT_FORM = 48
 
 
 # 1 / sqrt(max(n, MIN_GRAMS)) for n distinct buckets, looked up on the hot path
@@ -87,15 +90,32 @@ class Model:
                 np.fromiter(self.weights.values(), dtype=np.float64, count=len(self.weights))
         return table
 
+    @cached_property
+    def _weights(self) -> memoryview:
+        """The same table read one bucket at a time from Python (no numpy call)."""
+        return memoryview(self._table.data)
+
     def prepare(self) -> Model:
         """Build the weight table now (off the event loop), not on first use."""
-        _ = self._table
+        _ = self._weights
         return self
 
     def margin(self, text: str) -> float:
         """The log-odds that ``text`` is spam."""
-        found = distinct_buckets(classifier_form(text))
-        return self.bias + float(np.add.reduce(self._table.take(found))) * _NORM[len(found)]
+        form = classifier_form(text)
+        if len(form) <= SHORT_FORM:
+            # A set and the memoryview, not numpy's sort and take: both release the GIL,
+            # and on the hot path each release wakes the store's writer thread for it
+            # (measured in the server, distinct texts: voluntary context switches per push
+            # 0.11 -> 0.21 on the event loop and 0.69 -> 1.51 on the writer with numpy
+            # here, and ~60 us more CPU a push). Same cost below this length.
+            weights = self._weights
+            found: Any = set(buckets(form).tolist())
+            total: float = sum(map(weights.__getitem__, found))
+        else:
+            found = distinct_buckets(form)
+            total = float(np.add.reduce(self._table.take(found)))
+        return self.bias + total * _NORM[len(found)]
 
     def score(self, text: str) -> float:
         """The spam probability of ``text``, 0..1."""
