@@ -2,7 +2,7 @@
 
 SQLite's automatic checkpoint runs inside the COMMIT that takes the WAL past 1000
 pages: that one commit copies every page to the database file and fsyncs it
-(measured under `make bench`: 6-8 ms every ~23 group commits, against 0.5 ms for
+(measured on the bench's pushes, store alone: 6-8 ms every ~23 group commits, against 0.5 ms for
 the others), and every push queued behind it waits as long. That wait was the p99.
 
 Here the writer's connection never checkpoints by itself. :class:`Checkpointer`
