@@ -28,13 +28,16 @@ log = logging.getLogger(__name__)
 CHECKPOINT_GAP = 0.05
 # WAL frames (pages) past which the writer is asked to let the WAL start over.
 RESTART_FRAMES = 4000
+# Bytes the WAL file is cut back to when it starts over (a burst may have grown it).
+WAL_SIZE_LIMIT = 16 * 1024 * 1024
+SQLITE_AUTOCHECKPOINT = 1000  # SQLite's default, back in force if the thread stops
 
 
 class Checkpointer:
     """Runs passive checkpoints of one database file until stopped.
 
-    The writer calls :meth:`committed` after each COMMIT, and :meth:`finish` when
-    :meth:`restart_due` says so.
+    The writer calls :meth:`take_over` on its connection once and :meth:`after_batch`
+    after each transaction.
     """
 
     def __init__(self, path: Path, *, gap: float = CHECKPOINT_GAP,
@@ -54,14 +57,11 @@ class Checkpointer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        """Start the thread (take_over does, on the writer's connection)."""
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="store-checkpoint",
                                         daemon=True)
         self._thread.start()
-
-    def committed(self) -> None:
-        """The writer committed: a checkpoint is due after the gap."""
-        self._written.set()
 
     def stop(self) -> None:
         """Stop the thread (the last connection's close checkpoints what is left)."""
@@ -120,13 +120,26 @@ class Checkpointer:
             log.warning("WAL checkpoint failed (%s); retrying", reason)
         self._failed = reason
 
-    def restart_due(self) -> bool:
-        """Whether the writer should finish a checkpoint so the WAL starts over."""
-        return self._restart_due
+    def take_over(self, conn: sqlite3.Connection) -> None:
+        """The writer's connection, before it serves: checkpoints are this thread's."""
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+        self.start()
 
-    def finish(self, conn: sqlite3.Connection) -> None:
-        """On the writer's connection, between transactions: copy the frames the last
-        checkpoint left, so that the next transaction starts the WAL over."""
+    def after_batch(self, conn: sqlite3.Connection) -> None:
+        """The writer's connection, between two transactions: note the commit, finish a
+        checkpoint when the WAL should start over, and give SQLite its own checkpoints
+        back if this thread has stopped."""
+        self._written.set()
+        if self._restart_due:
+            self._finish(conn)
+        if self.gave_up:  # SQLite's own checkpoints again, inside COMMITs
+            conn.execute(f"PRAGMA wal_autocheckpoint={SQLITE_AUTOCHECKPOINT}")
+            self.gave_up = False
+
+    def _finish(self, conn: sqlite3.Connection) -> None:
+        """Copy the frames the last checkpoint left, so that the next transaction starts
+        the WAL over."""
         if not self._lock.acquire(blocking=False):
             return  # a checkpoint is running: ask again after the next batch
         try:

@@ -46,9 +46,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-# Bytes the WAL file is cut back to when it starts over (a burst may have grown it).
-WAL_SIZE_LIMIT = 16 * 1024 * 1024
-SQLITE_AUTOCHECKPOINT = 1000  # SQLite's default, back in force if the thread stops
 
 
 @dataclass(slots=True)
@@ -146,9 +143,7 @@ class Store:
             return
         # Checkpoints run beside this thread (bot.storage.sqlite.checkpoint), not inside
         # the COMMIT that crosses SQLite's automatic threshold.
-        db.execute("PRAGMA wal_autocheckpoint=0")
-        db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
-        self.checkpointer.start()
+        self.checkpointer.take_over(db.conn)
         self._serving = True
         self._ready.set()
         try:
@@ -175,13 +170,7 @@ class Store:
                     break
                 jobs.extend(more)
             self._run_batch(db, jobs)
-            checkpointer = self.checkpointer
-            checkpointer.committed()
-            if checkpointer.restart_due():
-                checkpointer.finish(db.conn)
-            if checkpointer.gave_up:  # SQLite's own checkpoints again, inside COMMITs
-                db.execute(f"PRAGMA wal_autocheckpoint={SQLITE_AUTOCHECKPOINT}")
-                checkpointer.gave_up = False
+            self.checkpointer.after_batch(db.conn)
             if stop:
                 return
 
