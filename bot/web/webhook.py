@@ -30,8 +30,8 @@ _OUTCOMES = {400: "malformed", 403: "forbidden", 413: "too_large", 500: "not_sto
 UNCOMMITTED_KEEP = 10_000
 # The mod log line quotes this much of the OpenID and of the follower's words.
 LOG_OPENID, LOG_EXCERPT = 8, 24
-# Decision counters kept at hand (labels() costs a lock and a lookup per hit).
-DECISION_COUNTERS_KEEP = 1024
+# Labelled metric children kept at hand (push outcomes, decisions per rule and action).
+LABELLED_KEEP = 1024
 _DONE = {ActionKind.BLACKLIST: "blacklisted", ActionKind.UNBLACKLIST: "unblacklisted",
          ActionKind.WARN: "warned"}
 
@@ -66,8 +66,7 @@ class Webhook:
         self.max_body = max_body
         self.on_actions = on_actions
         self.dry_run = dry_run
-        self._counters: dict[tuple[str, str], Any] = {}
-        self._decision_counters: dict[tuple[str, ActionKind], Any] = {}
+        self._children: dict[tuple[Any, ...], Any] = {}  # see _labelled
         self.refusals = RefusalLog(log)  # rate-limited: forged pushes must not flood the log
         # A push decided but not committed (the database failed): its retry records
         # this decision rather than running the rules again, which would count it a
@@ -183,23 +182,22 @@ class Webhook:
                      else "")
 
     def _pushes(self, msg_type: str, outcome: str) -> Any:
-        """The push counter for these labels (cached: labels() costs a lock and a lookup)."""
-        counter = self._counters.get((msg_type, outcome))
-        if counter is None:
-            counter = self._counters[(msg_type, outcome)] = self.metrics.pushes.labels(
-                msg_type, outcome)
-        return counter
+        """The push counter for these labels."""
+        return self._labelled(self.metrics.pushes, msg_type, outcome)
 
     def _count(self, decision: Decision) -> None:
-        counters = self._decision_counters
         for hit in decision.hits:
-            counter = counters.get((hit.rule_id, hit.action))
-            if counter is None:
-                if len(counters) >= DECISION_COUNTERS_KEEP:
-                    counters.clear()  # rule ids come and go with reloads: bound the cache
-                counter = counters[(hit.rule_id, hit.action)] = self.metrics.decisions.labels(
-                    hit.rule_id, str(hit.action))
-            counter.inc()
+            self._labelled(self.metrics.decisions, hit.rule_id, str(hit.action)).inc()
+
+    def _labelled(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, kept at hand: labels() costs a lock and a lookup."""
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            if len(self._children) >= LABELLED_KEEP:
+                self._children.clear()  # rule ids come and go with reloads: stay bounded
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
 
 def describe_decision(event: Event, decision: Decision) -> str | None:
