@@ -184,11 +184,16 @@ class Folded:
         return _has_plus(self.original)
 
     @_once
+    def _signed_form(self) -> str:
+        """The dense form keeping "+" (what the contact form's positions count in)."""
+        return self.original.translate(SIGNED)
+
+    @_once
     def contact(self) -> str:
         """The dense form keeping "+", digits and contact look-alikes folded."""
         if not self.signed:
             return self.contact_plain  # the same text, one translate cheaper
-        signed = self.original.translate(SIGNED)
+        signed = self._signed_form
         if "++" in signed:
             signed = self._blank_cplusplus(signed)
         return signed.translate(CONTACT_TABLE)
@@ -226,7 +231,7 @@ class Folded:
 
     @_once
     def _contact_starts(self) -> list[int]:
-        return _offsets(self.original, SIGNED, len(self.original.translate(SIGNED)))
+        return _offsets(self.original, SIGNED, len(self._signed_form))
 
     def span(self, start: int, end: int, *, form: str = "dense") -> tuple[int, int]:
         """The original span a span ``[start, end)`` of ``form`` (dense, light, contact)
