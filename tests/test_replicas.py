@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 
 from bot.app import build_app
@@ -235,3 +236,47 @@ async def test_retention_forgets_the_windows_of_followers_long_silent(pg_dsn: st
     finally:
         await storage.close()
     assert [r[0] for r in rows] == ["oNew"]
+
+
+async def test_close_does_not_wait_for_ever_on_a_connection_still_held(
+        pg_dsn: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A task cut off while holding a connection would keep asyncpg's close waiting for
+    good; shutdown drops it after close_timeout and says so."""
+    storage = PostgresStorage(pg_dsn, close_timeout=0.5)
+    await storage.start()
+    held = await storage.pool().acquire()  # never released, as by an orphaned task
+    started = time.monotonic()
+    await asyncio.wait_for(storage.close(), 10)
+    assert time.monotonic() - started < 5
+    with pytest.raises(asyncpg.InterfaceError):  # dropped, not left open
+        await held.fetchval("SELECT 1")
+    assert "connections still in use" in caplog.text
+    with pytest.raises(RuntimeError, match="not running"):
+        storage.pool()
+
+
+async def test_a_token_fetch_cut_off_twice_does_not_keep_the_lock(pg_dsn: str) -> None:
+    """The holder is cancelled, then cancelled again while it gives the lock back (as a
+    shutdown's second cancel does): the next fetch, on another replica, still gets it."""
+    first, second = PostgresStorage(pg_dsn, min_size=1, max_size=1), PostgresStorage(pg_dsn)
+    await first.start()
+    await second.start()
+    try:
+        entered = asyncio.Event()
+
+        async def holder() -> None:
+            async with first.tokens.exclusive("wx1"):
+                entered.set()
+                await asyncio.Event().wait()
+
+        task = asyncio.create_task(holder())
+        await entered.wait()
+        task.cancel()
+        await asyncio.sleep(0)  # into the context's exit
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        async with asyncio.timeout(5), second.tokens.exclusive("wx1"):
+            pass
+    finally:
+        await first.close()
+        await second.close()

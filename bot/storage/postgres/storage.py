@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -20,6 +22,7 @@ from bot.storage.postgres.windows import PostgresWindows
 from bot.storage.sqlite import kv
 
 TOKEN_PREFIX = kv.TOKEN_PREFIX  # + appid: {"token", "expires_at"}
+log = logging.getLogger(__name__)
 
 
 class PostgresRecorder:
@@ -50,16 +53,14 @@ class PostgresTokenCache:
 
     @asynccontextmanager
     async def exclusive(self, appid: str) -> AsyncIterator[None]:
-        """One replica at a time fetches ``appid``'s token (a session advisory lock; a
-        replica that dies mid-fetch drops it with its connection)."""
-        async with self._pool().acquire() as conn:
-            await conn.execute("SELECT pg_advisory_lock($1, hashtext($2))",
+        """One replica at a time fetches ``appid``'s token: a transaction's advisory lock,
+        so it ends with the transaction however the holder stops (an unlock statement cut
+        off by a cancellation would leave a session lock on a pooled connection, and
+        every later fetch waiting on it); a replica that dies drops it with its socket."""
+        async with self._pool().acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))",
                                TOKEN_LOCK & 0x7FFFFFFF, appid)
-            try:
-                yield
-            finally:
-                await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))",
-                                   TOKEN_LOCK & 0x7FFFFFFF, appid)
+            yield
 
 
 class PostgresReadModel:
@@ -122,9 +123,10 @@ class PostgresStorage:
 
     def __init__(self, dsn: str, *, dry_run: bool = False,
                  clock: Callable[[], float] = time.time, min_size: int = 2,
-                 max_size: int = 10):
+                 max_size: int = 10, close_timeout: float = 10.0):
         self.dsn = dsn
         self._min, self._max = min_size, max_size
+        self._close_timeout = close_timeout
         self._pool_obj: asyncpg.Pool | None = None
         pool = self.pool
         self.recorder = PostgresRecorder(pool, dry_run=dry_run, clock=clock)
@@ -157,10 +159,24 @@ class PostgresStorage:
             await migrate(conn)
 
     async def close(self) -> None:
-        if self._pool_obj is not None:
-            await self.leases.release_all()
-            await self._pool_obj.close()
+        """Give back the leases and close the pool. asyncpg's close waits for every
+        connection to come back; one still held (a task cut off mid-query) would hang
+        shutdown for good, so after ``close_timeout`` seconds the rest are dropped."""
+        pool = self._pool_obj
+        if pool is None:
+            return
+        try:
+            await asyncio.wait_for(self._close(pool), self._close_timeout)
+        except TimeoutError:  # asyncpg terminates the pool when its close is cancelled
+            log.warning("PostgreSQL: connections still in use after %.0f s at shutdown;"
+                        " closed without waiting for them", self._close_timeout)
+        finally:
+            pool.terminate()  # a no-op once closed
             self._pool_obj = None
+
+    async def _close(self, pool: asyncpg.Pool) -> None:
+        await self.leases.release_all()
+        await pool.close()
 
 
 async def _keep_session(_conn: asyncpg.Connection) -> None:
