@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import faulthandler
+import gc
 import itertools
 import os
-from collections.abc import AsyncIterator, Iterator
+import sys
+import threading
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +20,45 @@ from bot.storage.sqlite.store import Store
 from tests import pgserver
 from tests.fake_wechat import FakeWeChat, start_fake
 from tests.pgserver import PostgresServer
+
+# pytest-timeout (60 s, signal method) fails a test that overruns, but its exception can
+# be swallowed where asyncio catches BaseException in a callback, and nothing bounds a
+# teardown that hangs after it. This watchdog is the backstop: an item still running
+# after HARD_LIMIT seconds (setup, call and teardown together) prints every thread's
+# stack and the event loop's tasks, then ends the run, so CI fails in minutes with the
+# place of the hang instead of sitting until its own limit.
+HARD_LIMIT = float(os.environ.get("BOT_TEST_HARD_LIMIT", "180"))
+
+
+def _dump_and_exit(item: pytest.Item) -> None:
+    capture = item.config.pluginmanager.getplugin("capturemanager")
+    if capture is not None:  # the dump must reach the real stderr, not the capture file
+        capture.suspend_global_capture(in_=True)
+    err, nodeid = sys.stderr, item.nodeid
+    print(f"\n\n*** {nodeid} still running after {HARD_LIMIT:.0f} s: stacks follow ***",
+          file=err, flush=True)
+    faulthandler.dump_traceback(file=err, all_threads=True)
+    try:  # the running loops' tasks, read from this thread: good enough for a post-mortem
+        for loop in (o for o in gc.get_objects()
+                     if isinstance(o, asyncio.AbstractEventLoop) and o.is_running()):
+            for task in list(asyncio.all_tasks(loop)):
+                print(f"--- {task!r}", file=err)
+                task.print_stack(file=err)
+    except Exception as exc:  # a diagnostic must not mask the dump
+        print(f"(tasks unavailable: {exc!r})", file=err)
+    err.flush()
+    os._exit(3)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
+    timer = threading.Timer(HARD_LIMIT, _dump_and_exit, (item,))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 @pytest.fixture
