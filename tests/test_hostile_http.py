@@ -134,9 +134,10 @@ async def test_a_thousand_slowloris_connections_do_not_stop_a_real_push(
         query = urlencode(signed_query())
         body = text_xml("oRealFollower0000000000000001", "hello", 5).encode()
         status, answer = await asyncio.to_thread(
-            server.request, "POST", f"/wechat?{query}", body, None, 1.0)
+            server.request, "POST", f"/wechat?{query}", body, None, 4.0)
         assert (status, answer) == (200, b"success")
-        assert time.monotonic() - started < 1.0
+        # Inside WeChat's 5 s with room to spare; tighter would time this shared machine.
+        assert time.monotonic() - started < 4.0
         # The idle timeout closes them all: each reads EOF (or a 408/400 first).
         closed = await asyncio.wait_for(asyncio.gather(
             *(_closed(r) for r in readers[:50])), timeout=15)
