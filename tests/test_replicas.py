@@ -280,3 +280,23 @@ async def test_a_token_fetch_cut_off_twice_does_not_keep_the_lock(pg_dsn: str) -
     finally:
         await first.close()
         await second.close()
+
+
+async def test_an_export_lease_given_back_part_way_is_not_left_held(pg_dsn: str) -> None:
+    """The release is cancelled before its unlock runs (a shutdown cutting it off): the
+    connection is dropped with the lock, so another replica can take the export."""
+    first, second = PostgresStorage(pg_dsn, min_size=1, max_size=1), PostgresStorage(pg_dsn)
+    await first.start()
+    await second.start()
+    try:
+        now = time.time()
+        assert await first.leases.acquire("replica-1", now, 60) is None
+        task = asyncio.create_task(first.leases.release("replica-1"))
+        await asyncio.sleep(0)  # its first statement is on the wire
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert await second.leases.acquire("replica-2", now, 60) is None
+        await second.leases.release("replica-2")
+    finally:
+        await first.close()
+        await second.close()

@@ -3,6 +3,9 @@ replica starts first (an advisory lock keeps two starting replicas from racing).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import asyncpg
 
 # Advisory lock keys (one 64-bit space per database): one constant per purpose.
@@ -148,8 +151,26 @@ MIGRATIONS: list[tuple[str, str]] = [
 ]
 
 
+@contextmanager
+def dropped_on_failure(conn: asyncpg.Connection) -> Iterator[None]:
+    """Around work that takes and gives back a session advisory lock on ``conn``: if it
+    stops part way (an error, a cancellation landing on the unlock), the connection is
+    terminated, and the lock goes with it, rather than back to the pool still held
+    (the pool's reset is a no-op) where every later taker would wait on it."""
+    try:
+        yield
+    except BaseException:
+        conn.terminate()
+        raise
+
+
 async def migrate(conn: asyncpg.Connection) -> list[str]:
     """Apply the migrations not yet applied; the names applied now."""
+    with dropped_on_failure(conn):
+        return await _migrate(conn)
+
+
+async def _migrate(conn: asyncpg.Connection) -> list[str]:
     applied: list[str] = []
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATE_LOCK)
     try:

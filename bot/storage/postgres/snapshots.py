@@ -14,7 +14,7 @@ import asyncpg
 from bot.storage.ports import SnapshotRow
 from bot.storage.postgres.actions import get_kv, put_kv
 from bot.storage.postgres.records import _count
-from bot.storage.postgres.schema import EXPORT_LOCK
+from bot.storage.postgres.schema import EXPORT_LOCK, dropped_on_failure
 from bot.storage.sqlite import kv
 
 STAGING_PREFIX = "staging:"
@@ -231,14 +231,15 @@ class PostgresLeases:
             return None  # refreshed: we still hold it while the connection lives
         conn = await self._pool().acquire()
         try:
-            got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", EXPORT_LOCK)
-            if not got:
-                value = await get_kv(conn, LOCK_KEY)
-                holder = json.loads(value).get("owner") if value else None
-                await self._pool().release(conn)
-                return str(holder or "another replica")
-            await put_kv(conn, LOCK_KEY, json.dumps({"owner": owner, "until": now + ttl}),
-                         int(now))
+            with dropped_on_failure(conn):
+                got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", EXPORT_LOCK)
+                if not got:
+                    value = await get_kv(conn, LOCK_KEY)
+                    holder = json.loads(value).get("owner") if value else None
+                    await self._pool().release(conn)
+                    return str(holder or "another replica")
+                await put_kv(conn, LOCK_KEY,
+                             json.dumps({"owner": owner, "until": now + ttl}), int(now))
         except BaseException:
             await self._pool().release(conn)
             raise
@@ -255,7 +256,8 @@ class PostgresLeases:
         if conn is None:
             return
         try:
-            await conn.execute("DELETE FROM kv WHERE key = $1", LOCK_KEY)
-            await conn.execute("SELECT pg_advisory_unlock($1)", EXPORT_LOCK)
+            with dropped_on_failure(conn):
+                await conn.execute("DELETE FROM kv WHERE key = $1", LOCK_KEY)
+                await conn.execute("SELECT pg_advisory_unlock($1)", EXPORT_LOCK)
         finally:
             await self._pool().release(conn)
