@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import sqlite3
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -109,3 +113,29 @@ async def test_a_checkpoint_thread_that_cannot_open_hands_checkpoints_back(
     await store.close()
     assert "WAL checkpoint thread stopped" in caplog.text
     assert held < 1500, f"nobody checkpointed: the WAL holds {held} frames"
+
+
+
+def test_a_stop_after_the_last_commit_is_always_seen(tmp_path: Path) -> None:
+    """stop() lands at every point of the thread's loop, right after a commit: the
+    thread must always see it (a stop's wake-up taken for a commit's hung shutdown)."""
+    path = tmp_path / "bot.db"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("CREATE TABLE t (x)")
+    rng = random.Random(7)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads swap often: every point of the loop is hit
+    try:
+        for _ in range(400):
+            checkpointer = Checkpointer(path, gap=0.0005)
+            checkpointer.take_over(writer)
+            checkpointer.after_batch(writer)
+            time.sleep(rng.uniform(0, 0.001))
+            stopper = threading.Thread(target=checkpointer.stop, daemon=True)
+            stopper.start()
+            stopper.join(5)
+            assert not stopper.is_alive(), "stop() never returned: the thread missed it"
+    finally:
+        sys.setswitchinterval(interval)
+        writer.close()

@@ -79,7 +79,9 @@ class Checkpointer:
             self._give_up(exc)
             return
         try:
-            while True:
+            # The loop tests _stop itself: stop() also sets _written to wake the wait,
+            # and a clear() right after the gap would otherwise swallow that wake-up.
+            while not self._stop.is_set():
                 self._written.wait()
                 if self._stop.wait(self.gap):
                     return
