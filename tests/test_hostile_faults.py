@@ -91,6 +91,7 @@ async def test_disk_full_pushes_are_refused_for_retry_then_stored_when_space_fre
         await _until(lambda: bool(fake_wechat.calls), 5)
         filler = fill(disk)
         answers: dict[int, int] = {}
+        first_refusal: tuple[int, dict[str, Any]] | None = None
         pushes = {}
         words = "长文本" * 700  # ~6 KB a push: the WAL must grow
         for msg_id in range(1, 121):
@@ -103,11 +104,15 @@ async def test_disk_full_pushes_are_refused_for_retry_then_stored_when_space_fre
             body = await response.text()
             assert response.status in (200, 500, 503), (response.status, body)
             assert (response.status == 200) == (body == "success")
+            if response.status != 200 and first_refusal is None:  # asked at once: a
+                # later push may fit in WAL space already there and clear the error
+                response = await client.get("/healthz")
+                first_refusal = response.status, await response.json()
         refused = sorted(m for m, status in answers.items() if status != 200)
         assert refused, "the full disk refused nothing: the test did not fill it"
-        response = await client.get("/healthz")
-        health = await response.json()
-        assert response.status == 503 and health["status"] == "down", health
+        assert first_refusal is not None
+        status, health = first_refusal
+        assert status == 503 and health["status"] == "down", health
         assert "full" in health["push_storage_error"]
         await asyncio.sleep(1.5)  # the batcher retries its queue on the full disk
         filler.unlink()  # space frees
@@ -160,14 +165,20 @@ async def test_a_file_size_limit_refuses_pushes_for_retry_then_all_are_stored(
         await asyncio.sleep(1.0)  # start-up writes (the catch-up export) done
         biggest = max(p.stat().st_size for p in tmp_path.glob("bot.db*"))
         resource.prlimit(pid, resource.RLIMIT_FSIZE, (biggest + 16384, resource.RLIM_INFINITY))
-        answers = {m: await post(body) for m, body in pushes.items()}
+        answers: dict[int, tuple[int, bytes]] = {}
+        health: tuple[int, bytes] | None = None
+        for m, body in pushes.items():
+            answers[m] = await post(body)
+            if answers[m][0] != 200 and health is None:  # asked at once: a later push may fit
+                # in WAL space already there (the WAL starts over) and clear the storage error
+                health = await asyncio.to_thread(server.request, "GET", "/healthz")
         for status, body in answers.values():
             assert status in (200, 500), (status, body[:200])
             assert (status == 200) == (body == b"success")
         refused = [m for m, (status, _) in answers.items() if status != 200]
         assert refused, "the limit refused nothing"
-        status, health = await asyncio.to_thread(server.request, "GET", "/healthz")
-        assert status == 503 and b"push_storage_error" in health
+        assert health is not None
+        assert health[0] == 503 and b"push_storage_error" in health[1], health
         resource.prlimit(pid, resource.RLIMIT_FSIZE,
                          (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
         for m in refused:  # WeChat's retries
