@@ -52,6 +52,17 @@ async def test_group_commit_shares_transactions_and_survives_reopen(tmp_path: Pa
     assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
+async def test_the_writer_keeps_temporary_tables_in_memory(tmp_path: Path) -> None:
+    # On disk (SQLite's default) every group commit made, wrote and unlinked a file in
+    # /var/tmp for the RETURNING insert's statement journal: 4 syscalls and a write each.
+    store = Store(tmp_path / "bot.db")
+    await store.start()
+    try:
+        assert await store.call(lambda db: db.execute("PRAGMA temp_store").fetchone()) == (2,)
+    finally:
+        await store.close()
+
+
 async def test_a_failing_call_does_not_sink_the_batch(tmp_path: Path) -> None:
     store = Store(tmp_path / "bot.db")
     await store.start()

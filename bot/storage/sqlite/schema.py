@@ -170,6 +170,9 @@ def open_db(path: str | Path, *, migrate: bool = True, synchronous: str = "full"
     db.execute(f"PRAGMA synchronous={'NORMAL' if synchronous == 'normal' else 'FULL'}")
     db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
     db.execute("PRAGMA foreign_keys=ON")
+    # Statement journals and RETURNING's result tables in memory: on disk (the default)
+    # every group commit created, wrote and unlinked a file in /var/tmp.
+    db.execute("PRAGMA temp_store=MEMORY")
     if migrate:
         for migrations in MIGRATION_SETS:
             migrations.apply(db)
