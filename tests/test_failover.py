@@ -84,8 +84,9 @@ class LoadGenerator:
     async def push(self, openid: str, text: str, msg_id: int, at: int) -> None:
         body = text_xml(openid, text, msg_id, at)
         self.turn += 1
-        turn = self.turn  # this push's own: other pushes move self.turn meanwhile, and
-        # reading it per attempt could send every retry to the killed replica
+        # This push's own turn: other pushes move self.turn meanwhile, and reading it
+        # per attempt could send every retry to the killed replica.
+        turn = self.turn
         answers = []
         for attempt in range(ATTEMPTS):
             port = self.ports[(turn + attempt) % len(self.ports)]
