@@ -73,13 +73,15 @@ DEFAULT_ERRMSG = {
 
 @dataclass
 class Call:
-    """One request the fake received: endpoint, JSON payload or query, token and answer."""
+    """One request the fake received: endpoint, JSON payload or query, token and answer;
+    ``peer_port`` is the client's TCP port (which process sent it)."""
 
     endpoint: str
     payload: dict[str, Any]
     token: str | None
     answer: Any
     at: float = field(default_factory=time.monotonic)
+    peer_port: int | None = None
 
     @property
     def openids(self) -> list[str]:
@@ -184,7 +186,8 @@ class FakeWeChat:
             except ValueError:
                 payload = {"_raw": await request.text()}
         token = request.query.get("access_token")
-        call = Call(name, payload, token, None)
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        call = Call(name, payload, token, None, peer_port=peer[1] if peer else None)
         self.calls.append(call)
         if self.down:
             call.answer = 503
