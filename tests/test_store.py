@@ -494,3 +494,28 @@ def test_bulk_record_maps_each_decision_to_its_event(db) -> None:  # type: ignor
     assert db.execute("SELECT openid, event_id FROM actions ORDER BY id").fetchall() == [
         ("oBulkFollower00000000000003", rows[0][0]), ("oBulkFollower00000000000006", rows[1][0])]
     assert record_pushes(db, pushes[:1], 101)[0].duplicate, "a later retry is caught too"
+
+
+def test_bulk_record_ids_are_the_stored_rows_with_retries_among_new_pushes(  # type: ignore[no-untyped-def]
+        db) -> None:
+    """Each push's event id is its own row's, whether the batch is all new (ids follow
+    from the last rowid) or holds retries of stored pushes between new ones (read back)."""
+    from bot.storage.sqlite.store import Push, event_row, record_pushes
+
+    def push(index: int) -> Push:
+        event = text_event(index, openid=f"oMixFollower{index:015d}", content=f"t{index}")
+        return Push(event_row(event, 100), event.openid, Decision())
+
+    def stored_ids() -> dict[str, int]:
+        return {texts: row_id for row_id, texts in db.execute("SELECT id, texts FROM events")}
+
+    first = record_pushes(db, [push(i) for i in range(1, 6)], 100)
+    ids = stored_ids()
+    assert [r.event_id for r in first] == [ids[f'{{"content": "t{i}"}}'] for i in range(1, 6)]
+    batch = [push(6), push(2), push(7), push(4), push(8)]
+    second = record_pushes(db, batch, 101)
+    ids = stored_ids()
+    assert [r.duplicate for r in second] == [False, True, False, True, False]
+    assert [r.event_id for r in second] == [
+        ids['{"content": "t6"}'], None, ids['{"content": "t7"}'], None, ids['{"content": "t8"}']]
+    assert len(ids) == 8

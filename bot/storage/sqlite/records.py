@@ -115,7 +115,13 @@ def insert_decision(db: Database, openid: str, decision: Decision, now: int,
 
 def _insert_events(db: Database, rows: list[tuple[Any, ...]]) -> dict[str, int]:
     """Insert the events not stored yet; their new ids by dedup key (the row's first
-    value). A key already stored, or repeated within ``rows``, is inserted once."""
+    value). A key already stored, or repeated within ``rows``, is inserted once.
+
+    No ``RETURNING``: the sqlite3 module lets go of the GIL around every row it steps
+    through, and the writer then waits for the event loop to hand it back, once per
+    push. The rows one statement inserts take consecutive rowids (see _insert_many);
+    only a chunk that met a stored key (a retry) reads back which of them went in.
+    """
     ids: dict[str, int] = {}
     width = _EVENT_COLUMNS.count(",") + 1
     for start in range(0, len(rows), _ROWS_PER_INSERT):
@@ -123,9 +129,15 @@ def _insert_events(db: Database, rows: list[tuple[Any, ...]]) -> dict[str, int]:
         placeholders = ",".join([f"({','.join('?' * width)})"] * len(chunk))
         cur = db.conn.execute(
             f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES {placeholders}"
-            " ON CONFLICT (dedup_key) DO NOTHING RETURNING dedup_key, id",
+            " ON CONFLICT (dedup_key) DO NOTHING",
             [value for row in chunk for value in row])
-        ids.update(cur.fetchall())
+        inserted, last = cur.rowcount, int(cur.lastrowid or 0)
+        if inserted == len(chunk):
+            ids.update(zip([row[0] for row in chunk], range(last - inserted + 1, last + 1),
+                           strict=True))
+        elif inserted > 0:
+            ids.update(db.conn.execute("SELECT dedup_key, id FROM events WHERE id BETWEEN"
+                                       " ? AND ?", [last - inserted + 1, last]).fetchall())
     return ids
 
 
