@@ -3,7 +3,9 @@
 Runs in its own process so it does not share the server's core. Prints one JSON line:
 requests, errors, seconds, rps, p50_ms, p99_ms, and with ``--pid`` the server process's
 CPU seconds over the measured window (user + system, every thread, from /proc) and
-``cpu_us`` per request: what a push costs, whatever else the machine is doing.
+``cpu_us`` per request: what a push costs, whatever else the machine is doing; and
+``loop_us``, the main thread's share (the event loop's; the rest is the store's writer
+and checkpoint threads).
 """
 
 from __future__ import annotations
@@ -74,18 +76,20 @@ def make_request(host: str, port: int, target: str, body: bytes) -> bytes:
             f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system, all threads) the process ``pid`` has used so far."""
-    with open(f"/proc/{pid}/stat", "rb") as stat:
+def process_cpu(pid: int, stat_file: str = "") -> float:
+    """CPU seconds (user + system) the process ``pid`` has used so far: all its threads,
+    or the one thread whose ``/proc/.../stat`` file ``stat_file`` names."""
+    with open(stat_file or f"/proc/{pid}/stat", "rb") as stat:
         # the command name (field 2) may hold spaces: count fields after its ')'
         fields = stat.read().rsplit(b")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def sample_cpu(pid: int, at: float, into: list[float]) -> None:
-    """Read ``pid``'s CPU time at perf_counter ``at`` (the window's edges)."""
+async def sample_cpu(pid: int, at: float, into: list[tuple[float, float]]) -> None:
+    """Read ``pid``'s CPU time, and its main thread's (the event loop's, in the
+    service), at perf_counter ``at`` (the window's edges)."""
     await asyncio.sleep(max(0.0, at - time.perf_counter()))
-    into.append(process_cpu(pid))
+    into.append((process_cpu(pid), process_cpu(pid, f"/proc/{pid}/task/{pid}/stat")))
 
 
 async def worker(index: int, args: argparse.Namespace, target: str, *, deadline: float,
@@ -138,7 +142,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, float]:
     deadline = warmup_end + args.seconds
     latencies: list[float] = []
     counters = {"errors": 0, "total": 0}
-    cpu: list[float] = []
+    cpu: list[tuple[float, float]] = []
     samplers = [sample_cpu(args.pid, at, cpu) for at in (warmup_end, deadline)] \
         if args.pid else []
     await asyncio.gather(*samplers, *(worker(
@@ -155,8 +159,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, float]:
         "max_ms": latencies[-1] * 1000 if count else 0.0,
     }
     if len(cpu) == 2:
-        out["cpu_s"] = cpu[1] - cpu[0]
-        out["cpu_us"] = (cpu[1] - cpu[0]) / count * 1e6 if count else 0.0
+        (first, first_loop), (last, last_loop) = cpu
+        out["cpu_s"] = last - first
+        out["cpu_us"] = (last - first) / count * 1e6 if count else 0.0
+        out["loop_us"] = (last_loop - first_loop) / count * 1e6 if count else 0.0
     return out
 
 

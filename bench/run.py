@@ -258,11 +258,12 @@ def report(results: list[tuple[str, dict[str, float]]], args: argparse.Namespace
           f"storage.synchronous={args.synchronous}; median of {args.rounds} interleaved "
           f"rounds (x bare: median of the same-round ratios)")
     print(f"{'server':<30}{'msgs/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
-          f"{'errors':>8}{'CPU us/push':>13}{'CPU x bare':>12}{'rps x bare':>12}")
+          f"{'errors':>8}{'CPU us/push':>13}{'loop us':>9}{'CPU x bare':>12}{'rps x bare':>12}")
     for name, result in results:
         print(f"{name:<30}{result['rps']:>9.0f}{result['p50_ms']:>9.2f}"
               f"{result['p99_ms']:>9.2f}{result.get('max_ms', 0.0):>9.1f}"
               f"{result['errors']:>8.0f}{result.get('cpu_us', 0.0):>13.1f}"
+              f"{result.get('loop_us', 0.0):>9.1f}"
               f"{paired(rounds, name, bare, 'cpu_us'):>12.2f}"
               f"{paired(rounds, name, bare, 'rps'):>12.2f}")
     for label, name in (("repeated texts", "bot webhook, default rules"),
@@ -293,7 +294,9 @@ def report(results: list[tuple[str, dict[str, float]]], args: argparse.Namespace
               f"{1 / (paired(rounds, 'bot webhook, default rules', werobot, 'cpu_us') or 1):.2f}"
               f"x less CPU a push")
     print("CPU us/push: the server process's CPU time (all threads, user + system) over the "
-          "measured window / pushes answered; the load generator runs in its own process.")
+          "measured window / pushes answered; the load generator runs in its own process. "
+          "loop us: the main thread's part (the event loop's; the rest is the store's writer "
+          "and checkpoint threads).")
 
 
 def main() -> None:
