@@ -76,10 +76,10 @@ def make_request(host: str, port: int, target: str, body: bytes) -> bytes:
             f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 
-def process_cpu(pid: int, stat_file: str = "") -> float:
-    """CPU seconds (user + system) the process ``pid`` has used so far: all its threads,
-    or the one thread whose ``/proc/.../stat`` file ``stat_file`` names."""
-    with open(stat_file or f"/proc/{pid}/stat", "rb") as stat:
+def cpu_seconds(stat_file: str) -> float:
+    """CPU seconds (user + system) used so far by what a ``/proc`` stat file describes:
+    ``/proc/PID/stat`` a process, all its threads; ``/proc/PID/task/TID/stat`` a thread."""
+    with open(stat_file, "rb") as stat:
         # the command name (field 2) may hold spaces: count fields after its ')'
         fields = stat.read().rsplit(b")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -89,7 +89,7 @@ async def sample_cpu(pid: int, at: float, into: list[tuple[float, float]]) -> No
     """Read ``pid``'s CPU time, and its main thread's (the event loop's, in the
     service), at perf_counter ``at`` (the window's edges)."""
     await asyncio.sleep(max(0.0, at - time.perf_counter()))
-    into.append((process_cpu(pid), process_cpu(pid, f"/proc/{pid}/task/{pid}/stat")))
+    into.append((cpu_seconds(f"/proc/{pid}/stat"), cpu_seconds(f"/proc/{pid}/task/{pid}/stat")))
 
 
 async def worker(index: int, args: argparse.Namespace, target: str, *, deadline: float,
