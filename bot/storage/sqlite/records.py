@@ -119,8 +119,8 @@ def _insert_events(db: Database, rows: list[tuple[Any, ...]]) -> dict[str, int]:
 
     No ``RETURNING``: the sqlite3 module lets go of the GIL around every row it steps
     through, and the writer then waits for the event loop to hand it back, once per
-    push. The rows one statement inserts take consecutive rowids (see _insert_many);
-    only a chunk that met a stored key (a retry) reads back which of them went in.
+    push. The rows one statement inserts take consecutive rowids (_inserted_ids); only
+    a chunk that met a stored key (a retry) reads back which of them went in.
     """
     ids: dict[str, int] = {}
     width = _EVENT_COLUMNS.count(",") + 1
@@ -131,20 +131,18 @@ def _insert_events(db: Database, rows: list[tuple[Any, ...]]) -> dict[str, int]:
             f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES {placeholders}"
             " ON CONFLICT (dedup_key) DO NOTHING",
             [value for row in chunk for value in row])
-        inserted, last = cur.rowcount, int(cur.lastrowid or 0)
-        if inserted == len(chunk):
-            ids.update(zip([row[0] for row in chunk], range(last - inserted + 1, last + 1),
-                           strict=True))
-        elif inserted > 0:
+        new = _inserted_ids(cur)
+        if len(new) == len(chunk):
+            ids.update(zip([row[0] for row in chunk], new, strict=True))
+        elif new:
             ids.update(db.conn.execute("SELECT dedup_key, id FROM events WHERE id BETWEEN"
-                                       " ? AND ?", [last - inserted + 1, last]).fetchall())
+                                       " ? AND ?", [new[0], new[-1]]).fetchall())
     return ids
 
 
 def _insert_many(db: Database, table: str, columns: str, rows: list[tuple[Any, ...]]
                  ) -> list[int]:
-    """Multi-row INSERT; the new rowids, in order (one statement holds the write lock,
-    and SQLite gives each row the table's largest rowid plus one: they are consecutive)."""
+    """Multi-row INSERT; the new rowids, in order."""
     ids: list[int] = []
     width = columns.count(",") + 1
     for start in range(0, len(rows), _ROWS_PER_INSERT):
@@ -152,9 +150,15 @@ def _insert_many(db: Database, table: str, columns: str, rows: list[tuple[Any, .
         placeholders = ",".join([f"({','.join('?' * width)})"] * len(chunk))
         cur = db.conn.execute(f"INSERT INTO {table} ({columns}) VALUES {placeholders}",
                               [value for row in chunk for value in row])
-        last = int(cur.lastrowid or 0)
-        ids.extend(range(last - len(chunk) + 1, last + 1))
+        ids.extend(_inserted_ids(cur))
     return ids
+
+
+def _inserted_ids(cur: sqlite3.Cursor) -> range:
+    """The rowids the INSERT just run on ``cur`` gave its rows, in order: one statement
+    holds the write lock, and SQLite gives each row the table's largest rowid plus one."""
+    last = int(cur.lastrowid or 0)
+    return range(last - cur.rowcount + 1, last + 1) if cur.rowcount > 0 else range(0)
 
 
 def _extra_fields(event: Event) -> str | None:
