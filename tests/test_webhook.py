@@ -425,6 +425,30 @@ async def test_chunked_body_over_the_cap_gets_413(client: Client, config: Config
     assert response.startswith(b"HTTP/1.1 413")
 
 
+async def test_chunked_body_over_the_cap_in_one_packet_gets_413(
+        aiohttp_client: MakeClient, tmp_path: Path) -> None:
+    # All of it is in when the handler starts: it is taken as it lies, then measured.
+    rules = make_config(tmp_path).rules.dir
+    config = build_config({
+        "wechat": {"token": TOKEN, "appid": APPID},
+        "storage": {"path": str(tmp_path / "bot.db")},
+        "rules": {"dir": rules},
+        "server": {"max_body_bytes": 1024},
+        "export": {"dir": str(tmp_path / "exports")},
+    })
+    client = await aiohttp_client(build_app(config))
+    body = text_xml(OPENID, "长" * 400, 9965).encode()
+    assert 1024 < len(body) < 2048
+    chunked = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+    response = await raw_post(client, "Transfer-Encoding: chunked\r\n", [chunked])
+    assert response.startswith(b"HTTP/1.1 413")
+    small = text_xml(OPENID, "短", 9966).encode()
+    response = await raw_post(client, "Transfer-Encoding: chunked\r\n",
+                              [f"{len(small):x}\r\n".encode() + small + b"\r\n0\r\n\r\n"])
+    assert response.startswith(b"HTTP/1.1 200"), response[:200]
+    assert db_rows(config, "SELECT msg_id FROM events") == [("9966",)]
+
+
 async def test_reply_uses_the_key_the_push_came_in(client: Client) -> None:
     query, body = encrypted(text_xml(OPENID, "你好机器人", 9970), key=OLD_AES_KEY)
     reply = await (await post(client, body, query)).text()
