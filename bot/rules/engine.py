@@ -74,6 +74,9 @@ class RuleEngine:
         hits: list[RuleHit] = []
         replies: dict[ActionKind, str] = {}
         for rule in candidates:
+            flood = rule.flood
+            if flood is not None and counts.get(rule.id, 0) < flood.messages:
+                continue  # the common case for flood rules: decided before any text work
             hit = self._fire(rule, event, matches.get(rule.index), counts, allowlisted)
             if hit is None:
                 continue
@@ -111,10 +114,8 @@ class RuleEngine:
 
     def _fire(self, rule: Rule, event: Event, match: TextMatch | None,
               counts: dict[str, int], allowlisted: bool) -> RuleHit | None:
-        flood = rule.flood
+        flood = rule.flood  # evaluate() passes only the flood rules whose count is reached
         count = counts.get(rule.id, 0) if flood is not None else 0
-        if flood is not None and count < flood.messages:
-            return None  # the common case for flood rules: decided before any text work
         if not rule.text_conditions_hold(match):
             return None
         evidence = match.evidence() if match else []
