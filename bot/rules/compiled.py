@@ -77,14 +77,13 @@ class Rule:
     index: int
     regexes: tuple[tuple[str, Any], ...]
     flood_group: str
+    # The spec's, as plain attributes: the engine reads them for every push
+    id: str = field(init=False)
+    flood: FloodSpec | None = field(init=False)
 
-    @property
-    def id(self) -> str:
-        return self.spec.id
-
-    @property
-    def flood(self) -> FloodSpec | None:
-        return self.spec.flood
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "id", self.spec.id)
+        object.__setattr__(self, "flood", self.spec.flood)
 
     def text_conditions_hold(self, match: TextMatch | None) -> bool:
         """True when every text condition the rule has (keywords, regex, contact,
@@ -101,6 +100,16 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class FloodCount:
+    """A flood group that a kind of push is counted in, and what to count there."""
+
+    group: str
+    horizon: int  # the longest window of the group's rules: older messages are forgotten
+    keep: int     # the most messages any of them needs
+    windows: tuple[tuple[int, tuple[str, ...]], ...]  # (seconds, ids of rules with it)
+
+
+@dataclass(frozen=True)
 class Plan:
     """What evaluating one kind of push involves, worked out once per kind."""
 
@@ -110,14 +119,37 @@ class Plan:
     flood_rules: tuple[Rule, ...]
     contact_kinds: frozenset[str]
     classifier_rules: tuple[Rule, ...]
+    floods: tuple[FloodCount, ...] = ()  # where the flood rules count a push
 
     @classmethod
     def of(cls, rules: tuple[Rule, ...]) -> Plan:
+        flood_rules = tuple(r for r in rules if r.flood is not None)
         return cls(rules, frozenset(r.index for r in rules if has_text_condition(r.spec)),
                    tuple(r for r in rules if not has_text_condition(r.spec)),
-                   tuple(r for r in rules if r.flood is not None),
+                   flood_rules,
                    frozenset(k for r in rules for k in r.spec.contact),
-                   tuple(r for r in rules if r.spec.classifier is not None))
+                   tuple(r for r in rules if r.spec.classifier is not None),
+                   _flood_counts(flood_rules))
+
+
+def _flood_counts(rules: tuple[Rule, ...]) -> tuple[FloodCount, ...]:
+    """Per group, in rule order: its windows, each counted once for the rules sharing it.
+
+    A group is the rules of one ``msg_types``: a kind's plan holds all of a group or
+    none of it, so its horizon and keep here are the rule set's.
+    """
+    windows: dict[str, dict[int, list[str]]] = {}
+    needs: dict[str, tuple[int, int]] = {}
+    for rule in rules:
+        assert rule.flood is not None
+        horizon, keep = needs.get(rule.flood_group, (0, 0))
+        needs[rule.flood_group] = (max(horizon, rule.flood.seconds),
+                                   max(keep, rule.flood.messages))
+        windows.setdefault(rule.flood_group, {}).setdefault(rule.flood.seconds, []).append(
+            rule.id)
+    return tuple(FloodCount(group, *needs[group],
+                            tuple((seconds, tuple(ids)) for seconds, ids in by_window.items()))
+                 for group, by_window in windows.items())
 
 
 @dataclass
@@ -225,13 +257,8 @@ class RuleSet:
 
     def _build_flood_groups(self) -> dict[str, tuple[int, int]]:
         """Per msg_types group: (longest window, most messages any rule needs)."""
-        groups: dict[str, tuple[int, int]] = {}
-        for rule in self.rules:
-            if rule.flood:
-                horizon, keep = groups.get(rule.flood_group, (0, 0))
-                groups[rule.flood_group] = (max(horizon, rule.flood.seconds),
-                                            max(keep, rule.flood.messages))
-        return groups
+        return {flood.group: (flood.horizon, flood.keep) for flood in
+                _flood_counts(tuple(r for r in self.rules if r.flood is not None))}
 
     # ------------------------------------------------------------------ matching
 

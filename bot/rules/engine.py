@@ -8,7 +8,7 @@ from bot.core.models import NO_DECISION, Action, ActionKind, Decision, Event, Ru
 from bot.core.timefmt import span
 from bot.core.windows import SlidingWindows
 from bot.core.wording import plural
-from bot.rules.compiled import Rule, RuleSet, Scorer, TextMatch
+from bot.rules.compiled import Plan, Rule, RuleSet, Scorer, TextMatch
 
 REASON_MAX = 500
 # Which reply a follower gets when several rules fire: the strongest action speaks, and
@@ -66,7 +66,7 @@ class RuleEngine:
             return NO_DECISION
         allowlisted = event.openid in ruleset.allowlist
         matches = ruleset.recent_matches(event.texts, plan, self.model)
-        counts = {} if allowlisted else self._count_flood(ruleset, event, plan.flood_rules)
+        counts = {} if allowlisted else self._count_flood(plan, event)
         candidates = plan.textless
         if matches:  # only rules whose text conditions met something can fire, in rule order
             indices = sorted({*matches, *(r.index for r in plan.textless)})
@@ -91,25 +91,16 @@ class RuleEngine:
         actions = () if allowlisted else _actions(event, hits, candidates)
         return Decision(hits=tuple(hits), actions=actions, reply=reply)
 
-    def _count_flood(self, ruleset: RuleSet, event: Event, rules: tuple[Rule, ...]
-                     ) -> dict[str, int]:
+    def _count_flood(self, plan: Plan, event: Event) -> dict[str, int]:
         """Record this push in each flood group that sees it; messages per rule id."""
-        keys: dict[str, str] = {}
-        windows: dict[tuple[str, int], int] = {}
         counts: dict[str, int] = {}
-        for rule in rules:
-            if rule.flood is None:  # plan.flood_rules holds only flood rules
-                continue
-            group = rule.flood_group
-            key = keys.get(group)
-            if key is None:
-                key = keys[group] = f"{group}|{event.openid}"
-                horizon, keep = ruleset.flood_groups[group]
-                self.flood.add(key, event.create_time, horizon, keep)
-            window = (group, rule.flood.seconds)  # rules sharing a window count once
-            if window not in windows:
-                windows[window] = self.flood.count(key, event.create_time, rule.flood.seconds)
-            counts[rule.id] = windows[window]
+        for flood in plan.floods:
+            key = f"{flood.group}|{event.openid}"
+            self.flood.add(key, event.create_time, flood.horizon, flood.keep)
+            for seconds, rule_ids in flood.windows:  # rules sharing a window count once
+                count = self.flood.count(key, event.create_time, seconds)
+                for rule_id in rule_ids:
+                    counts[rule_id] = count
         return counts
 
     def _fire(self, rule: Rule, event: Event, match: TextMatch | None,
