@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from wechatpy.crypto import WeChatCrypto
-from wechatpy.utils import WeChatSigner
+
+from bot.wechat.push import sign
 
 TOKEN = "pushtoken123"
 APPID = "wx1234567890abcdef"
@@ -30,14 +31,6 @@ def with_openid(xml: str, openid: str) -> str:
     for placeholder in ("FromUser", "fromUser"):
         xml = xml.replace(f"<![CDATA[{placeholder}]]>", f"<![CDATA[{openid}]]>")
     return xml
-
-
-def sign(*parts: str) -> str:
-    """The platform's signature as wechatpy computes it: tests sign with it, so that
-    the service's own signer (bot.wechat.push.sign) is checked against another's."""
-    signer = WeChatSigner()
-    signer.add_data(*parts)
-    return str(signer.signature)
 
 
 def text_xml(openid: str, content: str, msg_id: int, create_time: int | str | None = None) -> str:
