@@ -119,7 +119,7 @@ class Plan:
     flood_rules: tuple[Rule, ...]
     contact_kinds: frozenset[str]
     classifier_rules: tuple[Rule, ...]
-    floods: tuple[FloodCount, ...] = ()  # where the flood rules count a push
+    floods: tuple[FloodCount, ...]  # where the flood rules count a push
 
     @classmethod
     def of(cls, rules: tuple[Rule, ...]) -> Plan:
