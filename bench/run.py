@@ -105,13 +105,30 @@ def run_server(cmd: list[str], port: int, args: argparse.Namespace, token: str, 
         wait_ready(port, proc)
         if callable(before_load):
             before_load(proc)
-        return drive(port, args, token, worker_pid(proc), distinct)
+        result = drive(port, args, token, worker_pid(proc), distinct)
+        result["per_commit"] = group_commit_size(port)
+        return result
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def group_commit_size(port: int) -> float:
+    """Calls per group commit over the run, from the service's /metrics (0: not a
+    service, or no commit)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode("utf-8", "replace")
+    except OSError:  # the bare handlers and WeRoBot have no /metrics
+        return 0.0
+    values = dict(line.split(" ", 1) for line in text.splitlines()
+                  if line.startswith(("bot_store_commits_total ",
+                                      "bot_store_committed_calls_total ")))
+    commits = float(values.get("bot_store_commits_total", 0))
+    return float(values.get("bot_store_committed_calls_total", 0)) / commits if commits else 0.0
 
 
 def write_config(workdir: Path, port: int, synchronous: str = "full",
@@ -258,14 +275,16 @@ def report(results: list[tuple[str, dict[str, float]]], args: argparse.Namespace
           f"storage.synchronous={args.synchronous}; median of {args.rounds} interleaved "
           f"rounds (x bare: median of the same-round ratios)")
     print(f"{'server':<30}{'msgs/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
-          f"{'errors':>8}{'CPU us/push':>13}{'loop us':>9}{'CPU x bare':>12}{'rps x bare':>12}")
+          f"{'errors':>8}{'CPU us/push':>13}{'loop us':>9}{'CPU x bare':>12}{'rps x bare':>12}"
+          f"{'/commit':>9}")
     for name, result in results:
         print(f"{name:<30}{result['rps']:>9.0f}{result['p50_ms']:>9.2f}"
               f"{result['p99_ms']:>9.2f}{result.get('max_ms', 0.0):>9.1f}"
               f"{result['errors']:>8.0f}{result.get('cpu_us', 0.0):>13.1f}"
               f"{result.get('loop_us', 0.0):>9.1f}"
               f"{paired(rounds, name, bare, 'cpu_us'):>12.2f}"
-              f"{paired(rounds, name, bare, 'rps'):>12.2f}")
+              f"{paired(rounds, name, bare, 'rps'):>12.2f}"
+              + (f"{result['per_commit']:>9.1f}" if result.get("per_commit") else ""))
     for label, name in (("repeated texts", "bot webhook, default rules"),
                         ("distinct texts", DISTINCT)):
         line = by_name[name]
@@ -296,7 +315,8 @@ def report(results: list[tuple[str, dict[str, float]]], args: argparse.Namespace
     print("CPU us/push: the server process's CPU time (all threads, user + system) over the "
           "measured window / pushes answered; the load generator runs in its own process. "
           "loop us: the main thread's part (the event loop's; the rest is the store's writer "
-          "and checkpoint threads).")
+          "and checkpoint threads). /commit: pushes (and other store calls) per group "
+          "commit over the run, from the service's /metrics.")
 
 
 def main() -> None:

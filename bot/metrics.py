@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import (
     CollectorRegistry,
@@ -90,6 +90,24 @@ class PlainHistogram:
         yield family
 
 
+class GroupCommits:
+    """The SQLite store's transactions and the calls they held, read when scraped: their
+    ratio is the size of a group commit (under load, many pushes share one fsync)."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], tuple[int, int]] | None = None  # (commits, calls)
+
+    def collect(self) -> Iterator[Metric]:
+        """The two counters; none until a store is watched (PostgreSQL has no writer)."""
+        if self.source is None:
+            return
+        commits, calls = self.source()
+        yield CounterMetricFamily("bot_store_commits", "Transactions the SQLite store's "
+                                  "writer committed (each a group commit)", value=commits)
+        yield CounterMetricFamily("bot_store_committed_calls", "Pushes and other calls "
+                                  "those transactions held", value=calls)
+
+
 def _bound(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(float(bound))
 
@@ -112,7 +130,8 @@ class Metrics:
         self.decisions = PlainCounter(
             "bot_rule_hits", "Rule hits, by rule and action", ["rule_id", "action"],
         )
-        for plain in (self.pushes, self.push_latency, self.decisions):
+        self.group_commits = GroupCommits()  # see watch_store
+        for plain in (self.pushes, self.push_latency, self.decisions, self.group_commits):
             r.register(plain)  # type: ignore[arg-type]  # a collector: collect() is enough
         self.api_calls = Counter(
             "bot_api_calls", "WeChat API calls, by endpoint and outcome (ok or errcode)",
@@ -133,6 +152,10 @@ class Metrics:
         self.exports = Counter(
             "bot_exports", "Blacklist exports, by outcome", ["outcome"], registry=r,
         )
+
+    def watch_store(self, source: Callable[[], tuple[int, int]]) -> None:
+        """Export the store's (commits, calls so committed), read when scraped."""
+        self.group_commits.source = source
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

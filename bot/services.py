@@ -91,7 +91,9 @@ def build_services(config: Config, *, metrics: Metrics | None = None,
                                         clock=clock), api_timeout)
     store = Store(config.storage.path, synchronous=config.storage.synchronous, clock=clock)
     storage = SqliteStorage(store, dry_run=config.dry_run, clock=clock)
-    return Services(config, metrics or Metrics(), storage, api_timeout)
+    metrics = metrics or Metrics()
+    metrics.watch_store(lambda: (store.commits, store.committed_calls))
+    return Services(config, metrics, storage, api_timeout)
 
 
 def admin_store(config: Config) -> SqliteAdmin | PostgresAdmin:

@@ -333,6 +333,32 @@ async def test_healthz_and_metrics(client: Client, config: Config) -> None:
     assert "bot_push_latency_seconds_bucket" in metrics
 
 
+def scraped(metrics: str, name: str) -> float | None:
+    """The value of an unlabelled series in a /metrics text, None when absent."""
+    for line in metrics.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+async def test_metrics_tell_the_size_of_group_commits(client: Client, config: Config) -> None:
+    before = await (await client.get("/metrics")).text()
+    answers = await asyncio.gather(*(post(client, text_xml(OPENID, f"第{n}条", 8100 + n))
+                                     for n in range(20)))
+    assert [a.status for a in answers] == [200] * 20
+    metrics = await (await client.get("/metrics")).text()
+    commits, calls = (scraped(metrics, "bot_store_commits_total"),
+                      scraped(metrics, "bot_store_committed_calls_total"))
+    if config.storage.backend == "postgres":  # no writer thread, no group commits
+        assert commits is None and calls is None
+        return
+    assert commits is not None and calls is not None
+    old_calls = scraped(before, "bot_store_committed_calls_total") or 0.0
+    assert calls - old_calls >= 20, "every push was committed through the writer"
+    assert 1 <= commits - (scraped(before, "bot_store_commits_total") or 0.0) \
+        <= calls - old_calls
+
+
 async def test_token_missing_refuses_everything(aiohttp_client: MakeClient,
                                                 tmp_path: Path) -> None:
     config = make_config(tmp_path, token="")
