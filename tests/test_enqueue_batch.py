@@ -22,7 +22,8 @@ def oid(n: int) -> str:
 
 def prepare(db: Database) -> None:
     """Followers in every state the plan weighs: blacklisted (timed, permanent), removed,
-    a pending unblacklist or blacklist, one sent and in flight, never seen."""
+    a pending unblacklist or blacklist, a would-be (dry-run) blacklist, one sent and in
+    flight, never seen."""
     db.execute("INSERT INTO blacklist (openid, status, since, expires_at, updated_at) VALUES"
                " (?, 'blacklisted', ?, ?, ?), (?, 'blacklisted', ?, NULL, ?),"
                " (?, 'removed', ?, NULL, ?)",
@@ -31,10 +32,13 @@ def prepare(db: Database) -> None:
     for openid, kind, status, attempts in ((oid(4), "unblacklist", "pending", 0),
                                            (oid(5), "blacklist", "pending", 0),
                                            (oid(6), "unblacklist", "sending", 1),
-                                           (oid(1), "unblacklist", "pending", 0)):
+                                           (oid(1), "unblacklist", "pending", 0),
+                                           (oid(10), "unblacklist", "pending", 0),
+                                           (oid(11), "blacklist", "dry_run", 0)):
         db.execute("INSERT INTO actions (openid, kind, status, attempts, created_at,"
-                   " updated_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, NULL)",
-                   [openid, kind, status, attempts, NOW - 5, NOW - 5])
+                   " updated_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   [openid, kind, status, attempts, NOW - 5, NOW - 5,
+                    NOW + 100 if kind == "blacklist" else None])
 
 
 ACTIONS = [
@@ -49,12 +53,15 @@ ACTIONS = [
     Action(B, oid(9), "r", "twice", NOW + 60),     # twice in the batch: second absorbed
     Action(B, oid(9), "r", "twice", None),
     Action(B, "bad openid!", "r", "x", None),      # malformed: never queued
+    Action(U, oid(10), "r", "x", None),            # absorbed, no end to extend
+    Action(B, oid(11), "r", "x", NOW + 700),       # dry-run: absorbed by the would-be one
 ]
 
 
 def tables(db: Database) -> tuple[list[Any], list[Any]]:
     actions = db.execute("SELECT openid, kind, rule_id, reason, status, attempts,"
-                         " expires_at, errmsg FROM actions ORDER BY openid, id").fetchall()
+                         " expires_at, errmsg, updated_at FROM actions ORDER BY openid, id"
+                         ).fetchall()
     blacklist = db.execute("SELECT * FROM blacklist ORDER BY openid").fetchall()
     return actions, blacklist
 

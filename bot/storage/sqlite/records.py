@@ -178,12 +178,13 @@ _ACTION_COLUMNS = ("openid, kind, rule_id, reason, source, event_id, status, cre
 def enqueue_actions(db: Database, actions: list[tuple[Action, int | None, bool]], now: int
                     ) -> None:
     """Queue a batch's rule actions ``(action, event_id, dry_run)`` as
-    :func:`enqueue_action` would one by one, in three statements for the usual case.
+    :func:`enqueue_action` would one by one, in four statements at most for the usual case.
 
     The follower's queued rows and recorded state are read for the whole batch at once,
-    and the new rows go in one INSERT. An action whose plan writes before it decides
-    (cancel, absorb, reset), or a follower with several actions in the batch, takes the
-    one-by-one path, which reads after every write: only the common case is batched.
+    the new rows go in one INSERT and the ends of absorbing rows in one more (a spammer's
+    messages before the first blacklist goes out are absorbed, one each). An action whose
+    plan writes before it decides (cancel, reset), or a follower with several actions in
+    the batch, takes the one-by-one path, which reads after every write.
     """
     if not actions:
         return
@@ -197,9 +198,13 @@ def enqueue_actions(db: Database, actions: list[tuple[Action, int | None, bool]]
     for action, event_id, dry_run in actions:  # in order: a follower's actions see each other
         if action.openid not in singles:
             enqueue_action(db, action, now, event_id=event_id, dry_run=dry_run)
-    if not alone:
-        return
-    dry_run = modes.pop()
+    if alone:
+        _enqueue_alone(db, alone, modes.pop(), now)
+
+
+def _enqueue_alone(db: Database, alone: list[tuple[Action, int | None, bool]],
+                   dry_run: bool, now: int) -> None:
+    """The batched path of :func:`enqueue_actions`: one action per follower, one mode."""
     openids = [item[0].openid for item in alone]
     marks = ",".join("?" * len(openids))
     queued: dict[str, list[Queued]] = {}
@@ -211,13 +216,17 @@ def enqueue_actions(db: Database, actions: list[tuple[Action, int | None, bool]]
     states = {openid: (status, expires) for openid, status, expires in db.conn.execute(
         f"SELECT openid, status, expires_at FROM blacklist WHERE openid IN ({marks})",
         openids)}
-    rows = []
+    rows, extended = [], []
     for action, event_id, _ in alone:
         kind = ActionKind(action.kind)
         plan = plan_enqueue(kind, action.expires_at, queued.get(action.openid, []),
                             dry_run=dry_run, source="rule")
-        if plan.cancel or plan.reset_end or plan.absorb_into is not None:
+        if plan.cancel or plan.reset_end:
             enqueue_action(db, action, now, event_id=event_id, dry_run=dry_run)
+            continue
+        if plan.absorb_into is not None:
+            if plan.extend:
+                extended.append((plan.absorbed_end, now, plan.absorb_into))
             continue
         if plan.check_state:
             check = against_state(states.get(action.openid), kind, action.expires_at,
@@ -230,6 +239,11 @@ def enqueue_actions(db: Database, actions: list[tuple[Action, int | None, bool]]
         rows.append((action.openid, str(kind), action.rule_id, action.reason, "rule",
                      event_id, queued_status(dry_run), now, now, action.expires_at))
     _insert_many(db, "actions", _ACTION_COLUMNS, rows)
+    db.conn.executemany(_EXTEND_ABSORBING, extended)
+
+
+# A queued blacklist that absorbs a new one takes the stronger end of the two.
+_EXTEND_ABSORBING = "UPDATE actions SET expires_at = ?, updated_at = ? WHERE id = ?"
 
 
 def enqueue_action(db: Database, action: Action, now: int, *, event_id: int | None = None,
@@ -254,8 +268,7 @@ def enqueue_action(db: Database, action: Action, now: int, *, event_id: int | No
     _cancel(db, plan, action, kind, now)
     if plan.absorb_into is not None:
         if plan.extend:
-            db.execute("UPDATE actions SET expires_at = ?, updated_at = ? WHERE id = ?",
-                       [plan.absorbed_end, now, plan.absorb_into])
+            db.execute(_EXTEND_ABSORBING, [plan.absorbed_end, now, plan.absorb_into])
         return None
     if plan.check_state and _needless(db, action, kind, now, bool(plan.cancel)):
         return None
