@@ -173,6 +173,8 @@ def _extra_fields(event: Event) -> str | None:
 
 _ACTION_COLUMNS = ("openid, kind, rule_id, reason, source, event_id, status, created_at,"
                    " updated_at, expires_at")
+# A queued blacklist that absorbs a new one takes the stronger end of the two.
+_EXTEND_ABSORBING = "UPDATE actions SET expires_at = ?, updated_at = ? WHERE id = ?"
 
 
 def enqueue_actions(db: Database, actions: list[tuple[Action, int | None, bool]], now: int
@@ -240,10 +242,6 @@ def _enqueue_alone(db: Database, alone: list[tuple[Action, int | None, bool]],
                      event_id, queued_status(dry_run), now, now, action.expires_at))
     _insert_many(db, "actions", _ACTION_COLUMNS, rows)
     db.conn.executemany(_EXTEND_ABSORBING, extended)
-
-
-# A queued blacklist that absorbs a new one takes the stronger end of the two.
-_EXTEND_ABSORBING = "UPDATE actions SET expires_at = ?, updated_at = ? WHERE id = ?"
 
 
 def enqueue_action(db: Database, action: Action, now: int, *, event_id: int | None = None,
