@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
@@ -177,6 +178,23 @@ async def test_bad_msg_signature_gets_403(client: Client) -> None:
     query, body = encrypted(text_xml(OPENID, "x", 4002))
     query["msg_signature"] = "0" * 40
     assert (await post(client, body, query)).status == 403
+
+
+async def test_the_signature_is_wechats_documented_one(client: Client, config: Config) -> None:
+    """Every other test signs with the service's own signer; here the signature is worked
+    out as WeChat documents it (the token, timestamp and nonce sorted, joined, SHA1 in
+    hex), so a signer that drifted from it cannot pass with the tests that share it."""
+    timestamp, nonce = str(int(time.time())), "abc"  # sorted: timestamp, nonce, token
+
+    def query(*parts: str) -> dict[str, str]:
+        digest = hashlib.sha1("".join(parts).encode()).hexdigest()
+        return {"signature": digest, "timestamp": timestamp, "nonce": nonce}
+
+    unsorted = await post(client, text_xml(OPENID, "x", 4003), query(TOKEN, timestamp, nonce))
+    assert unsorted.status == 403
+    documented = query(*sorted((TOKEN, timestamp, nonce)))
+    assert (await post(client, text_xml(OPENID, "x", 4004), documented)).status == 200
+    assert db_rows(config, "SELECT msg_id FROM events") == [("4004",)]
 
 
 XXE = (
