@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 # XXE and billion-laughs whatever the parser's own defences are.
 _FORBIDDEN_XML = re.compile(rb"<!\s*(?:DOCTYPE|ENTITY)", re.IGNORECASE)
 
+
 def sign(*parts: str) -> str:
     """WeChat's SHA1 signature over the sorted parts (wechatpy's signer)."""
     signer = WeChatSigner()
