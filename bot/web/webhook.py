@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -87,26 +87,50 @@ class Webhook:
         return web.Response(text=request.query.get("echostr", ""), content_type=TEXT)
 
     async def push(self, request: web.Request) -> web.Response:
-        """POST: one pushed message or event."""
+        """POST through aiohttp: one pushed message or event (most come by bot.web.front)."""
         started = time.perf_counter()
-        msg_type = "unparsed"
         try:
             body = await self._read_body(request)
-            plain, key_index = self.codec.open(request.query, body)
+        except PushError as exc:
+            status, text, content_type = self._refuse(exc, "unparsed", request.remote)
+        except Exception:  # the client went away mid-body: answered 500 by aiohttp
+            self._pushes("unparsed", "error").inc()
+            raise
+        else:
+            status, text, content_type = await self.answer(request.query, body,
+                                                           request.remote, started)
+        return web.Response(status=status, text=text, content_type=content_type)
+
+    async def answer(self, query: Mapping[str, str], body: bytes, remote: str | None,
+                     started: float) -> tuple[int, str, str]:
+        """One push, its body read whole: the answer's status, text and content type.
+
+        ``started`` is ``time.perf_counter()`` when the request came in. A refusal is
+        answered (4xx, or 500 for a push not stored); an unexpected error is counted
+        and raised, for the HTTP layer to answer 500 (WeChat retries it).
+        """
+        msg_type = "unparsed"
+        try:
+            if not body:
+                raise PushError(400, "empty body")
+            plain, key_index = self.codec.open(query, body)
             event = parse_event(plain)
             msg_type = event.msg_type if event.msg_type in _KNOWN_TYPES else "other"
-            text, content_type, outcome = await self._handle(event, key_index, request)
+            text, content_type, outcome = await self._handle(event, key_index, query)
         except PushError as exc:
-            outcome = _OUTCOMES.get(exc.status, "error")
-            self.refusals.refused(exc.status, exc.reason, request.remote)
-            self._pushes(msg_type, outcome).inc()
-            return web.Response(status=exc.status, text=exc.reason)
-        except Exception:  # answered 500 by aiohttp, so WeChat retries; counted here
+            return self._refuse(exc, msg_type, remote)
+        except Exception:
             self._pushes(msg_type, "error").inc()
             raise
         self._pushes(msg_type, outcome).inc()
         self.metrics.push_latency.observe(time.perf_counter() - started)
-        return web.Response(text=text, content_type=content_type)
+        return 200, text, content_type
+
+    def _refuse(self, exc: PushError, msg_type: str, remote: str | None
+                ) -> tuple[int, str, str]:
+        self.refusals.refused(exc.status, exc.reason, remote)
+        self._pushes(msg_type, _OUTCOMES.get(exc.status, "error")).inc()
+        return exc.status, exc.reason, TEXT
 
     async def _read_body(self, request: web.Request) -> bytes:
         """The whole body, however many packets it came in; 413 past the cap."""
@@ -122,14 +146,12 @@ class Webhook:
                 raise self._too_large() from None
         if len(body) > self.max_body:  # chunked, so no Content-Length told it up front
             raise self._too_large()
-        if not body:
-            raise PushError(400, "empty body")
         return body
 
     def _too_large(self) -> PushError:
         return PushError(413, f"body larger than {self.max_body} bytes")
 
-    async def _handle(self, event: Event, key_index: int | None, request: web.Request
+    async def _handle(self, event: Event, key_index: int | None, query: Mapping[str, str]
                       ) -> tuple[str, str, str]:
         key = event.dedup_key
         earlier = self.recent.claim(key)
@@ -168,7 +190,7 @@ class Webhook:
             self.on_actions()
         text, content_type = SUCCESS, TEXT
         if decision.reply:
-            nonce = request.query.get("nonce", "")
+            nonce = query.get("nonce", "")
             text, content_type = self.codec.reply(event, decision.reply, key_index, nonce), XML
         self.recent.finish(key, text, content_type)
         return text, content_type, "ok"
