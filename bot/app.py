@@ -27,6 +27,7 @@ from bot.rules import RuleEngine, RuleSet, load_ruleset
 from bot.rules.loader import empty_rules_warning
 from bot.services import Services, build_services
 from bot.storage.ports import SharedWindows
+from bot.web.front import PushFront, PushSite
 from bot.web.health import healthz, metrics_response, worsen
 from bot.web.retries import KEEP_SECONDS, InMemoryRecentPushes
 from bot.web.webhook import Webhook
@@ -290,6 +291,22 @@ def http_limits(config: Config) -> dict[str, Any]:
     return {"max_line_size": MAX_LINE_BYTES, "max_field_size": MAX_FIELD_BYTES,
             "max_headers": MAX_HEADERS,
             "keepalive_timeout": config.server.idle_timeout_seconds}
+
+
+def push_site(runner: web.AppRunner, config: Config, *, drain_timeout: float = 10.0
+              ) -> web.BaseSite:
+    """Where ``runner``'s application listens (server.host and port): pushes are
+    answered by the push front, every other request by aiohttp (all by aiohttp when
+    ``server.push_front`` is false)."""
+    server = config.server
+    if not server.push_front:
+        return web.TCPSite(runner, server.host, server.port)
+    webhook = runner.app[SERVICE].webhook
+    assert webhook is not None and runner.server is not None, "runner.setup() comes first"
+    front = PushFront(webhook, runner.server, path=server.path,
+                      max_body=server.max_body_bytes, max_headers=MAX_HEADERS,
+                      idle_timeout=server.idle_timeout_seconds)
+    return PushSite(runner, front, server.host, server.port, drain_timeout=drain_timeout)
 
 
 def _add_console(app: web.Application, service: Service) -> None:

@@ -55,6 +55,7 @@ class ServerConfig:
     max_body_bytes: int = 65536
     timestamp_tolerance_seconds: int = 300
     idle_timeout_seconds: float = 15.0  # a connection with no request in flight is closed
+    push_front: bool = True  # pushes framed off the socket (bot.web.front); false: aiohttp
 
 
 @dataclass(frozen=True)
