@@ -39,6 +39,7 @@ ISSUE_BARE_US = 47.0  # the bare handler's CPU a request when the issue set 130
 # The same service and rules with no two texts alike: the engine's memory of recent
 # texts never helps (the other lines repeat five texts, as greetings and adverts do).
 DISTINCT = "  ... every text distinct"
+AIOHTTP_ONLY = "  ... push_front: false"  # the same service, every request through aiohttp
 
 
 def free_port() -> int:
@@ -132,12 +133,13 @@ def group_commit_size(port: int) -> float:
 
 
 def write_config(workdir: Path, port: int, synchronous: str = "full",
-                 rules_dir: Path = ROOT / "rules") -> Path:
+                 rules_dir: Path = ROOT / "rules", push_front: bool = True) -> Path:
     config = workdir / "config.yaml"
     config.write_text(
         f"wechat:\n  token: {TOKEN}\n"
         f"server:\n  host: 127.0.0.1\n  port: {port}\n"
-        f"storage:\n  path: {workdir / 'bench.db'}\n  synchronous: {synchronous}\n"
+        + ("" if push_front else "  push_front: false\n")  # older checkouts lack the key
+        + f"storage:\n  path: {workdir / 'bench.db'}\n  synchronous: {synchronous}\n"
         f"rules:\n  dir: {rules_dir}\n"
         f"actions:\n  dry_run: true\n"
         f"export:\n  dir: {workdir / 'exports'}\n"
@@ -166,12 +168,13 @@ def werobot_python() -> Path | None:
 
 
 def served(name: str, work: Path, args: argparse.Namespace, rules_dir: Path, *,
-           code: Path = ROOT, distinct: bool = False) -> tuple[str, dict[str, float]]:
+           code: Path = ROOT, distinct: bool = False, push_front: bool = True
+           ) -> tuple[str, dict[str, float]]:
     """The service (``python -m bot serve``) of the checkout ``code`` on ``rules_dir``."""
     workdir = work / name.replace(" ", "_").replace(",", "")
     workdir.mkdir()
     port = free_port()
-    config = write_config(workdir, port, args.synchronous, rules_dir)
+    config = write_config(workdir, port, args.synchronous, rules_dir, push_front)
     return name, run_server([sys.executable, "-m", "bot", "serve", "--config", str(config)],
                             port, args, TOKEN, pythonpath=code, cwd=code, distinct=distinct)
 
@@ -218,6 +221,7 @@ def one_round(work: Path, args: argparse.Namespace, werobot: Path | None
         results.append(served("before: default rules", work, args, before / "rules",
                               code=before))
     results.append(served("bot webhook, default rules", work, args, ROOT / "rules"))
+    results.append(served(AIOHTTP_ONLY, work, args, ROOT / "rules", push_front=False))
     if before is not None:
         results.append(served("before: distinct texts", work, args, before / "rules",
                               code=before, distinct=True))

@@ -18,6 +18,9 @@ from pathlib import Path
 # (stage, [(file suffix, function name), ...] added, [...] subtracted)
 Key = tuple[str, str]
 STAGES: list[tuple[str, list[Key], list[Key]]] = [
+    ("push front: framing (httptools)", [("bot/web/front.py", "data_received")], []),
+    ("push front: query, answer, write", [("bot/web/front.py", "_answer_all")],
+     [("bot/web/webhook.py", "answer")]),
     ("HTTP receive (aiohttp parse, request)", [("aiohttp/web_protocol.py", "data_received")],
      []),
     ("aiohttp routing + handler glue", [("aiohttp/web_protocol.py", "_handle_request")],
