@@ -9,13 +9,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import pytest
 from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bot.app import push_site
 from bot.config import Config, build_config
+from bot.web.front import parse_query
 from tests.hostile import free_port
 from tests.pushes import TOKEN, signed_query, text_xml
 
@@ -360,3 +363,15 @@ async def test_push_front_false_serves_every_request_through_aiohttp(
     # aiohttp names itself in every answer; the front does not
     assert ("aiohttp" in answer.headers.get("server", "")) is not front
     assert served.count() == 1
+
+
+@given(st.lists(st.tuples(st.text(st.sampled_from("ab=&%+2Fé 0"), max_size=6),
+                          st.text(st.sampled_from("ab=&%+2Fé 0"), max_size=6)), max_size=5),
+       st.booleans())
+def test_the_query_reads_as_parse_qsl_reads_it(pairs: list[tuple[str, str]], raw: bool
+                                                ) -> None:
+    text = "&".join(f"{n}={v}" for n, v in pairs) if raw else urlencode(pairs)
+    expected: dict[str, str] = {}
+    for name, value in parse_qsl(text, keep_blank_values=True):
+        expected.setdefault(name, value)
+    assert parse_query(text) == expected

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Protocol
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 import httptools  # type: ignore[import-not-found]
 from aiohttp import web
@@ -148,13 +148,22 @@ class _Push:
         """The query string's parameters; the first of a repeated name counts (as in
         aiohttp's ``request.query.get``)."""
         mark = self.target.find(b"?")
-        if mark < 0:
-            return {}
-        query: dict[str, str] = {}
-        for name, value in parse_qsl(self.target[mark + 1:].decode("utf-8", "replace"),
-                                     keep_blank_values=True):
-            query.setdefault(name, value)
-        return query
+        return {} if mark < 0 else parse_query(self.target[mark + 1:].decode("utf-8", "replace"))
+
+
+def parse_query(text: str) -> dict[str, str]:
+    """``urllib.parse.parse_qsl(text, keep_blank_values=True)``, first of each name
+    kept, in half its time: a push's signed query has nothing to unquote."""
+    query: dict[str, str] = {}
+    for pair in text.split("&"):
+        if not pair:
+            continue
+        name, _, value = pair.partition("=")
+        if "%" in pair or "+" in pair:
+            name, value = unquote_plus(name), unquote_plus(value)
+        if name not in query:
+            query[name] = value
+    return query
 
 
 class _Connection(asyncio.Protocol):
