@@ -11,7 +11,6 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -49,18 +48,6 @@ def _dump_and_exit(item: pytest.Item) -> None:
         print(f"(tasks unavailable: {exc!r})", file=err)
     err.flush()
     os._exit(3)
-
-
-def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item
-                                  ) -> dict[str, Any] | None:
-    """The push front's tests run on asyncio's loop and on uvloop, which ``serve`` runs
-    on (its transports hand a connection over to aiohttp their own way); the rest on
-    asyncio's loop only."""
-    if item.path.name != "test_front.py":
-        return None
-    import uvloop
-
-    return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 
 @pytest.hookimpl(hookwrapper=True)
