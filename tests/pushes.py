@@ -73,3 +73,16 @@ def decrypt_reply(xml: str, *, key: str = AES_KEY) -> str:
     encrypt = xml.split("<Encrypt><![CDATA[")[1].split("]]></Encrypt>", maxsplit=1)[0]
     plain = PrpCrypto(WeChatCrypto(TOKEN, key, APPID).key).decrypt(encrypt, APPID)
     return plain.decode() if isinstance(plain, bytes) else plain
+
+
+# Rules the webhook tests push against: a blacklisting keyword and one with a reply.
+RULES = """
+rules:
+  - id: contact-spam
+    keywords: [加微信]
+    action: blacklist
+  - id: greeting-reply
+    keywords: [你好机器人]
+    action: log
+    reply: 您好，已收到
+"""

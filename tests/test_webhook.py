@@ -23,6 +23,7 @@ from tests.pushes import (
     AES_KEY,
     APPID,
     OLD_AES_KEY,
+    RULES,
     TOKEN,
     decrypt_reply,
     encrypted,
@@ -33,17 +34,6 @@ from tests.pushes import (
 )
 
 OPENID = "oTestFollower0000000000000001"
-RULES = """
-rules:
-  - id: contact-spam
-    keywords: [加微信]
-    action: blacklist
-  - id: greeting-reply
-    keywords: [你好机器人]
-    action: log
-    reply: 您好，已收到
-"""
-
 Client = TestClient[Any, Any]
 MakeClient = Callable[..., Awaitable[Client]]
 

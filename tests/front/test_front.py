@@ -20,18 +20,7 @@ from bot.app import push_site
 from bot.config import Config, build_config
 from bot.web.front import parse_query
 from tests.hostile import free_port
-from tests.pushes import TOKEN, signed_query, text_xml
-
-RULES = """
-rules:
-  - id: contact-spam
-    keywords: [加微信]
-    action: blacklist
-  - id: greeting-reply
-    keywords: [你好机器人]
-    action: log
-    reply: 您好，已收到
-"""
+from tests.pushes import RULES, TOKEN, signed_query, text_xml
 
 
 @dataclass
