@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bot.core.models import Action, ActionKind, Decision, Event, RuleHit
+from bot.storage.sqlite.records import strings_json
 from bot.storage.sqlite.store import Store, enqueue_action, iter_events, open_db, purge_content
 
 OPENID = "oStoreFollower00000000000001"
@@ -519,3 +523,12 @@ def test_bulk_record_ids_are_the_stored_rows_with_retries_among_new_pushes(  # t
     assert [r.event_id for r in second] == [
         ids['{"content": "t6"}'], None, ids['{"content": "t7"}'], None, ids['{"content": "t8"}']]
     assert len(ids) == 8
+
+
+@given(st.dictionaries(st.text(), st.text()))
+def test_an_events_texts_are_stored_as_json_dumps_writes_them(texts: dict[str, str]) -> None:
+    assert strings_json(texts) == json.dumps(texts, ensure_ascii=False)
+
+
+def test_texts_that_are_not_all_strings_are_still_stored_as_json() -> None:
+    assert strings_json({"content": "hi", "n": 1}) == '{"content": "hi", "n": 1}'

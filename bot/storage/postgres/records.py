@@ -10,7 +10,6 @@ replicas deciding about one follower at once queue one action, not two.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -26,10 +25,9 @@ from bot.core.models import (
     is_valid_openid,
 )
 from bot.core.outbox import Queued, active_statuses, against_state, plan_enqueue, queued_status
-from bot.storage.sqlite.records import redact_quotes
+from bot.storage.sqlite.records import redact_quotes, strings_json
 
 log = logging.getLogger(__name__)
-_JSON = json.JSONEncoder(ensure_ascii=False)
 
 _INSERT_EVENT = (
     "INSERT INTO events (dedup_key, openid, account, msg_type, event, msg_id, create_time,"
@@ -47,9 +45,9 @@ def follower_lock_sql(param: str = "$1") -> str:
 
 
 def _event_args(event: Event, now: int) -> list[Any]:
-    fields = None if event.msg_type in MESSAGE_TYPES else _JSON.encode(dict(event.fields))
+    fields = None if event.msg_type in MESSAGE_TYPES else strings_json(event.fields)
     return [event.dedup_key, event.openid, event.account, event.msg_type, event.event,
-            event.msg_id, event.create_time, now, _JSON.encode(dict(event.texts)), fields]
+            event.msg_id, event.create_time, now, strings_json(event.texts), fields]
 
 
 async def insert_decisions(conn: asyncpg.Connection, event_id: int | None, openid: str,

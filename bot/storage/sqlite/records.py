@@ -8,7 +8,7 @@ import logging
 import re
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -50,6 +50,7 @@ _DECISION_COLUMNS = ("event_id, openid, rule_id, action, evidence, field, span_s
                      " span_end, created_at")
 # One encoder for every row: json.dumps with a keyword builds a new encoder per call.
 _JSON = json.JSONEncoder(ensure_ascii=False)
+_quote = json.encoder.encode_basestring  # a str as a JSON string, as _JSON writes it
 # Rows per multi-row INSERT: 1000 x 10 columns stays far below SQLite's 32766 variables.
 _ROWS_PER_INSERT = 1000
 
@@ -59,7 +60,7 @@ def event_row(event: Event, now: int) -> tuple[Any, ...]:
     return (
         event.dedup_key, event.openid, event.account, event.msg_type, event.event,
         event.msg_id, event.create_time, now,
-        _JSON.encode(dict(event.texts)),
+        strings_json(event.texts),
         _extra_fields(event),
     )
 
@@ -168,7 +169,17 @@ def _extra_fields(event: Event) -> str | None:
     """
     if event.msg_type in MESSAGE_TYPES:
         return None
-    return _JSON.encode(dict(event.fields))
+    return strings_json(event.fields)
+
+
+def strings_json(values: Mapping[str, str]) -> str:
+    """``json.dumps(dict(values), ensure_ascii=False)`` for a mapping of strings (an
+    event's texts and fields), in a third of its time: every push stores one."""
+    try:
+        return "{" + ", ".join([f"{_quote(key)}: {_quote(value)}"
+                                for key, value in values.items()]) + "}"
+    except TypeError:  # a value that is not a string: not a push's
+        return _JSON.encode(dict(values))
 
 
 _ACTION_COLUMNS = ("openid, kind, rule_id, reason, source, event_id, status, created_at,"
@@ -241,7 +252,8 @@ def _enqueue_alone(db: Database, alone: list[tuple[Action, int | None, bool]],
         rows.append((action.openid, str(kind), action.rule_id, action.reason, "rule",
                      event_id, queued_status(dry_run), now, now, action.expires_at))
     _insert_many(db, "actions", _ACTION_COLUMNS, rows)
-    db.conn.executemany(_EXTEND_ABSORBING, extended)
+    if extended:  # even with no rows, executemany prepares the statement
+        db.conn.executemany(_EXTEND_ABSORBING, extended)
 
 
 def enqueue_action(db: Database, action: Action, now: int, *, event_id: int | None = None,
