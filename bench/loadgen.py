@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import time
+from collections.abc import Iterator
 from urllib.parse import urlencode
 
 TEXTS = [
@@ -93,14 +95,15 @@ async def sample_cpu(pid: int, at: float, into: list[tuple[float, float]]) -> No
 
 
 async def worker(index: int, args: argparse.Namespace, target: str, *, deadline: float,
-                 warmup_end: float, latencies: list[float], counters: dict[str, int]) -> None:
+                 warmup_end: float, latencies: list[float], counters: dict[str, int],
+                 msg_ids: Iterator[int]) -> None:
     loop = asyncio.get_running_loop()
     _, conn = await loop.create_connection(Connection, args.host, args.port)
     seq = 0
     while time.perf_counter() < deadline:
         seq += 1
         openid = f"oBench{(index * 7919 + seq) % args.openids:022d}"
-        msg_id = index * 100_000_000 + seq + args.msgid_base
+        msg_id = next(msg_ids)  # one sequence for every connection, as WeChat's ids grow
         text = TEXTS[seq % len(TEXTS)]
         if args.distinct:  # no two pushes alike: nothing the service remembers helps
             text = f"{text}（{distinct_tag(index * 10_000_000 + seq)}）"
@@ -143,11 +146,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, float]:
     latencies: list[float] = []
     counters = {"errors": 0, "total": 0}
     cpu: list[tuple[float, float]] = []
+    msg_ids = itertools.count(args.msgid_base)
     samplers = [sample_cpu(args.pid, at, cpu) for at in (warmup_end, deadline)] \
         if args.pid else []
     await asyncio.gather(*samplers, *(worker(
         i, args, target, deadline=deadline, warmup_end=warmup_end, latencies=latencies,
-        counters=counters) for i in range(args.concurrency)))
+        counters=counters, msg_ids=msg_ids) for i in range(args.concurrency)))
     latencies.sort()
     count = len(latencies)
     out = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bot.core.models import Event
 from bot.web.retries import InMemoryRecentPushes
 
 
@@ -36,3 +37,16 @@ async def test_size_is_bounded_and_forget_frees_a_key() -> None:
     assert len(recent) <= 101
     recent.forget("m:999")
     assert recent.claim("m:999") is None
+
+
+def test_stored_keys_grow_with_time_then_msgid_whoever_sent_them() -> None:
+    # The unique index on them then grows at its end: one page a group commit, not one
+    # page a push (followers' messages within one second come in MsgId order).
+    arrivals = [(1700000000, "oZed", "24000000000000001"),
+                (1700000000, "oAmy", "24000000000000002"),
+                (1700000000, "oMax", "24000000000000003"),
+                (1700000001, "oAbe", "24000000000000004")]
+    keys = [Event(openid, "gh", at, "text", msg_id=msg_id).dedup_key
+            for at, openid, msg_id in arrivals]
+    assert sorted(keys) == keys
+    assert len(set(keys)) == len(keys)
