@@ -180,7 +180,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--openids", type=int, default=50_000)
-    parser.add_argument("--msgid-base", type=int, default=0)
+    parser.add_argument("--msgid-base", type=int, default=0,
+                        help="the first MsgId; every connection draws from one sequence")
     parser.add_argument("--distinct", action="store_true",
                         help="make every text distinct (a number in CJK stems appended); "
                         "by default five texts repeat, as greetings and adverts do")

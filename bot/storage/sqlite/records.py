@@ -48,7 +48,7 @@ _EVENT_COLUMNS = ("dedup_key, openid, account, msg_type, event, msg_id, create_t
                   " received_at, texts, fields")
 _DECISION_COLUMNS = ("event_id, openid, rule_id, action, evidence, field, span_start,"
                      " span_end, created_at")
-# One encoder for every row: json.dumps with a keyword builds a new encoder per call.
+# strings_json's fallback, built once: json.dumps with a keyword builds one per call.
 _JSON = json.JSONEncoder(ensure_ascii=False)
 _quote = json.encoder.encode_basestring  # a str as a JSON string, as _JSON writes it
 # Rows per multi-row INSERT: 1000 x 10 columns stays far below SQLite's 32766 variables.
